@@ -1,0 +1,153 @@
+//! Command-line surface (SPEC section 2): verbs, flags, and pikachu's `-config` spelling.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// rowhook: MySQL/MariaDB binlog -> HTTP webhooks.
+#[derive(Debug, Parser)]
+#[command(name = "rowhook", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: replicate, route, deliver.
+    Run(ConfigArgs),
+    /// Print the payloads tasks would send, as JSON lines (live, or from a binlog file).
+    Tail(TailArgs),
+    /// Validate the configuration (and, as it grows, the server and callbacks); exit 0/1/2.
+    Check(ConfigArgs),
+    /// Ask a running instance for its health, lag and counters.
+    Status(AdminArgs),
+    /// List a running instance's tasks with state and counters.
+    Tasks(AdminArgs),
+    /// Inspect or re-send dead-lettered events.
+    Dlq {
+        /// list or replay.
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+    /// Print the version.
+    Version,
+}
+
+/// Which configuration files to use.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArgs {
+    /// config.yaml; give it twice to layer an overlay (e.g. config.prod.yaml) over it.
+    #[arg(
+        long = "config",
+        short = 'c',
+        value_name = "PATH",
+        default_value = "config/config.yaml"
+    )]
+    pub config: Vec<PathBuf>,
+    /// tasks.yaml (default: tasks.yaml beside the first config, else `tasks:` in it).
+    #[arg(long, value_name = "PATH")]
+    pub tasks: Option<PathBuf>,
+}
+
+/// `tail` reads a live server (via the config) or a binlog file.
+#[derive(Debug, Clone, Args)]
+pub struct TailArgs {
+    /// config.yaml of the server to follow (give twice for an overlay).
+    #[arg(long = "config", short = 'c', value_name = "PATH")]
+    pub config: Vec<PathBuf>,
+    /// tasks.yaml selecting tables and columns.
+    #[arg(long, value_name = "PATH")]
+    pub tasks: Option<PathBuf>,
+    /// Decode this binlog file instead of a live server.
+    #[arg(long, value_name = "BINLOG", conflicts_with = "config")]
+    pub file: Option<PathBuf>,
+}
+
+/// Where a running instance's admin API is.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// Base URL of the admin server.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
+    pub admin: String,
+}
+
+/// Dead-letter actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum DlqAction {
+    /// Show dead-lettered events.
+    List(ConfigArgs),
+    /// Re-send dead-lettered events.
+    Replay(ConfigArgs),
+}
+
+/// Rewrites pikachu's single-dash long flags (`-config x`, `-config=x`, `-tasks x`)
+/// to the double-dash form clap understands.
+pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    args.into_iter()
+        .enumerate()
+        .map(|(i, arg)| {
+            let Some(text) = arg.to_str().filter(|_| i > 0) else {
+                return arg;
+            };
+            for flag in ["-config", "-tasks"] {
+                if text == flag || text.strip_prefix(flag).is_some_and(|r| r.starts_with('=')) {
+                    return OsString::from(format!("-{text}"));
+                }
+            }
+            arg
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(normalize_args(args.iter().map(OsString::from))).unwrap()
+    }
+
+    #[test]
+    fn pikachu_single_dash_config() {
+        let Command::Check(a) = parse(&["rowhook", "check", "-config", "a.yaml"]).command else {
+            panic!()
+        };
+        assert_eq!(a.config, [PathBuf::from("a.yaml")]);
+        let Command::Run(a) = parse(&[
+            "rowhook",
+            "run",
+            "-config=a.yaml",
+            "--config",
+            "b.yaml",
+            "-tasks",
+            "t.yaml",
+        ])
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!(a.config, [PathBuf::from("a.yaml"), PathBuf::from("b.yaml")]);
+        assert_eq!(a.tasks, Some(PathBuf::from("t.yaml")));
+    }
+
+    #[test]
+    fn config_defaults_to_config_dir() {
+        let Command::Run(a) = parse(&["rowhook", "run"]).command else {
+            panic!()
+        };
+        assert_eq!(a.config, [PathBuf::from("config/config.yaml")]);
+    }
+
+    #[test]
+    fn flag_values_are_not_rewritten() {
+        let out = normalize_args(["rowhook", "tail", "--file", "-config"].map(OsString::from));
+        // Only flags are rewritten, but a value that looks exactly like a pikachu flag
+        // is ambiguous by nature; the program name is never touched.
+        assert_eq!(out[0], "rowhook");
+        assert_eq!(out[2], "--file");
+    }
+}

@@ -1,0 +1,449 @@
+//! `tasks:` — which tables are watched, which changes are sent, and where.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_yaml::Value;
+
+use super::document::{kind_of, Document};
+use super::fields::{Fields, Report};
+
+/// One webhook subscription: a table pattern, the events of interest, a URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskConfig {
+    /// Unique id, used in metrics, logs and the admin API.
+    pub task_id: String,
+    /// Free text.
+    pub name: String,
+    /// Which tables the task watches.
+    pub table: TablePattern,
+    /// Which row changes it sends.
+    pub events: EventKinds,
+    /// Absolute http(s) URL the payloads are POSTed to.
+    pub callback_url: String,
+    /// Events per POST (1 = one object per request, >1 = a JSON array).
+    pub batch_size: u32,
+    /// How long to wait to fill a batch.
+    pub batch_linger: Duration,
+    /// Columns to send (`None` = all).
+    pub columns: Option<Vec<String>>,
+    /// Extra request headers, in file order.
+    pub headers: Vec<(String, String)>,
+    /// Standard Webhooks signing secret (raw bytes).
+    pub secret: Option<Vec<u8>>,
+    /// Ordering constraint between events of this task.
+    pub ordering: Ordering,
+    /// Body shape.
+    pub payload: PayloadShape,
+    /// Disabled tasks are loaded but receive nothing.
+    pub enabled: bool,
+}
+
+/// Which row changes a task wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventKinds {
+    /// INSERTs.
+    pub insert: bool,
+    /// UPDATEs.
+    pub update: bool,
+    /// DELETEs.
+    pub delete: bool,
+}
+
+/// Ordering between a task's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ordering {
+    /// Events of the same primary key are delivered in binlog order.
+    PerKey,
+    /// All events of the task are delivered one after another.
+    Table,
+    /// No constraint.
+    None,
+}
+
+/// Webhook body shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadShape {
+    /// pikachu's object.
+    Pikachu,
+    /// pikachu's object plus position, xid and ts_ms.
+    Envelope,
+}
+
+/// A table name or `*` pattern, optionally qualified by a schema (also a pattern).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TablePattern {
+    /// Schema to match; `None` matches any schema.
+    pub schema: Option<String>,
+    /// Table to match.
+    pub table: String,
+}
+
+impl TablePattern {
+    /// Parses `table`, `db.table` or a `*` pattern; unqualified names take `default_schema`.
+    pub fn parse(text: &str, default_schema: Option<&str>) -> Self {
+        match text.split_once('.') {
+            Some((schema, table)) => TablePattern {
+                schema: Some(schema.to_owned()),
+                table: table.to_owned(),
+            },
+            None => TablePattern {
+                schema: default_schema.map(str::to_owned),
+                table: text.to_owned(),
+            },
+        }
+    }
+
+    /// Whether `schema.table` is watched. Names compare literally (no quoting rules
+    /// apply: keywords, hyphens and leading digits are ordinary characters here).
+    pub fn matches(&self, schema: &str, table: &str) -> bool {
+        self.schema.as_deref().is_none_or(|s| glob(s, schema)) && glob(&self.table, table)
+    }
+}
+
+/// `*` matches any run of characters; everything else is literal.
+fn glob(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let tail: Vec<&str> = parts.collect();
+    let Some((last, middle)) = tail.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// Headers rowhook sets itself; a task may not override them.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+/// Reads the task list at `path` of `items`.
+pub(crate) fn read_tasks(
+    doc: &Document,
+    report: &mut Report,
+    items: &Value,
+    path: &str,
+    default_schema: Option<&str>,
+    callback_host: Option<&str>,
+) -> Vec<TaskConfig> {
+    let Value::Sequence(items) = items else {
+        report.problems.push(doc.problem(
+            path,
+            format!(
+                "expected a list of tasks (- task_id: ...), found {}",
+                kind_of(items)
+            ),
+        ));
+        return Vec::new();
+    };
+    let mut tasks: Vec<TaskConfig> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let item_path = format!("{path}[{i}]");
+        let Value::Mapping(map) = item else {
+            report.problems.push(doc.problem(
+                &item_path,
+                format!(
+                    "expected a task (task_id:, table_name:, ...), found {}",
+                    kind_of(item)
+                ),
+            ));
+            continue;
+        };
+        let mut f = Fields::of(doc, report, map, item_path);
+        let task = read_task(&mut f, default_schema, callback_host);
+        if let Some(t) = &task {
+            if tasks.iter().any(|other| other.task_id == t.task_id) {
+                f.problem(
+                    "task_id",
+                    format!(
+                        "{:?} is used by an earlier task; task ids must be unique",
+                        t.task_id
+                    ),
+                );
+            }
+        }
+        f.finish();
+        tasks.extend(task);
+    }
+    tasks
+}
+
+fn read_task(
+    f: &mut Fields<'_, '_>,
+    default_schema: Option<&str>,
+    callback_host: Option<&str>,
+) -> Option<TaskConfig> {
+    let task_id = f.required_string("task_id", "a unique name for this task, e.g. user_monitor");
+    let name = f.string("name").unwrap_or_default();
+    let table = f
+        .required_string(
+            "table_name",
+            "the table to watch: users, shop.users or shop.order_*",
+        )
+        .and_then(|t| read_table(f, &t, default_schema));
+    let events = read_events(f);
+    let callback_url = f
+        .required_string(
+            "callback_url",
+            "where to POST: /path (joined to callback_host) or https://host/path",
+        )
+        .and_then(|u| resolve_callback(f, &u, callback_host));
+    let batch_size = f.int("batch_size", 1, 100_000).map_or(1, |n| n as u32);
+    let batch_linger = f.duration("batch_linger", Duration::from_millis(5), true);
+    let columns = f.string_list("columns");
+    if columns.as_ref().is_some_and(Vec::is_empty) {
+        f.problem(
+            "columns",
+            "an empty list would send no columns; remove it to send all",
+        );
+    }
+    let headers = read_headers(f);
+    let secret = f.string("secret").and_then(|s| read_secret(f, &s));
+    let ordering = f.choice(
+        "ordering",
+        Ordering::PerKey,
+        &[
+            ("per_key", Ordering::PerKey),
+            ("table", Ordering::Table),
+            ("none", Ordering::None),
+        ],
+    );
+    let payload = f.choice(
+        "payload",
+        PayloadShape::Pikachu,
+        &[
+            ("pikachu", PayloadShape::Pikachu),
+            ("envelope", PayloadShape::Envelope),
+        ],
+    );
+    let enabled = f.bool("enabled", true);
+    Some(TaskConfig {
+        task_id: task_id?,
+        name,
+        table: table?,
+        events: events?,
+        callback_url: callback_url?,
+        batch_size,
+        batch_linger,
+        columns,
+        headers,
+        secret,
+        ordering,
+        payload,
+        enabled,
+    })
+}
+
+fn read_table(
+    f: &mut Fields<'_, '_>,
+    text: &str,
+    default_schema: Option<&str>,
+) -> Option<TablePattern> {
+    let text = text.trim();
+    if text.split('.').count() > 2 || text.starts_with('.') || text.ends_with('.') {
+        f.problem(
+            "table_name",
+            format!("{text:?} is not `table` or `db.table`"),
+        );
+        return None;
+    }
+    Some(TablePattern::parse(text, default_schema))
+}
+
+fn read_events(f: &mut Fields<'_, '_>) -> Option<EventKinds> {
+    let Some(list) = f.string_list("events") else {
+        if f.raw("events").is_none() {
+            f.missing("events", "a list of insert, update, delete");
+        }
+        return None;
+    };
+    if list.is_empty() {
+        f.problem(
+            "events",
+            "is empty; list at least one of insert, update, delete",
+        );
+        return None;
+    }
+    let mut kinds = EventKinds::default();
+    let mut ok = true;
+    for (i, name) in list.iter().enumerate() {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "insert" => kinds.insert = true,
+            "update" => kinds.update = true,
+            "delete" => kinds.delete = true,
+            _ => {
+                f.problem(
+                    &format!("events[{i}]"),
+                    format!("{name:?} is not an event; use insert, update or delete"),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(kinds)
+}
+
+fn resolve_callback(
+    f: &mut Fields<'_, '_>,
+    text: &str,
+    callback_host: Option<&str>,
+) -> Option<String> {
+    let text = text.trim();
+    let full = if text.starts_with('/') {
+        let Some(host) = callback_host else {
+            f.problem(
+                "callback_url",
+                format!("{text:?} is relative but callback_host is not set; set callback_host: http://host:port in config.yaml or give an absolute URL"),
+            );
+            return None;
+        };
+        format!("{}{text}", host.trim_end_matches('/'))
+    } else {
+        text.to_owned()
+    };
+    match check_http_url(&full) {
+        Ok(()) => Some(full),
+        Err(why) => {
+            f.problem("callback_url", format!("{full:?} {why}"));
+            None
+        }
+    }
+}
+
+/// `Ok` when `text` is an absolute http(s) URL with a host; otherwise why not.
+pub(crate) fn check_http_url(text: &str) -> Result<(), String> {
+    let url = url::Url::parse(text).map_err(|e| {
+        format!("is not a URL ({e}); write /path (joined to callback_host) or http(s)://host/path")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "uses scheme {:?}; only http and https are supported",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("has no host".to_owned());
+    }
+    if url.fragment().is_some() {
+        return Err("has a #fragment, which HTTP never sends; remove it".to_owned());
+    }
+    Ok(())
+}
+
+fn read_headers(f: &mut Fields<'_, '_>) -> Vec<(String, String)> {
+    let headers = f.string_map("headers").unwrap_or_default();
+    let mut out = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        let path = format!("headers.{name}");
+        let is_token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !is_token {
+            f.problem(&path, "is not a valid HTTP header name");
+        } else if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            f.problem(&path, "is set by rowhook itself and cannot be overridden");
+        } else if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            f.problem(
+                &path,
+                "contains a line break or NUL, which would corrupt the request",
+            );
+        } else {
+            out.push((name, value));
+        }
+    }
+    out
+}
+
+/// Standard Webhooks secrets: `whsec_<base64>` or raw text of at least 24 bytes.
+fn read_secret(f: &mut Fields<'_, '_>, text: &str) -> Option<Vec<u8>> {
+    let secret = if let Some(b64) = text.strip_prefix("whsec_") {
+        match base64::engine::general_purpose::STANDARD.decode(b64) {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                f.problem(
+                    "secret",
+                    "starts with whsec_ but the rest is not valid base64",
+                );
+                return None;
+            }
+        }
+    } else {
+        text.as_bytes().to_vec()
+    };
+    // Short secrets make HMAC signatures guessable; an empty one (an unset
+    // ${VAR:-}) would sign with no key at all.
+    if secret.len() < 24 {
+        f.problem(
+            "secret",
+            format!(
+                "is {} bytes; use at least 24 random bytes (or whsec_<base64>)",
+                secret.len()
+            ),
+        );
+        return None;
+    }
+    Some(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_patterns_match_literally() {
+        let p = TablePattern::parse("2024_user-activity_log", Some("app"));
+        assert!(p.matches("app", "2024_user-activity_log"));
+        assert!(!p.matches("other", "2024_user-activity_log"));
+        let p = TablePattern::parse("order", None);
+        assert!(p.matches("any", "order"));
+        assert!(!p.matches("any", "orders"));
+        let p = TablePattern::parse("shop.order_*", Some("ignored"));
+        assert!(p.matches("shop", "order_2024"));
+        assert!(p.matches("shop", "order_"));
+        assert!(!p.matches("shop", "orders"));
+        assert!(!p.matches("shop2", "order_1"));
+        let p = TablePattern::parse("shop.*", None);
+        assert!(p.matches("shop", "anything"));
+        let p = TablePattern::parse("*.a*b*c", None);
+        assert!(p.matches("x", "abc"));
+        assert!(p.matches("x", "aXbYc"));
+        assert!(!p.matches("x", "acb"));
+        assert!(!p.matches("x", "abcd"));
+    }
+
+    #[test]
+    fn glob_edge_cases() {
+        assert!(glob("*", ""));
+        assert!(glob("a*a", "aa"));
+        assert!(!glob("a*a", "a"));
+        assert!(glob("", ""));
+        assert!(!glob("", "x"));
+    }
+
+    #[test]
+    fn callback_urls() {
+        assert!(check_http_url("https://api.example.com/hook").is_ok());
+        assert!(check_http_url("http://127.0.0.1:8080/x?y=1").is_ok());
+        assert!(check_http_url("ftp://x/y").is_err());
+        assert!(check_http_url("http://").is_err());
+        assert!(check_http_url("not a url").is_err());
+        assert!(check_http_url("http://x/#frag").is_err());
+    }
+}

@@ -1,0 +1,6 @@
+//! rowhook: reads MySQL/MariaDB's binary log as a replica and delivers every row
+//! change to HTTP webhooks. See SPEC.md for the contract and DESIGN.md for the layout.
+
+pub mod cli;
+pub mod config;
+pub mod logging;

@@ -1,0 +1,162 @@
+//! A throwaway MariaDB per test: temp datadir, free port, row binlog. Started through
+//! `scripts/mariadb-sandbox` (the same script the demo uses) and killed when the
+//! handle drops, or when the test thread dies (PR_SET_PDEATHSIG), so a failing or
+//! aborted test never leaves a server behind.
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How much table metadata the server writes into TABLE_MAP events.
+#[derive(Debug, Clone, Copy)]
+pub enum RowMetadata {
+    /// Column names, signedness, charsets, enum/set values, primary key.
+    Full,
+    /// Only what is needed to decode values (no names).
+    Minimal,
+}
+
+/// A running MariaDB owned by one test.
+pub struct MariaDb {
+    child: Child,
+    dir: tempfile::TempDir,
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl MariaDb {
+    /// Starts a server with `--binlog-row-metadata=FULL`.
+    pub fn start() -> Self {
+        Self::start_with(RowMetadata::Full)
+    }
+
+    /// Starts a server with the given row metadata mode.
+    pub fn start_with(metadata: RowMetadata) -> Self {
+        // A port picked free can be taken again before mariadbd binds it; retry then.
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            match Self::try_start(metadata) {
+                Ok(db) => return db,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("MariaDB did not start:\n{last_log}");
+    }
+
+    fn try_start(metadata: RowMetadata) -> Result<Self, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("rowhook-mdb-")
+            .tempdir_in("/tmp")
+            .map_err(|e| e.to_string())?;
+        let port = free_port();
+        let log =
+            std::fs::File::create(dir.path().join("mariadbd.log")).map_err(|e| e.to_string())?;
+        let mode = match metadata {
+            RowMetadata::Full => "FULL",
+            RowMetadata::Minimal => "MINIMAL",
+        };
+        let mut cmd = Command::new(super::root().join("scripts/mariadb-sandbox"));
+        cmd.arg(dir.path().join("data"))
+            .arg(port.to_string())
+            .arg(mode)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run mariadb-sandbox: {e}"))?;
+        let mut db = MariaDb { child, dir, port };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = db.child.try_wait() {
+                return Err(format!(
+                    "mariadb-sandbox exited with {status}:\n{}",
+                    db.log()
+                ));
+            }
+            if db.try_sql("SELECT 1").is_ok() {
+                return Ok(db);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!("MariaDB not ready after 120 s:\n{}", db.log()))
+    }
+
+    /// `mysql://root@127.0.0.1:PORT` (root has no password in the sandbox).
+    pub fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}", self.port)
+    }
+
+    /// The server's data directory (binlog files live here).
+    pub fn datadir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The server's own log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mariadbd.log")).unwrap_or_default()
+    }
+
+    /// Runs SQL with the `mariadb` client; returns rows as tab-separated fields.
+    pub fn try_sql(&self, sql: &str) -> Result<Vec<Vec<String>>, String> {
+        let out = Command::new("mariadb")
+            .args([
+                "--protocol=tcp",
+                "-h127.0.0.1",
+                "-uroot",
+                "--batch",
+                "--skip-column-names",
+                "--raw",
+            ])
+            .arg(format!("-P{}", self.port))
+            .arg("-e")
+            .arg(sql)
+            .output()
+            .map_err(|e| format!("cannot run mariadb client: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split('\t').map(str::to_owned).collect())
+            .collect())
+    }
+
+    /// Runs SQL and panics with the server's message when it fails.
+    pub fn sql(&self, sql: &str) -> Vec<Vec<String>> {
+        self.try_sql(sql)
+            .unwrap_or_else(|e| panic!("SQL failed: {sql}\n{e}"))
+    }
+
+    /// The single value of a one-row, one-column query.
+    pub fn value(&self, sql: &str) -> String {
+        let rows = self.sql(sql);
+        assert_eq!(rows.len(), 1, "{sql} returned {rows:?}");
+        rows[0][0].clone()
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}

@@ -1,0 +1,11 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+pub mod mariadb;
+
+use std::path::PathBuf;
+
+/// The project root (where Cargo.toml is).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
