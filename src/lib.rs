@@ -1,6 +1,10 @@
 //! rowhook: reads MySQL/MariaDB's binary log as a replica and delivers every row
 //! change to HTTP webhooks. See SPEC.md for the contract and DESIGN.md for the layout.
 
+pub mod binlog;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod payload;
+pub mod route;
+pub mod tail;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use rowhook::cli::{normalize_args, Cli, Command, ConfigArgs};
+use rowhook::cli::{normalize_args, Cli, Command, ConfigArgs, TailArgs};
 use rowhook::config::{self, ConfigError, ConfigFiles, Loaded};
 
 #[global_allocator]
@@ -27,10 +27,7 @@ fn main() -> ExitCode {
             Ok(loaded) => not_yet("run", "replication and webhook delivery", &loaded),
             Err(code) => code,
         },
-        Command::Tail(_) => {
-            eprintln!("rowhook tail: the binlog decoder is not part of this build yet");
-            ExitCode::from(EXIT_RUNTIME)
-        }
+        Command::Tail(args) => tail(&args),
         Command::Status(_) | Command::Tasks(_) => {
             eprintln!("rowhook: the admin API this command reads is not part of this build yet");
             ExitCode::from(EXIT_RUNTIME)
@@ -93,4 +90,37 @@ fn not_yet(verb: &str, what: &str, loaded: &Loaded) -> ExitCode {
         "rowhook {verb}: configuration is valid, but {what} are not part of this build yet"
     );
     ExitCode::from(EXIT_RUNTIME)
+}
+
+fn tail(args: &TailArgs) -> ExitCode {
+    let Some(file) = &args.file else {
+        eprintln!("rowhook tail --config: following a live server is not part of this build yet; use --file BINLOG");
+        return ExitCode::from(EXIT_RUNTIME);
+    };
+    let tasks = match &args.tasks {
+        None => None,
+        Some(path) => match config::load_tasks(path) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    let stdout = std::io::stdout().lock();
+    match rowhook::tail::tail_file(
+        file,
+        tasks,
+        std::io::BufWriter::with_capacity(1 << 16, stdout),
+    ) {
+        Ok(_) => ExitCode::SUCCESS,
+        // `rowhook tail ... | head` closes the pipe early; that is not a failure.
+        Err(rowhook::tail::TailError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
 }

@@ -29,6 +29,7 @@ pub use tasks::{EventKinds, Ordering, PayloadShape, TablePattern, TaskConfig};
 
 use document::Document;
 use fields::{Fields, Report};
+use tasks::CallbackBase;
 
 /// The whole validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +140,38 @@ pub fn load_texts(
     build(&config_doc, tasks_doc.as_ref(), problems, source)
 }
 
+/// Loads only a tasks file, for tools that select tables without delivering
+/// (`tail --file`): relative callback URLs need no callback_host there.
+pub fn load_tasks(path: &Path) -> Result<Vec<TaskConfig>, ConfigError> {
+    let mut problems = Vec::new();
+    let doc = Document::load(&[path], &mut problems)?;
+    let mut report = Report {
+        problems,
+        warnings: Vec::new(),
+    };
+    let mut f = Fields::of(&doc, &mut report, &doc.root, String::new());
+    let items = f.raw("tasks");
+    if items.is_none() {
+        f.problem("tasks", "the tasks file has no `tasks:` list");
+    }
+    f.finish();
+    let tasks = items.map_or_else(Vec::new, |items| {
+        tasks::read_tasks(
+            &doc,
+            &mut report,
+            items,
+            "tasks",
+            None,
+            CallbackBase::Unused,
+        )
+    });
+    if report.problems.is_empty() {
+        Ok(tasks)
+    } else {
+        Err(ConfigError::Invalid(report.problems))
+    }
+}
+
 fn build(
     doc: &Document,
     tasks_doc: Option<&Document>,
@@ -215,7 +248,7 @@ fn build(
                     items,
                     "tasks",
                     default_schema,
-                    callback_host.as_deref(),
+                    CallbackBase::Host(callback_host.as_deref()),
                 )
             })
         }
@@ -225,7 +258,7 @@ fn build(
             items,
             "tasks",
             default_schema,
-            callback_host.as_deref(),
+            CallbackBase::Host(callback_host.as_deref()),
         ),
         (None, None) => {
             report.problems.push(doc.problem(

@@ -133,6 +133,15 @@ const RESERVED_HEADERS: &[&str] = &[
     "webhook-signature",
 ];
 
+/// What relative `callback_url`s are joined to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CallbackBase<'a> {
+    /// `callback_host`, if configured.
+    Host(Option<&'a str>),
+    /// The tasks only select tables (`tail`); URLs are checked only when absolute.
+    Unused,
+}
+
 /// Reads the task list at `path` of `items`.
 pub(crate) fn read_tasks(
     doc: &Document,
@@ -140,7 +149,7 @@ pub(crate) fn read_tasks(
     items: &Value,
     path: &str,
     default_schema: Option<&str>,
-    callback_host: Option<&str>,
+    callback_host: CallbackBase<'_>,
 ) -> Vec<TaskConfig> {
     let Value::Sequence(items) = items else {
         report.problems.push(doc.problem(
@@ -187,7 +196,7 @@ pub(crate) fn read_tasks(
 fn read_task(
     f: &mut Fields<'_, '_>,
     default_schema: Option<&str>,
-    callback_host: Option<&str>,
+    callback_host: CallbackBase<'_>,
 ) -> Option<TaskConfig> {
     let task_id = f.required_string("task_id", "a unique name for this task, e.g. user_monitor");
     let name = f.string("name").unwrap_or_default();
@@ -299,14 +308,15 @@ fn read_events(f: &mut Fields<'_, '_>) -> Option<EventKinds> {
     ok.then_some(kinds)
 }
 
-fn resolve_callback(
-    f: &mut Fields<'_, '_>,
-    text: &str,
-    callback_host: Option<&str>,
-) -> Option<String> {
+fn resolve_callback(f: &mut Fields<'_, '_>, text: &str, base: CallbackBase<'_>) -> Option<String> {
     let text = text.trim();
     let full = if text.starts_with('/') {
-        let Some(host) = callback_host else {
+        let host = match base {
+            CallbackBase::Host(h) => h,
+            // Nothing is sent (e.g. `tail --file`): keep the path as written.
+            CallbackBase::Unused => return Some(text.to_owned()),
+        };
+        let Some(host) = host else {
             f.problem(
                 "callback_url",
                 format!("{text:?} is relative but callback_host is not set; set callback_host: http://host:port in config.yaml or give an absolute URL"),

@@ -118,6 +118,7 @@ impl MariaDb {
                 "--batch",
                 "--skip-column-names",
                 "--raw",
+                "--default-character-set=utf8mb4",
             ])
             .arg(format!("-P{}", self.port))
             .arg("-e")

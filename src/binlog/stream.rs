@@ -1,0 +1,207 @@
+//! The stateful part of decoding: remembers the format description (checksums,
+//! post-header sizes), the current binlog file and the table maps, and turns each
+//! framed event into an [`Event`]. Sans-I/O: bytes in, values out.
+
+use std::collections::HashMap;
+
+use super::cursor::Cursor;
+use super::error::DecodeError;
+use super::event::{frame, kind, EventHeader, HEADER_LEN};
+use super::fde::FormatDescription;
+use super::rows::{RowsEvent, RowsKind};
+use super::table_map::TableMap;
+
+/// What one binlog event means to rowhook.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A new format description; later events follow it.
+    FormatDescription,
+    /// The stream continues in `file` at `pos`.
+    Rotate {
+        /// Next binlog file.
+        file: String,
+        /// Position in it.
+        pos: u64,
+    },
+    /// A table map was stored under this table id.
+    TableMap(u64),
+    /// Row changes for the table mapped under `rows.table_id`.
+    Rows(RowsEvent<'a>),
+    /// Transaction commit with its XID.
+    Xid(u64),
+    /// The next transaction's GTID (`uuid:gno` for MySQL, `domain-server-seq` for MariaDB).
+    Gtid(String),
+    /// A statement: BEGIN, COMMIT, DDL, or statement-based DML.
+    Query {
+        /// Default schema of the statement.
+        schema: String,
+        /// The statement text.
+        sql: String,
+    },
+    /// Replication heartbeat (no data).
+    Heartbeat,
+    /// Anything else; skipped by its length.
+    Other(u8),
+}
+
+/// Decodes a sequence of events from one server.
+#[derive(Debug)]
+pub struct Decoder {
+    fde: FormatDescription,
+    tables: HashMap<u64, TableMap>,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Decoder {
+    /// A decoder expecting a FORMAT_DESCRIPTION before the first rows event.
+    pub fn new() -> Self {
+        Decoder {
+            fde: FormatDescription::default_v4(false),
+            tables: HashMap::new(),
+        }
+    }
+
+    /// Whether events currently carry a CRC32 trailer.
+    pub fn checksum(&self) -> bool {
+        self.fde.checksum
+    }
+
+    /// Sets checksum use before any FDE is seen (negotiated on a replication link).
+    pub fn set_checksum(&mut self, on: bool) {
+        self.fde.checksum = on;
+    }
+
+    /// The current format description.
+    pub fn format(&self) -> &FormatDescription {
+        &self.fde
+    }
+
+    /// The table map for `table_id`, if one was seen.
+    pub fn table(&self, table_id: u64) -> Option<&TableMap> {
+        self.tables.get(&table_id)
+    }
+
+    /// Mutable access to a table map (to fill in names from information_schema).
+    pub fn table_mut(&mut self, table_id: u64) -> Option<&mut TableMap> {
+        self.tables.get_mut(&table_id)
+    }
+
+    /// Decodes one whole event (header through checksum).
+    pub fn decode<'a>(&mut self, bytes: &'a [u8]) -> Result<(EventHeader, Event<'a>), DecodeError> {
+        let header = EventHeader::parse(bytes)?;
+        if header.kind == kind::FORMAT_DESCRIPTION {
+            if header.event_size as usize != bytes.len() {
+                return Err(DecodeError::malformed(
+                    "event",
+                    "size does not match the header",
+                ));
+            }
+            self.fde = FormatDescription::parse(bytes)?;
+            // A new FDE means a new file or a server restart: table ids start over.
+            self.tables.clear();
+            return Ok((header, Event::FormatDescription));
+        }
+        let raw = frame(bytes, self.fde.checksum)?;
+        let body = raw.body;
+        let post = self.fde.post_header_len(header.kind);
+        let event = match header.kind {
+            kind::ROTATE => {
+                let mut c = Cursor::new(body);
+                let pos = if post >= 8 || post == 0 { c.u64("rotate position")? } else { 4 };
+                let name = c.rest();
+                Event::Rotate {
+                    file: String::from_utf8_lossy(name).into_owned(),
+                    pos,
+                }
+            }
+            kind::TABLE_MAP => {
+                let map = TableMap::parse(body, self.fde.table_id_len(kind::TABLE_MAP))?;
+                let id = map.table_id;
+                self.tables.insert(id, map);
+                Event::TableMap(id)
+            }
+            kind::XID => Event::Xid(Cursor::new(body).u64("xid")?),
+            kind::QUERY => query(body, post)?,
+            kind::GTID => {
+                let mut c = Cursor::new(body);
+                c.skip(1, "gtid flags")?;
+                let sid = c.take(16, "gtid uuid")?;
+                let gno = c.u64("gtid number")?;
+                Event::Gtid(format!("{}:{gno}", uuid_text(sid)))
+            }
+            kind::MARIA_GTID => {
+                let mut c = Cursor::new(body);
+                let seq = c.u64("mariadb gtid sequence")?;
+                let domain = c.u32("mariadb gtid domain")?;
+                Event::Gtid(format!("{domain}-{}-{seq}", header.server_id))
+            }
+            kind::HEARTBEAT | kind::HEARTBEAT_V2 => Event::Heartbeat,
+            k if RowsKind::from_event(k).is_some() => {
+                let (rows_kind, v2) = RowsKind::from_event(k).unwrap_or((RowsKind::Insert, false));
+                let rows = RowsEvent::parse(body, rows_kind, v2, self.fde.table_id_len(k))?;
+                if !self.tables.contains_key(&rows.table_id) {
+                    return Err(DecodeError::UnknownTable(rows.table_id));
+                }
+                Event::Rows(rows)
+            }
+            kind::PARTIAL_UPDATE_ROWS => {
+                return Err(DecodeError::UnsupportedEvent(
+                    "PARTIAL_UPDATE_ROWS (binlog_row_value_options=PARTIAL_JSON); set it to '' on the source".into(),
+                ))
+            }
+            kind::TRANSACTION_PAYLOAD => {
+                return Err(DecodeError::UnsupportedEvent(
+                    "TRANSACTION_PAYLOAD (binlog_transaction_compression=ON) is not decoded yet".into(),
+                ))
+            }
+            kind::MARIA_QUERY_COMPRESSED..=kind::MARIA_DELETE_ROWS_COMPRESSED => {
+                return Err(DecodeError::UnsupportedEvent(format!(
+                    "MariaDB compressed event type {} (log_bin_compress=ON) is not decoded yet",
+                    header.kind
+                )))
+            }
+            other => Event::Other(other),
+        };
+        Ok((header, event))
+    }
+}
+
+fn query(body: &[u8], post: usize) -> Result<Event<'_>, DecodeError> {
+    let mut c = Cursor::new(body);
+    c.skip(8, "query thread id and time")?;
+    let schema_len = usize::from(c.u8("query schema length")?);
+    c.skip(2, "query error code")?;
+    let status_len = if post >= 13 {
+        usize::from(c.u16("query status length")?)
+    } else {
+        0
+    };
+    c.skip(post.saturating_sub(13), "query post-header")?;
+    c.skip(status_len, "query status variables")?;
+    let schema = c.take(schema_len, "query schema")?;
+    c.skip(1, "query schema terminator")?;
+    Ok(Event::Query {
+        schema: String::from_utf8_lossy(schema).into_owned(),
+        sql: String::from_utf8_lossy(c.rest()).into_owned(),
+    })
+}
+
+fn uuid_text(b: &[u8]) -> String {
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// Header length, re-exported for framing code.
+pub const EVENT_HEADER_LEN: usize = HEADER_LEN;

@@ -1,0 +1,147 @@
+//! One row change -> the webhook body of SPEC section 5 (`pikachu` or `envelope`).
+//! Images are written first (collecting primary-key values), then the object is
+//! assembled around them. Hot path (bench: decode throughput).
+
+use crate::binlog::rows::write_image;
+use crate::binlog::write::{escaped, rfc3339, string, uint};
+use crate::binlog::{DecodeError, KeyValues, RowChange, RowsKind, TableMap};
+use crate::config::PayloadShape;
+
+/// Where a row change sits in the binlog; makes its stable id.
+#[derive(Debug, Clone, Copy)]
+pub struct RowPosition<'a> {
+    /// Binlog file name.
+    pub file: &'a str,
+    /// Start position of the rows event.
+    pub pos: u64,
+    /// Index of the row within the event.
+    pub index: u32,
+    /// Event time, seconds since the epoch.
+    pub timestamp: u32,
+    /// GTID of the transaction, when the server uses GTIDs.
+    pub gtid: Option<&'a str>,
+}
+
+/// One changed row with everything its payload needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a> {
+    /// Where it is in the binlog.
+    pub at: RowPosition<'a>,
+    /// Insert, update or delete.
+    pub kind: RowsKind,
+    /// The table's map.
+    pub table: &'a TableMap,
+    /// The row images.
+    pub change: RowChange<'a>,
+}
+
+/// Reusable buffers for building payloads.
+#[derive(Debug, Default)]
+pub struct PayloadWriter {
+    before: Vec<u8>,
+    after: Vec<u8>,
+    before_keys: KeyValues,
+    after_keys: KeyValues,
+}
+
+impl PayloadWriter {
+    /// Appends the payload for `change` to `out`.
+    pub fn write(
+        &mut self,
+        out: &mut Vec<u8>,
+        shape: PayloadShape,
+        row: &Row<'_>,
+        keep: Option<&[bool]>,
+    ) -> Result<(), DecodeError> {
+        let Row {
+            at,
+            kind,
+            table,
+            change,
+        } = *row;
+        let keep_fn = |i: usize| keep.is_none_or(|k| k.get(i).copied().unwrap_or(false));
+        self.before.clear();
+        self.after.clear();
+        self.before_keys.clear();
+        self.after_keys.clear();
+        if let Some(b) = change.before {
+            write_image(&mut self.before, table, b, &keep_fn, &mut self.before_keys)?;
+        }
+        if let Some(a) = change.after {
+            write_image(&mut self.after, table, a, &keep_fn, &mut self.after_keys)?;
+        }
+        let keys = if change.after.is_some() {
+            &self.after_keys
+        } else {
+            &self.before_keys
+        };
+
+        out.extend_from_slice(b"{\"id\":\"");
+        escaped(out, at.file.as_bytes());
+        out.push(b':');
+        uint(out, at.pos);
+        out.push(b':');
+        uint(out, u64::from(at.index));
+        out.extend_from_slice(b"\",\"primary_id\":");
+        write_primary_id(out, table, keys);
+        out.extend_from_slice(b",\"event\":\"");
+        out.extend_from_slice(kind.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"database\":");
+        string(out, &table.schema);
+        out.extend_from_slice(b",\"table\":");
+        string(out, &table.table);
+        match kind {
+            RowsKind::Insert => {
+                out.extend_from_slice(b",\"data\":");
+                out.extend_from_slice(&self.after);
+            }
+            RowsKind::Delete => {
+                out.extend_from_slice(b",\"data\":");
+                out.extend_from_slice(&self.before);
+            }
+            RowsKind::Update => {
+                out.extend_from_slice(b",\"old_data\":");
+                out.extend_from_slice(&self.before);
+                out.extend_from_slice(b",\"new_data\":");
+                out.extend_from_slice(&self.after);
+            }
+        }
+        out.extend_from_slice(b",\"timestamp\":");
+        rfc3339(out, at.timestamp);
+        if shape == PayloadShape::Envelope {
+            out.extend_from_slice(b",\"position\":{\"file\":");
+            string(out, at.file);
+            out.extend_from_slice(b",\"pos\":");
+            uint(out, at.pos);
+            out.extend_from_slice(b",\"gtid\":");
+            match at.gtid {
+                Some(g) => string(out, g),
+                None => out.extend_from_slice(b"null"),
+            }
+            // The XID arrives after the rows; payloads are written before it.
+            out.extend_from_slice(b"},\"xid\":null,\"ts_ms\":");
+            uint(out, u64::from(at.timestamp) * 1000);
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+/// `null` without a key, the value for a one-column key, an object for a composite one.
+fn write_primary_id(out: &mut Vec<u8>, table: &TableMap, keys: &KeyValues) {
+    match keys.spans.as_slice() {
+        [] => out.extend_from_slice(b"null"),
+        [(_, range)] => out.extend_from_slice(&keys.text[range.clone()]),
+        spans => {
+            out.push(b'{');
+            for (n, (i, range)) in spans.iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                crate::binlog::rows::write_name(out, table.columns[*i].name.as_deref(), *i);
+                out.extend_from_slice(&keys.text[range.clone()]);
+            }
+            out.push(b'}');
+        }
+    }
+}
