@@ -32,6 +32,14 @@ pub fn write_plain(
     precision: u8,
     scale: u8,
 ) -> Result<(), DecodeError> {
+    // Precision and scale may come from untrusted bytes (binary JSON); MySQL's
+    // limits are 65 and 30.
+    if precision == 0 || precision > 65 || scale > 30 || scale > precision {
+        return Err(DecodeError::malformed(
+            "DECIMAL value",
+            format!("precision {precision}, scale {scale}"),
+        ));
+    }
     let size = binary_size(precision, scale);
     if v.len() != size || size == 0 {
         return Err(DecodeError::malformed(

@@ -165,6 +165,13 @@ pub struct RowIter<'a, 't> {
 impl<'a> RowIter<'a, '_> {
     fn image(&mut self, present: &'a [u8]) -> Result<RowImage<'a>, DecodeError> {
         let len = image_len(self.table, present, self.rest)?;
+        // An image with no columns takes no bytes: iterating would never end.
+        if len == 0 {
+            return Err(DecodeError::malformed(
+                "rows event",
+                "row image with no columns",
+            ));
+        }
         let (bytes, rest) = self.rest.split_at(len);
         self.rest = rest;
         Ok(RowImage { present, bytes })
@@ -326,4 +333,41 @@ pub fn write_name(out: &mut Vec<u8>, name: Option<&str>, index: usize) {
         }
     }
     out.push(b':');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_int_table() -> TableMap {
+        // TABLE_MAP body: id 1, flags, "s", "t", 1 column of type LONG, no metadata,
+        // null bitmap.
+        let body = [1, 0, 0, 0, 0, 0, 0, 0, 1, b's', 0, 1, b't', 0, 1, 3, 0, 0];
+        TableMap::parse(&body, 6).unwrap()
+    }
+
+    #[test]
+    fn rows_of_an_insert() {
+        let table = one_int_table();
+        // v1 write rows: id, flags, 1 column, present bitmap 1, two rows of INT.
+        let body = [1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 7, 0, 0, 0, 0, 9, 0, 0, 0];
+        let ev = RowsEvent::parse(&body, RowsKind::Insert, false, 6).unwrap();
+        let rows: Vec<_> = ev.rows(&table).unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].after.unwrap().bytes, &[0, 9, 0, 0, 0]);
+    }
+
+    #[test]
+    fn empty_images_are_refused_not_looped_on() {
+        let table = one_int_table();
+        // Present bitmap 0: every image is zero bytes long, yet bytes remain.
+        let body = [1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0xaa, 0xbb];
+        let ev = RowsEvent::parse(&body, RowsKind::Insert, false, 6).unwrap();
+        let mut rows = ev.rows(&table).unwrap();
+        assert!(matches!(
+            rows.next(),
+            Some(Err(DecodeError::Malformed { .. }))
+        ));
+        assert!(rows.next().is_none());
+    }
 }
