@@ -5,6 +5,8 @@ pub mod binlog;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod mysql;
 pub mod payload;
 pub mod route;
+pub mod source;
 pub mod tail;

@@ -94,8 +94,7 @@ fn not_yet(verb: &str, what: &str, loaded: &Loaded) -> ExitCode {
 
 fn tail(args: &TailArgs) -> ExitCode {
     let Some(file) = &args.file else {
-        eprintln!("rowhook tail --config: following a live server is not part of this build yet; use --file BINLOG");
-        return ExitCode::from(EXIT_RUNTIME);
+        return tail_live(args);
     };
     let tasks = match &args.tasks {
         None => None,
@@ -115,6 +114,33 @@ fn tail(args: &TailArgs) -> ExitCode {
     ) {
         Ok(_) => ExitCode::SUCCESS,
         // `rowhook tail ... | head` closes the pipe early; that is not a failure.
+        Err(rowhook::tail::TailError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn tail_live(args: &TailArgs) -> ExitCode {
+    let configs = if args.config.is_empty() {
+        vec!["config/config.yaml".into()]
+    } else {
+        args.config.clone()
+    };
+    let loaded = match load(&ConfigArgs {
+        config: configs,
+        tasks: args.tasks.clone(),
+    }) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let tasks = Some(loaded.config.tasks.clone());
+    let stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    match rowhook::tail::tail_live(&loaded.config, tasks, stdout) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(rowhook::tail::TailError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
             ExitCode::SUCCESS
         }

@@ -19,6 +19,9 @@ pub enum TailError {
     /// An event could not be decoded.
     #[error(transparent)]
     Decode(#[from] PositionedError),
+    /// The replication link failed for good.
+    #[error(transparent)]
+    Source(#[from] crate::mysql::MysqlError),
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -66,7 +69,8 @@ impl<W: Write> Tail<W> {
     }
 
     /// Decodes one whole event starting at binlog position `pos` and prints its rows.
-    pub fn feed(&mut self, pos: u64, event: &[u8]) -> Result<(), TailError> {
+    /// Returns true when the event ends a transaction.
+    pub fn feed(&mut self, pos: u64, event: &[u8]) -> Result<bool, TailError> {
         let at = |source| PositionedError {
             file: self.file.clone(),
             pos,
@@ -123,22 +127,20 @@ impl<W: Write> Tail<W> {
                 self.out.write_all(&self.line)?;
                 self.stats.payloads += printed;
             }
-            Event::Xid(_) | Event::Query { .. } => self.gtid_done(&ev),
-            Event::FormatDescription | Event::Heartbeat | Event::Other(_) => {}
+            Event::Xid(_) => return Ok(self.end_transaction()),
+            // DDL and COMMIT end a transaction; BEGIN starts one.
+            Event::Query { sql, .. } if !sql.eq_ignore_ascii_case("BEGIN") => {
+                return Ok(self.end_transaction())
+            }
+            Event::Query { .. } | Event::FormatDescription | Event::Heartbeat | Event::Other(_) => {
+            }
         }
-        Ok(())
+        Ok(false)
     }
 
-    fn gtid_done(&mut self, ev: &Event<'_>) {
-        // A transaction ends at XID (or COMMIT for non-transactional tables).
-        let ends = match ev {
-            Event::Xid(_) => true,
-            Event::Query { sql, .. } => sql.eq_ignore_ascii_case("COMMIT"),
-            _ => false,
-        };
-        if ends {
-            self.gtid = None;
-        }
+    fn end_transaction(&mut self) -> bool {
+        self.gtid = None;
+        true
     }
 
     /// Flushes and returns the output.
@@ -146,6 +148,57 @@ impl<W: Write> Tail<W> {
         self.out.flush()?;
         Ok((self.out, self.stats))
     }
+}
+
+impl<W: Write> crate::source::EventSink for Tail<W> {
+    type Error = TailError;
+
+    fn on_connect(
+        &mut self,
+        info: &crate::mysql::replica::ServerInfo,
+        from: &crate::mysql::replica::BinlogPosition,
+    ) {
+        // Until the stream's FDE arrives, the negotiated checksum setting applies
+        // (the fake ROTATE that opens the dump already carries one).
+        self.decoder.set_checksum(info.checksum);
+        self.file = from.file.clone();
+        self.gtid = None;
+    }
+
+    fn on_event(&mut self, file: &str, pos: u64, event: &[u8]) -> Result<bool, TailError> {
+        if file != self.file {
+            self.file = file.to_owned();
+        }
+        let boundary = self.feed(pos, event)?;
+        if boundary {
+            self.out.flush()?;
+        }
+        Ok(boundary)
+    }
+}
+
+/// Follows a live server and prints payloads until the link fails for good.
+pub fn tail_live<W: Write>(
+    config: &crate::config::Config,
+    tasks: Option<Vec<TaskConfig>>,
+    out: W,
+) -> Result<(), TailError> {
+    let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .name("rowhook-source")
+        .make()
+        .map_err(|e| {
+            TailError::Output(std::io::Error::other(format!(
+                "cannot start the io_uring executor: {e}"
+            )))
+        })?;
+    executor.run(async move {
+        let mut tail = Tail::new(tasks, out, String::new());
+        match crate::source::follow(config, &mut tail, false).await {
+            Ok(()) => Ok(()),
+            Err(crate::source::SourceError::Sink(e)) => Err(e),
+            Err(crate::source::SourceError::Mysql(e)) => Err(TailError::Source(e)),
+        }
+    })
 }
 
 /// Prints the payloads of every row event in the binlog file at `path`.

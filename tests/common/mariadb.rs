@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How much table metadata the server writes into TABLE_MAP events.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowMetadata {
     /// Column names, signedness, charsets, enum/set values, primary key.
     Full,
@@ -24,6 +24,7 @@ pub struct MariaDb {
     dir: tempfile::TempDir,
     /// TCP port on 127.0.0.1.
     pub port: u16,
+    mode: RowMetadata,
 }
 
 impl MariaDb {
@@ -51,32 +52,13 @@ impl MariaDb {
             .tempdir_in("/tmp")
             .map_err(|e| e.to_string())?;
         let port = free_port();
-        let log =
-            std::fs::File::create(dir.path().join("mariadbd.log")).map_err(|e| e.to_string())?;
-        let mode = match metadata {
-            RowMetadata::Full => "FULL",
-            RowMetadata::Minimal => "MINIMAL",
+        let child = spawn_sandbox(&dir, port, metadata)?;
+        let mut db = MariaDb {
+            child,
+            dir,
+            port,
+            mode: metadata,
         };
-        let mut cmd = Command::new(super::root().join("scripts/mariadb-sandbox"));
-        cmd.arg(dir.path().join("data"))
-            .arg(port.to_string())
-            .arg(mode)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log);
-        // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot run mariadb-sandbox: {e}"))?;
-        let mut db = MariaDb { child, dir, port };
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = db.child.try_wait() {
@@ -148,11 +130,66 @@ impl MariaDb {
     }
 }
 
+impl MariaDb {
+    /// Kills the server (like a crash) and starts it again on the same datadir and
+    /// port, waiting until it answers.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child =
+            spawn_sandbox(&self.dir, self.port, self.mode).unwrap_or_else(|e| panic!("{e}"));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.try_sql("SELECT 1").is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "MariaDB did not come back:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 impl Drop for MariaDb {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `scripts/mariadb-sandbox` for `dir`; the server dies with the test thread.
+fn spawn_sandbox(
+    dir: &tempfile::TempDir,
+    port: u16,
+    metadata: RowMetadata,
+) -> Result<Child, String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join("mariadbd.log"))
+        .map_err(|e| e.to_string())?;
+    let mode = match metadata {
+        RowMetadata::Full => "FULL",
+        RowMetadata::Minimal => "MINIMAL",
+    };
+    let mut cmd = Command::new(super::root().join("scripts/mariadb-sandbox"));
+    cmd.arg(dir.path().join("data"))
+        .arg(port.to_string())
+        .arg(mode)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log);
+    // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .map_err(|e| format!("cannot run mariadb-sandbox: {e}"))
 }
 
 fn free_port() -> u16 {

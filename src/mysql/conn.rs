@@ -1,0 +1,234 @@
+//! One connection to the source server on glommio's TCP: connect, authenticate,
+//! run text queries, and read the binlog stream. Only moves bytes; the protocol
+//! decisions live in `packet`, `handshake` and `result`.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::AsyncWriteExt;
+use glommio::net::TcpStream;
+
+use super::error::MysqlError;
+use super::handshake::{self, Greeting};
+use super::packet::{write_packets, Framer};
+use super::result::{parse_row, Row};
+use crate::config::{DatabaseConfig, TlsMode};
+
+/// utf8mb4_general_ci: the connection charset for text results.
+const CHARSET_UTF8MB4: u8 = 45;
+
+/// An authenticated connection.
+pub struct Connection {
+    stream: TcpStream,
+    framer: Framer,
+    seq: u8,
+    out: BytesMut,
+    read_timeout: Option<Duration>,
+    /// The server's greeting.
+    pub greeting: Greeting,
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> MysqlError {
+    let context = context.into();
+    move |source| MysqlError::Io { context, source }
+}
+
+impl Connection {
+    /// Connects and logs in as `db.user`.
+    pub async fn connect(
+        db: &DatabaseConfig,
+        max_packet: usize,
+        timeout: Duration,
+    ) -> Result<Self, MysqlError> {
+        let addr = format!("{}:{}", db.host, db.port);
+        if matches!(db.tls, TlsMode::Required | TlsMode::VerifyCa(_)) {
+            return Err(MysqlError::NotUsable {
+                problem: "database.tls requires TLS, which this build of rowhook cannot do yet"
+                    .into(),
+                fix: "use tls: disabled or preferred on a trusted network until TLS support lands"
+                    .into(),
+            });
+        }
+        let stream = glommio::timer::timeout(timeout, async {
+            Ok(TcpStream::connect(addr.as_str()).await)
+        })
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()))
+        .map_err(|e| MysqlError::Io {
+            context: format!("cannot connect to {addr}"),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        stream.set_nodelay(true).map_err(|e| MysqlError::Io {
+            context: "set TCP_NODELAY".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let mut conn = Connection {
+            stream,
+            framer: Framer::new(max_packet),
+            seq: 0,
+            out: BytesMut::with_capacity(4096),
+            read_timeout: None,
+            greeting: Greeting {
+                server_version: String::new(),
+                connection_id: 0,
+                capabilities: 0,
+                nonce: Vec::new(),
+                auth_plugin: String::new(),
+            },
+        };
+        conn.set_read_timeout(Some(timeout))?;
+        let first = conn.read_payload().await?;
+        conn.greeting = Greeting::parse(&first)?;
+        conn.authenticate(db).await?;
+        Ok(conn)
+    }
+
+    async fn authenticate(&mut self, db: &DatabaseConfig) -> Result<(), MysqlError> {
+        let mut plugin = self.greeting.auth_plugin.clone();
+        let mut nonce = self.greeting.nonce.clone();
+        let auth = handshake::scramble(&plugin, &db.password, &nonce)?;
+        let response =
+            handshake::response(&self.greeting, &db.user, &auth, &plugin, CHARSET_UTF8MB4);
+        self.write_payload(&response).await?;
+        loop {
+            let p = self.read_payload().await?;
+            match p.first() {
+                Some(0x00) => return Ok(()),
+                Some(0xff) => return Err(MysqlError::from_err_packet(&p)),
+                // Auth switch: another plugin and a fresh nonce.
+                Some(0xfe) => {
+                    let body = &p[1..];
+                    let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+                    plugin = String::from_utf8_lossy(&body[..end]).into_owned();
+                    nonce = body.get(end + 1..).unwrap_or(&[]).to_vec();
+                    if nonce.last() == Some(&0) {
+                        nonce.pop();
+                    }
+                    let auth = handshake::scramble(&plugin, &db.password, &nonce)?;
+                    self.write_payload(&auth).await?;
+                }
+                // caching_sha2_password: 3 = fast path succeeded (OK follows), 4 = full auth.
+                Some(0x01) if plugin == "caching_sha2_password" => match p.get(1) {
+                    Some(3) => {}
+                    Some(4) => {
+                        return Err(MysqlError::Auth(
+                            "caching_sha2_password needs full authentication (the server has not cached this \
+                             password yet), which requires TLS or RSA key exchange, not in this build yet; \
+                             log in once with the mysql client to prime the cache, or use mysql_native_password"
+                                .into(),
+                        ))
+                    }
+                    _ => return Err(MysqlError::Protocol("unexpected caching_sha2 message".into())),
+                },
+                _ => return Err(MysqlError::Protocol(format!("unexpected packet during login: {:02x?}", &p[..p.len().min(8)]))),
+            }
+        }
+    }
+
+    /// Sets how long a read may wait before the link counts as dead.
+    pub fn set_read_timeout(&mut self, t: Option<Duration>) -> Result<(), MysqlError> {
+        self.read_timeout = t;
+        self.stream.set_read_timeout(t).map_err(|e| MysqlError::Io {
+            context: "set read timeout".into(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    }
+
+    /// Reads the next packet payload.
+    pub async fn read_payload(&mut self) -> Result<Bytes, MysqlError> {
+        loop {
+            if let Some(p) = self.framer.next_payload()? {
+                self.seq = self.framer.last_seq.wrapping_add(1);
+                return Ok(p);
+            }
+            let n = match self.framer.fill(&mut self.stream).await {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Err(MysqlError::Timeout(self.read_timeout.unwrap_or_default()));
+                }
+                Err(e) => return Err(io("read from server")(e)),
+            };
+            if n == 0 {
+                return Err(MysqlError::Io {
+                    context: "read from server".into(),
+                    source: std::io::ErrorKind::UnexpectedEof.into(),
+                });
+            }
+        }
+    }
+
+    async fn write_payload(&mut self, payload: &[u8]) -> Result<(), MysqlError> {
+        self.out.clear();
+        self.seq = write_packets(&mut self.out, payload, self.seq);
+        self.stream
+            .write_all(&self.out)
+            .await
+            .map_err(io("write to server"))?;
+        self.stream.flush().await.map_err(io("write to server"))
+    }
+
+    /// Sends a command packet (sequence restarts at 0).
+    pub async fn send_command(&mut self, command: &[u8]) -> Result<(), MysqlError> {
+        self.seq = 0;
+        self.write_payload(command).await
+    }
+
+    /// Runs a statement that returns no rows.
+    pub async fn exec(&mut self, sql: &str) -> Result<(), MysqlError> {
+        self.query(sql).await.map(|_| ())
+    }
+
+    /// Runs a text query and returns its rows (NULL as `None`).
+    pub async fn query(&mut self, sql: &str) -> Result<Vec<Row>, MysqlError> {
+        let mut cmd = Vec::with_capacity(1 + sql.len());
+        cmd.push(0x03);
+        cmd.extend_from_slice(sql.as_bytes());
+        self.send_command(&cmd).await?;
+        let first = self.read_payload().await?;
+        let columns = match first.first() {
+            Some(0x00) => return Ok(Vec::new()),
+            Some(0xff) => return Err(MysqlError::from_err_packet(&first)),
+            Some(0xfb) => {
+                return Err(MysqlError::Protocol(
+                    "server asked for a local file; refused".into(),
+                ))
+            }
+            _ => super::result::column_count(&first)?,
+        };
+        // Column definitions, then EOF.
+        loop {
+            let p = self.read_payload().await?;
+            if is_eof(&p) {
+                break;
+            }
+        }
+        let mut rows = Vec::new();
+        loop {
+            let p = self.read_payload().await?;
+            if is_eof(&p) {
+                return Ok(rows);
+            }
+            if p.first() == Some(&0xff) {
+                return Err(MysqlError::from_err_packet(&p));
+            }
+            rows.push(parse_row(&p, columns)?);
+        }
+    }
+
+    /// The next binlog event of a dump, `None` at the end of a non-blocking dump.
+    pub async fn binlog_event(&mut self) -> Result<Option<Bytes>, MysqlError> {
+        let p = self.read_payload().await?;
+        match p.first() {
+            Some(0x00) => Ok(Some(p.slice(1..))),
+            Some(0xff) => Err(MysqlError::from_err_packet(&p)),
+            Some(0xfe) if p.len() < 9 => Ok(None),
+            _ => Err(MysqlError::Protocol(
+                "unexpected packet in the binlog stream".into(),
+            )),
+        }
+    }
+}
+
+fn is_eof(p: &[u8]) -> bool {
+    p.first() == Some(&0xfe) && p.len() < 9
+}

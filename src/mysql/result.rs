@@ -1,0 +1,72 @@
+//! Text-protocol result sets, sans-I/O: the column count and rows of length-encoded
+//! strings (0xFB = NULL).
+
+use super::error::MysqlError;
+
+/// One result row; NULL is `None`.
+pub type Row = Vec<Option<String>>;
+
+/// The column count packet.
+pub fn column_count(p: &[u8]) -> Result<usize, MysqlError> {
+    let (n, _) = lenenc(p, 0).ok_or_else(|| MysqlError::Protocol("bad column count".into()))?;
+    usize::try_from(n)
+        .ok()
+        .filter(|&n| n > 0 && n <= 4096)
+        .ok_or_else(|| MysqlError::Protocol(format!("{n} columns")))
+}
+
+/// A text-protocol row of `columns` values.
+pub fn parse_row(p: &[u8], columns: usize) -> Result<Row, MysqlError> {
+    let mut row = Vec::with_capacity(columns);
+    let mut i = 0;
+    for _ in 0..columns {
+        if p.get(i) == Some(&0xfb) {
+            row.push(None);
+            i += 1;
+            continue;
+        }
+        let (len, at) = lenenc(p, i).ok_or_else(|| MysqlError::Protocol("truncated row".into()))?;
+        let end = at
+            .checked_add(len as usize)
+            .filter(|&e| e <= p.len())
+            .ok_or_else(|| MysqlError::Protocol("truncated row".into()))?;
+        row.push(Some(String::from_utf8_lossy(&p[at..end]).into_owned()));
+        i = end;
+    }
+    Ok(row)
+}
+
+/// A length-encoded integer at `i`: (value, index after it).
+fn lenenc(p: &[u8], i: usize) -> Option<(u64, usize)> {
+    let first = *p.get(i)?;
+    let n = match first {
+        0..=0xfa => return Some((u64::from(first), i + 1)),
+        0xfc => 2,
+        0xfd => 3,
+        0xfe => 8,
+        _ => return None,
+    };
+    let bytes = p.get(i + 1..i + 1 + n)?;
+    Some((
+        bytes.iter().rev().fold(0, |a, &b| (a << 8) | u64::from(b)),
+        i + 1 + n,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_with_nulls_and_truncation() {
+        let p = [3, b'a', b'b', b'c', 0xfb, 0];
+        assert_eq!(
+            parse_row(&p, 3).unwrap(),
+            vec![Some("abc".into()), None, Some(String::new())]
+        );
+        assert!(parse_row(&p[..3], 3).is_err());
+        assert!(parse_row(&[0xfc, 0xff], 1).is_err());
+        assert_eq!(column_count(&[2]).unwrap(), 2);
+        assert!(column_count(&[0]).is_err());
+    }
+}

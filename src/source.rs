@@ -1,0 +1,211 @@
+//! Following the source's binlog: connect, start the dump, hand every event to a
+//! sink, and on a dead link reconnect with backoff from the last transaction
+//! boundary the sink confirmed. Runs on the source core's glommio executor.
+
+use std::time::{Duration, Instant};
+
+use crate::binlog::event::{kind, EventHeader, HEADER_LEN};
+use crate::config::Config;
+use crate::mysql::replica::{self, BinlogPosition, ReplicaOptions, ServerInfo};
+use crate::mysql::{Connection, MysqlError};
+
+/// Largest packet accepted from the server (rows events of huge BLOBs included).
+const MAX_PACKET: usize = 1 << 30;
+
+/// What consumes the binlog stream.
+pub trait EventSink {
+    /// Why the sink gives up.
+    type Error: std::error::Error;
+
+    /// A (re)connection is about to stream events.
+    fn on_connect(&mut self, info: &ServerInfo, from: &BinlogPosition);
+
+    /// One whole event at `pos` of `file`. Returns true when the event ends a
+    /// transaction: resuming right after it loses and repeats nothing.
+    fn on_event(&mut self, file: &str, pos: u64, event: &[u8]) -> Result<bool, Self::Error>;
+}
+
+/// Why following stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError<E: std::error::Error + 'static> {
+    /// The server refused, or the link failed in a way a reconnect cannot fix.
+    #[error(transparent)]
+    Mysql(#[from] MysqlError),
+    /// The sink failed.
+    #[error(transparent)]
+    Sink(E),
+}
+
+/// Follows the binlog until the sink fails or a non-transient error occurs.
+/// `retry_first` decides whether a failing first connection is retried (a
+/// service) or reported at once (an interactive tool).
+pub async fn follow<S: EventSink>(
+    config: &Config,
+    sink: &mut S,
+    retry_first: bool,
+) -> Result<(), SourceError<S::Error>>
+where
+    S::Error: 'static,
+{
+    let options = ReplicaOptions {
+        server_id: config.database.server_id,
+        heartbeat: config.source.heartbeat,
+    };
+    let mut resume: Option<BinlogPosition> = None;
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    loop {
+        let started = Instant::now();
+        let err = match stream_once(config, &options, &mut resume, sink).await {
+            Ok(()) => return Ok(()),
+            Err(SourceError::Sink(e)) => return Err(SourceError::Sink(e)),
+            Err(SourceError::Mysql(e)) => e,
+        };
+        let connected_before = resume.is_some();
+        if !err.is_transient() || (!connected_before && !retry_first) {
+            return Err(err.into());
+        }
+        // A link that worked for a while starts its backoff over.
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        let at = resume
+            .as_ref()
+            .map_or_else(|| "the configured start".to_owned(), ToString::to_string);
+        tracing::warn!(error = %err, retry_in = ?delay, resume = %at, "replication link lost; reconnecting");
+        glommio::timer::sleep(delay).await;
+    }
+}
+
+async fn stream_once<S: EventSink>(
+    config: &Config,
+    options: &ReplicaOptions,
+    resume: &mut Option<BinlogPosition>,
+    sink: &mut S,
+) -> Result<(), SourceError<S::Error>>
+where
+    S::Error: 'static,
+{
+    let connect_timeout = Duration::from_secs(10);
+    let mut conn = Connection::connect(&config.database, MAX_PACKET, connect_timeout).await?;
+    let info = replica::inspect(&mut conn, config.database.flavor).await?;
+    if !info.row_image.eq_ignore_ascii_case("FULL") {
+        tracing::warn!(binlog_row_image = %info.row_image, "old_data and deletes carry only some columns; set binlog_row_image=FULL for whole rows");
+    }
+    let from = match resume.clone() {
+        Some(p) => p,
+        None => replica::resolve_start(&mut conn, &config.source.start).await?,
+    };
+    replica::start_dump(&mut conn, &info, options, &from).await?;
+    // Heartbeats arrive every `heartbeat` when idle; three missed ones mean dead.
+    conn.set_read_timeout(Some(config.source.heartbeat * 3))?;
+    tracing::info!(server = %info.version, from = %from, row_metadata = %info.row_metadata, "streaming binlog");
+    sink.on_connect(&info, &from);
+    *resume = Some(from.clone());
+    let mut file = from.file.clone();
+    while let Some(event) = conn.binlog_event().await? {
+        let header = EventHeader::parse(&event)
+            .map_err(|e| MysqlError::Protocol(format!("binlog event at {file}: {e}")))?;
+        let start = u64::from(header.log_pos).saturating_sub(u64::from(header.event_size));
+        if header.kind == kind::ROTATE {
+            file = rotate_target(&event, info.checksum).unwrap_or(file);
+        }
+        let boundary = sink
+            .on_event(&file, start, &event)
+            .map_err(SourceError::Sink)?;
+        if boundary && header.log_pos != 0 {
+            *resume = Some(BinlogPosition {
+                file: file.clone(),
+                pos: u64::from(header.log_pos),
+            });
+        } else if header.kind == kind::ROTATE {
+            if let Some(p) = rotate_position(&event, info.checksum) {
+                *resume = Some(BinlogPosition {
+                    file: file.clone(),
+                    pos: p,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn rotate_body(event: &[u8], checksum: bool) -> Option<&[u8]> {
+    let end = if checksum {
+        event.len().checked_sub(4)?
+    } else {
+        event.len()
+    };
+    event.get(HEADER_LEN..end)
+}
+
+fn rotate_target(event: &[u8], checksum: bool) -> Option<String> {
+    let body = rotate_body(event, checksum)?;
+    Some(String::from_utf8_lossy(body.get(8..)?).into_owned())
+}
+
+fn rotate_position(event: &[u8], checksum: bool) -> Option<u64> {
+    let body = rotate_body(event, checksum)?;
+    Some(u64::from_le_bytes(body.get(..8)?.try_into().ok()?))
+}
+
+/// Exponential backoff with full jitter.
+#[derive(Debug)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempt: u32,
+    seed: u64,
+}
+
+impl Backoff {
+    /// Starts at `base`, doubling up to `cap`.
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
+            | 1;
+        Backoff {
+            base,
+            cap,
+            attempt: 0,
+            seed,
+        }
+    }
+
+    /// Starts over from `base`.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    /// The next delay: uniform in [ceiling/2, ceiling], ceiling = min(cap, base*2^n).
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(1 << self.attempt.min(20))
+            .min(self.cap);
+        self.attempt += 1;
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let fraction = 0.5 + (self.seed % 1000) as f64 / 2000.0;
+        ceiling.mul_f64(fraction)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_jittered_and_capped() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let delays: Vec<Duration> = (0..10).map(|_| b.next_delay()).collect();
+        for (n, d) in delays.iter().enumerate() {
+            let ceiling = Duration::from_millis(100 * (1 << n)).min(Duration::from_secs(2));
+            assert!(*d >= ceiling / 2 && *d <= ceiling, "attempt {n}: {d:?}");
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+}
