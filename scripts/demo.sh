@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo: a throwaway MariaDB with a row binlog on 127.0.0.1:3307 (data in ./demo),
-# demo tables, a release build of rowhook, and rowhook pointed at it.
+# demo tables, a release build of rowhook following it as a replica, and a few
+# changes whose payloads stream to the terminal.
 # Stop everything with Ctrl-C; `rm -rf demo` forgets it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,12 +33,29 @@ export ROWHOOK_DB_PORT=$port
 echo "==> rowhook check --config config/config.yaml"
 ./target/release/rowhook check --config config/config.yaml
 
-echo "==> writing some rows"
-sql -e "INSERT INTO shop.users VALUES (FLOOR(RAND()*1e9), 'John Doe', 'john@example.com');
-        INSERT INTO shop.\`order\` VALUES (FLOOR(RAND()*1e12), 1, 12.50, NOW(3));"
-sql -e "SHOW MASTER STATUS"
+echo "==> rowhook tail --config config/config.yaml   (live replication; payloads as JSON lines)"
+./target/release/rowhook tail --config config/config.yaml 2>demo/rowhook.log &
+tail_pid=$!
+trap 'kill $tail_pid 2>/dev/null || true' EXIT
+# Wait until rowhook is registered as a replica, then make some changes.
+for _ in $(seq 1 100); do
+  sql -N -e "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'" | grep -qv '^0$' && break
+  sleep 0.1
+done
+for i in 1 2 3; do
+  id=$((RANDOM * 1000 + i))
+  sql -e "INSERT INTO shop.users VALUES ($id, 'User $i', 'user$i@example.com');
+          UPDATE shop.users SET email = 'changed$i@example.com' WHERE id = $id;
+          INSERT INTO shop.\`order\` VALUES ($id, $id, 12.50 * $i, NOW(3));
+          DELETE FROM shop.users WHERE id = $id;"
+  sleep 1
+done
+sleep 1
+kill $tail_pid 2>/dev/null || true
 
 echo
-echo "MariaDB keeps running for the next steps (pid $(cat demo/mariadbd.pid 2>/dev/null || echo '?'))."
-echo "Streaming these changes to a webhook needs the replication core and delivery engine,"
-echo "which are not in this build yet; this demo will run them as soon as they land."
+echo "Above: real row changes read from MariaDB's binlog as a replica, one payload per row,"
+echo "in the exact shape the webhooks will receive (rowhook log: demo/rowhook.log)."
+echo "MariaDB keeps running on 127.0.0.1:$port (pid $(cat demo/mariadbd.pid 2>/dev/null || echo '?'));"
+echo "follow it yourself:  ROWHOOK_DB_PORT=$port ./target/release/rowhook tail --config config/config.yaml"
+echo "POSTing to webhooks (rowhook run) is not in this build yet."
