@@ -8,5 +8,6 @@ pub mod logging;
 pub mod mysql;
 pub mod payload;
 pub mod route;
+pub mod schema;
 pub mod source;
 pub mod tail;

@@ -8,6 +8,7 @@ use crate::binlog::event::{kind, EventHeader, HEADER_LEN};
 use crate::config::Config;
 use crate::mysql::replica::{self, BinlogPosition, ReplicaOptions, ServerInfo};
 use crate::mysql::{Connection, MysqlError};
+use crate::schema::{self, ColumnInfo, SchemaCache};
 
 /// Largest packet accepted from the server (rows events of huge BLOBs included).
 const MAX_PACKET: usize = 1 << 30;
@@ -19,6 +20,10 @@ pub trait EventSink {
 
     /// A (re)connection is about to stream events.
     fn on_connect(&mut self, info: &ServerInfo, from: &BinlogPosition);
+
+    /// Column facts from information_schema for the table mapped under `table_id`
+    /// (sent before that TABLE_MAP event; apply them to every map with this id).
+    fn on_columns(&mut self, table_id: u64, columns: &[ColumnInfo]);
 
     /// One whole event at `pos` of `file`. Returns true when the event ends a
     /// transaction: resuming right after it loses and repeats nothing.
@@ -103,12 +108,20 @@ where
     sink.on_connect(&info, &from);
     *resume = Some(from.clone());
     let mut file = from.file.clone();
+    let mut columns = ColumnLookup::new(info.flavor == crate::config::Flavor::Mariadb);
     while let Some(event) = conn.binlog_event().await? {
         let header = EventHeader::parse(&event)
             .map_err(|e| MysqlError::Protocol(format!("binlog event at {file}: {e}")))?;
         let start = u64::from(header.log_pos).saturating_sub(u64::from(header.event_size));
-        if header.kind == kind::ROTATE {
-            file = rotate_target(&event, info.checksum).unwrap_or(file);
+        match header.kind {
+            kind::ROTATE => file = rotate_target(&event, info.checksum).unwrap_or(file),
+            kind::TABLE_MAP => {
+                columns
+                    .before_table_map(config, &event, info.checksum, sink)
+                    .await
+            }
+            kind::QUERY => columns.after_query(&event),
+            _ => {}
         }
         let boundary = sink
             .on_event(&file, start, &event)
@@ -128,6 +141,109 @@ where
         }
     }
     Ok(())
+}
+
+/// Fetches information_schema facts for tables whose TABLE_MAP lacks them, over a
+/// second connection opened on first need.
+struct ColumnLookup {
+    /// MariaDB marks JSON only in the schema, so every table is looked up there.
+    always: bool,
+    cache: SchemaCache,
+    informed: std::collections::HashSet<u64>,
+    conn: Option<Connection>,
+    warned: bool,
+}
+
+impl ColumnLookup {
+    fn new(always: bool) -> Self {
+        ColumnLookup {
+            always,
+            cache: SchemaCache::default(),
+            informed: Default::default(),
+            conn: None,
+            warned: false,
+        }
+    }
+
+    async fn before_table_map<S: EventSink>(
+        &mut self,
+        config: &Config,
+        event: &[u8],
+        checksum: bool,
+        sink: &mut S,
+    ) {
+        let end = if checksum {
+            event.len().saturating_sub(4)
+        } else {
+            event.len()
+        };
+        let Some(body) = event.get(HEADER_LEN..end) else {
+            return;
+        };
+        let Ok(map) = crate::binlog::TableMap::parse(body, 6) else {
+            return;
+        };
+        if self.informed.contains(&map.table_id)
+            || (map.has_names && map.has_primary_key_info && !self.always)
+        {
+            return;
+        }
+        self.informed.insert(map.table_id);
+        if self.cache.get(&map.schema, &map.table).is_none() {
+            match self.fetch(config, &map.schema, &map.table).await {
+                Ok(cols) => self.cache.insert(&map.schema, &map.table, cols),
+                Err(e) => {
+                    if !self.warned {
+                        tracing::warn!(error = %e, table = %map.qualified_name(),
+                            "cannot read information_schema; columns are named @1, @2, ... and primary_id may be null (grant SELECT, or set binlog_row_metadata=FULL)");
+                        self.warned = true;
+                    }
+                    return;
+                }
+            }
+        }
+        if let Some(cols) = self.cache.get(&map.schema, &map.table) {
+            sink.on_columns(map.table_id, cols);
+        }
+    }
+
+    fn after_query(&mut self, event: &[u8]) {
+        // QUERY: 13-byte post-header (thread, time, schema length, error, status
+        // length), status vars, schema, NUL, statement.
+        let Some(post) = event.get(HEADER_LEN..HEADER_LEN + 13) else {
+            return;
+        };
+        let schema_len = usize::from(post[8]);
+        let status_len = usize::from(u16::from_le_bytes([post[11], post[12]]));
+        let at = HEADER_LEN + 13 + status_len + schema_len + 1;
+        let sql = event
+            .get(at..)
+            .map(|b| String::from_utf8_lossy(&b[..b.len().min(64)]).into_owned());
+        if sql.as_deref().is_some_and(schema::is_ddl) {
+            self.cache.clear();
+            self.informed.clear();
+        }
+    }
+
+    async fn fetch(
+        &mut self,
+        config: &Config,
+        schema_name: &str,
+        table: &str,
+    ) -> Result<Vec<ColumnInfo>, MysqlError> {
+        let conn = match &mut self.conn {
+            Some(c) => c,
+            None => self.conn.insert(
+                Connection::connect(&config.database, 1 << 24, Duration::from_secs(10)).await?,
+            ),
+        };
+        let result = schema::lookup(conn, schema_name, table).await;
+        if result.is_err() {
+            // A broken side connection is reopened on the next need.
+            self.conn = None;
+        }
+        result
+    }
 }
 
 fn rotate_body(event: &[u8], checksum: bool) -> Option<&[u8]> {

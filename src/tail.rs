@@ -46,6 +46,8 @@ pub struct Tail<W: Write> {
     file: String,
     gtid: Option<String>,
     stats: TailStats,
+    /// information_schema facts per table id, applied to each new TABLE_MAP.
+    columns: std::collections::HashMap<u64, Vec<crate::schema::ColumnInfo>>,
 }
 
 impl<W: Write> Tail<W> {
@@ -60,6 +62,7 @@ impl<W: Write> Tail<W> {
             file,
             gtid: None,
             stats: TailStats::default(),
+            columns: std::collections::HashMap::new(),
         }
     }
 
@@ -82,6 +85,12 @@ impl<W: Write> Tail<W> {
             Event::Rotate { file, .. } => self.file = file,
             Event::Gtid(g) => self.gtid = Some(g),
             Event::TableMap(id) => {
+                if let (Some(cols), Some(map)) = (self.columns.get(&id), self.decoder.table_mut(id))
+                {
+                    if !crate::schema::apply(map, cols) {
+                        tracing::warn!(table = %map.qualified_name(), "table changed since this event was written; columns keep positional names");
+                    }
+                }
                 if let Some(r) = &mut self.router {
                     r.invalidate(id);
                 }
@@ -163,6 +172,10 @@ impl<W: Write> crate::source::EventSink for Tail<W> {
         self.decoder.set_checksum(info.checksum);
         self.file = from.file.clone();
         self.gtid = None;
+    }
+
+    fn on_columns(&mut self, table_id: u64, columns: &[crate::schema::ColumnInfo]) {
+        self.columns.insert(table_id, columns.to_vec());
     }
 
     fn on_event(&mut self, file: &str, pos: u64, event: &[u8]) -> Result<bool, TailError> {

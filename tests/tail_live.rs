@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-use common::mariadb::MariaDb;
+use common::mariadb::{MariaDb, RowMetadata};
 use serde_json::Value;
 
 struct Tail {
@@ -201,4 +201,24 @@ fn statement_format_server_is_refused_with_a_fix() {
             && err.contains("SET GLOBAL binlog_format = 'ROW'"),
         "{err}"
     );
+}
+
+#[test]
+fn information_schema_fills_names_keys_and_mariadb_json() {
+    let db = MariaDb::start_with(RowMetadata::Minimal);
+    db.sql("CREATE DATABASE shop; CREATE TABLE shop.doc (k INT, id INT, body JSON, PRIMARY KEY (id, k));");
+    let tail = spawn_tail(&config(&db, ""));
+    wait_streaming(&db);
+    db.sql(r#"INSERT INTO shop.doc VALUES (1, 2, '{"a": [1, 2]}')"#);
+    // DDL mid-stream: the cache is refreshed and the new column is named.
+    db.sql("ALTER TABLE shop.doc ADD COLUMN extra VARCHAR(5) DEFAULT 'x'; INSERT INTO shop.doc (k, id, body) VALUES (3, 4, 'null');");
+    let rows = collect(&tail, 2, Duration::from_secs(20));
+    assert_eq!(rows.len(), 2);
+    // MINIMAL metadata has neither names nor the key; information_schema does.
+    assert_eq!(rows[0]["data"]["k"], 1);
+    assert_eq!(rows[0]["primary_id"], serde_json::json!({"k": 1, "id": 2}));
+    // MariaDB's JSON is LONGTEXT in the binlog; the schema says JSON: embedded.
+    assert_eq!(rows[0]["data"]["body"], serde_json::json!({"a": [1, 2]}));
+    assert_eq!(rows[1]["data"]["extra"], "x");
+    assert_eq!(rows[1]["data"]["body"], Value::Null);
 }

@@ -1,0 +1,149 @@
+//! Column facts the binlog may lack, read from information_schema over a second
+//! connection: names and primary key (MINIMAL row metadata) and which MariaDB
+//! LONGTEXT columns are really JSON. Cached per table; DDL clears the cache.
+
+use std::collections::HashMap;
+
+use crate::binlog::TableMap;
+use crate::mysql::{Connection, MysqlError};
+
+/// What information_schema says about one column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnInfo {
+    /// Column name.
+    pub name: String,
+    /// Part of the primary key.
+    pub primary_key: bool,
+    /// Declared JSON (MySQL type json, or MariaDB's json_valid() CHECK).
+    pub json: bool,
+}
+
+/// Column facts per `(schema, table)`.
+#[derive(Debug, Default)]
+pub struct SchemaCache {
+    tables: HashMap<(String, String), Vec<ColumnInfo>>,
+}
+
+impl SchemaCache {
+    /// Cached columns of `schema.table`.
+    pub fn get(&self, schema: &str, table: &str) -> Option<&[ColumnInfo]> {
+        self.tables
+            .get(&(schema.to_owned(), table.to_owned()))
+            .map(Vec::as_slice)
+    }
+
+    /// Remembers the columns of `schema.table`.
+    pub fn insert(&mut self, schema: &str, table: &str, columns: Vec<ColumnInfo>) {
+        self.tables
+            .insert((schema.to_owned(), table.to_owned()), columns);
+    }
+
+    /// Forgets everything (after DDL).
+    pub fn clear(&mut self) {
+        self.tables.clear();
+    }
+}
+
+/// Whether a statement may change table definitions.
+pub fn is_ddl(sql: &str) -> bool {
+    let word = sql.split_whitespace().next().unwrap_or("");
+    ["ALTER", "CREATE", "DROP", "RENAME", "TRUNCATE"]
+        .iter()
+        .any(|k| word.eq_ignore_ascii_case(k))
+}
+
+/// Reads the columns of `schema.table` in table order.
+pub async fn lookup(
+    conn: &mut Connection,
+    schema: &str,
+    table: &str,
+) -> Result<Vec<ColumnInfo>, MysqlError> {
+    let (s, t) = (quote(schema), quote(table));
+    let columns = conn
+        .query(&format!(
+            "SELECT COLUMN_NAME, COLUMN_KEY, DATA_TYPE FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = {s} AND TABLE_NAME = {t} ORDER BY ORDINAL_POSITION"
+        ))
+        .await?;
+    // MariaDB: JSON is LONGTEXT plus CHECK (json_valid(`col`)); the table may not exist there on MySQL.
+    let checks = match conn
+        .query(&format!(
+            "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
+             WHERE CONSTRAINT_SCHEMA = {s} AND TABLE_NAME = {t}"
+        ))
+        .await
+    {
+        Ok(rows) => rows,
+        Err(MysqlError::Server { .. }) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let json_checked: Vec<String> = checks
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+        .filter_map(|clause| {
+            let inner = clause
+                .trim()
+                .strip_prefix("json_valid(")?
+                .strip_suffix(')')?;
+            Some(inner.trim().trim_matches('`').to_owned())
+        })
+        .collect();
+    Ok(columns
+        .into_iter()
+        .map(|r| {
+            let name = r.first().cloned().flatten().unwrap_or_default();
+            ColumnInfo {
+                primary_key: r.get(1).cloned().flatten().as_deref() == Some("PRI"),
+                json: r
+                    .get(2)
+                    .cloned()
+                    .flatten()
+                    .is_some_and(|t| t.eq_ignore_ascii_case("json"))
+                    || json_checked.contains(&name),
+                name,
+            }
+        })
+        .collect())
+}
+
+/// Fills what `table` lacks from `columns`. Returns false (and changes nothing)
+/// when the column counts differ: the table changed since the event was written,
+/// so names could land on the wrong values.
+pub fn apply(table: &mut TableMap, columns: &[ColumnInfo]) -> bool {
+    if columns.len() != table.columns.len() {
+        return false;
+    }
+    let names_missing = !table.has_names;
+    let keys_missing = !table.has_primary_key_info;
+    for (col, info) in table.columns.iter_mut().zip(columns) {
+        if names_missing {
+            col.name = Some(info.name.clone());
+        }
+        if keys_missing {
+            col.primary_key = info.primary_key;
+        }
+        col.json_text = info.json;
+    }
+    table.has_names = true;
+    table.has_primary_key_info = true;
+    true
+}
+
+/// A string literal for SQL (names come from the binlog, so they are quoted).
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ddl_and_quoting() {
+        assert!(is_ddl("  alter table x add c int"));
+        assert!(is_ddl("CREATE TABLE t (a int)"));
+        assert!(!is_ddl("BEGIN"));
+        assert!(!is_ddl("COMMIT"));
+        assert_eq!(quote("o'k\\"), "'o''k\\\\'");
+    }
+}
