@@ -19,7 +19,8 @@ CREATE TABLE shop.all_types (
   dt DATE, tm TIME, tm3 TIME(3), dtm DATETIME, dtm6 DATETIME(6), ts TIMESTAMP(3) NULL, yr YEAR,
   c CHAR(10), vc VARCHAR(300), tx TEXT, lat VARCHAR(20) CHARACTER SET latin1,
   bn BINARY(4), vb VARBINARY(10), bl BLOB,
-  js JSON, en ENUM('small','medium','large'), st SET('a','b','c','d'), bt BIT(10), geo GEOMETRY
+  js JSON, en ENUM('small','medium','large'), st SET('a','b','c','d'), bt BIT(10), geo GEOMETRY,
+  tn1 TIME(1), tn2 TIME(2), tn4 TIME(4)
 ) DEFAULT CHARSET utf8mb4;
 CREATE TABLE shop.`order-2024` (a INT, b VARCHAR(10), v INT, PRIMARY KEY (a, b));
 CREATE TABLE shop.nokey (v INT);
@@ -36,7 +37,8 @@ INSERT INTO shop.all_types VALUES (
   '2026-01-31 13:45:00.500', 2026,
   'chars', 'utf8mb4 😀 \"quoted\" \\\\ back', 'a text\nwith newline', 'café',
   x'00010203', x'ff00', x'deadbeef',
-  '{\"a\": 1, \"b\": [true, null]}', 'medium', 'a,c', b'1010101010', ST_GeomFromText('POINT(1 2)')
+  '{\"a\": 1, \"b\": [true, null]}', 'medium', 'a,c', b'1010101010', ST_GeomFromText('POINT(1 2)'),
+  '-00:00:01.5', '-12:34:56.07', '-838:59:58.9999'
 );
 INSERT INTO shop.all_types (id, dt, dtm) VALUES (2, '0000-00-00', '0000-00-00 00:00:00');
 UPDATE shop.all_types SET vc = 'changed', dec1 = -0.05 WHERE id = 1;
@@ -91,6 +93,8 @@ fn expected_row1() -> Value {
         "js": "{\"a\": 1, \"b\": [true, null]}", "en": "medium", "st": "a,c", "bt": 682,
         // POINT(1 2) as little-endian WKB, without MySQL's 4-byte SRID prefix.
         "geo": "AQEAAAAAAAAAAADwPwAAAAAAAABA",
+        // Negative fractional TIMEs: MySQL stores their fraction in reverse order.
+        "tn1": "-00:00:01.5", "tn2": "-12:34:56.07", "tn4": "-838:59:58.9999",
     })
 }
 

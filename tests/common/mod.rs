@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod mariadb;
+pub mod oracle;
 
 use std::path::PathBuf;
 
