@@ -79,6 +79,17 @@ fn collect(tail: &Tail, n: usize, timeout: Duration) -> Vec<Value> {
 }
 
 impl Tail {
+    /// Stops the process and returns what it logged.
+    fn kill_and_read_log(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+        }
+        err
+    }
+
     /// Waits for the process to exit by itself; returns its exit code and stderr.
     fn exit_within(&mut self, timeout: Duration) -> (Option<i32>, String) {
         let deadline = Instant::now() + timeout;
@@ -221,4 +232,30 @@ fn information_schema_fills_names_keys_and_mariadb_json() {
     assert_eq!(rows[0]["data"]["body"], serde_json::json!({"a": [1, 2]}));
     assert_eq!(rows[1]["data"]["extra"], "x");
     assert_eq!(rows[1]["data"]["body"], Value::Null);
+}
+
+#[test]
+fn silent_link_is_detected_by_missing_heartbeats() {
+    let db = MariaDb::start();
+    db.sql("CREATE DATABASE shop; CREATE TABLE shop.seq (n INT PRIMARY KEY);");
+    let mut tail = spawn_tail(&config(&db, ""));
+    wait_streaming(&db);
+    db.sql("INSERT INTO shop.seq VALUES (1), (2), (3)");
+    assert_eq!(collect(&tail, 3, Duration::from_secs(20)).len(), 3);
+    // Heartbeat is 1 s: after 3 s of silence the link counts as dead.
+    db.freeze();
+    std::thread::sleep(Duration::from_secs(5));
+    db.thaw();
+    db.sql("INSERT INTO shop.seq VALUES (4), (5)");
+    let after = collect(&tail, 2, Duration::from_secs(60));
+    let ns: Vec<i64> = after
+        .iter()
+        .map(|r| r["data"]["n"].as_i64().unwrap())
+        .collect();
+    assert!(ns.contains(&4) && ns.contains(&5), "{ns:?}");
+    let log = tail.kill_and_read_log();
+    assert!(
+        log.contains("heartbeats missing") && log.contains("reconnecting"),
+        "{log}"
+    );
 }

@@ -150,8 +150,24 @@ impl MariaDb {
     }
 }
 
+impl MariaDb {
+    /// Freezes the server (SIGSTOP): sockets stay open but nothing answers, as
+    /// with a hung host or a silent network partition.
+    pub fn freeze(&self) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGSTOP) };
+    }
+
+    /// Resumes a frozen server (SIGCONT).
+    pub fn thaw(&self) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
+    }
+}
+
 impl Drop for MariaDb {
     fn drop(&mut self) {
+        self.thaw();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
