@@ -2,6 +2,8 @@
 //! run text queries, and read the binlog stream. Only moves bytes; the protocol
 //! decisions live in `packet`, `handshake` and `result`.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -17,9 +19,75 @@ use crate::config::{DatabaseConfig, TlsMode};
 /// utf8mb4_general_ci: the connection charset for text results.
 const CHARSET_UTF8MB4: u8 = 45;
 
+/// The socket, in clear or inside TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
+    /// Only while the TCP stream moves into TLS.
+    Upgrading,
+}
+
+fn upgrading() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::NotConnected, "TLS upgrade in progress")
+}
+
+impl Stream {
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Plain(s) => Some(s),
+            Stream::Tls(t) => Some(t.get_ref().0),
+            Stream::Upgrading => None,
+        }
+    }
+}
+
+impl futures_lite::AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
+            Stream::Upgrading => Poll::Ready(Err(upgrading())),
+        }
+    }
+}
+
+impl futures_lite::AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
+            Stream::Upgrading => Poll::Ready(Err(upgrading())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
+            Stream::Upgrading => Poll::Ready(Err(upgrading())),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_close(cx),
+            Stream::Tls(t) => Pin::new(t.as_mut()).poll_close(cx),
+            Stream::Upgrading => Poll::Ready(Err(upgrading())),
+        }
+    }
+}
+
 /// An authenticated connection.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     framer: Framer,
     seq: u8,
     out: BytesMut,
@@ -41,14 +109,6 @@ impl Connection {
         timeout: Duration,
     ) -> Result<Self, MysqlError> {
         let addr = format!("{}:{}", db.host, db.port);
-        if matches!(db.tls, TlsMode::Required | TlsMode::VerifyCa(_)) {
-            return Err(MysqlError::NotUsable {
-                problem: "database.tls requires TLS, which this build of rowhook cannot do yet"
-                    .into(),
-                fix: "use tls: disabled or preferred on a trusted network until TLS support lands"
-                    .into(),
-            });
-        }
         let stream = glommio::timer::timeout(timeout, async {
             Ok(TcpStream::connect(addr.as_str()).await)
         })
@@ -63,7 +123,7 @@ impl Connection {
             source: std::io::Error::other(e.to_string()),
         })?;
         let mut conn = Connection {
-            stream,
+            stream: Stream::Plain(stream),
             framer: Framer::new(max_packet),
             seq: 0,
             out: BytesMut::with_capacity(4096),
@@ -79,16 +139,61 @@ impl Connection {
         conn.set_read_timeout(Some(timeout))?;
         let first = conn.read_payload().await?;
         conn.greeting = Greeting::parse(&first)?;
+        conn.start_tls(db).await?;
         conn.authenticate(db).await?;
         Ok(conn)
+    }
+
+    /// Whether the connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, Stream::Tls(_))
+    }
+
+    /// Upgrades to TLS as `database.tls` asks: SSLRequest, then the TLS handshake.
+    /// `required` and `verify_ca` never fall back to plaintext.
+    async fn start_tls(&mut self, db: &DatabaseConfig) -> Result<(), MysqlError> {
+        let offered = self.greeting.capabilities & handshake::caps::SSL != 0;
+        let config = match (&db.tls, offered) {
+            (TlsMode::Disabled, _) | (TlsMode::Preferred, false) => return Ok(()),
+            (TlsMode::Required | TlsMode::VerifyCa(_), false) => {
+                return Err(MysqlError::NotUsable {
+                    problem: "database.tls asks for TLS but the server does not offer it".into(),
+                    fix: "configure ssl_cert/ssl_key on the server, or lower database.tls".into(),
+                })
+            }
+            (TlsMode::Preferred | TlsMode::Required, true) => super::tls::encrypt_only()?,
+            (TlsMode::VerifyCa(ca), true) => super::tls::verify_ca(ca)?,
+        };
+        let name = super::tls::server_name(&db.host)?;
+        let request = handshake::response_head(&self.greeting, CHARSET_UTF8MB4, true);
+        self.write_payload(&request).await?;
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Upgrading) else {
+            return Err(MysqlError::Protocol("TLS started twice".into()));
+        };
+        let connector = futures_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| MysqlError::Io {
+                context: format!("TLS handshake with {}:{}", db.host, db.port),
+                source: e,
+            })?;
+        self.stream = Stream::Tls(Box::new(tls));
+        Ok(())
     }
 
     async fn authenticate(&mut self, db: &DatabaseConfig) -> Result<(), MysqlError> {
         let mut plugin = self.greeting.auth_plugin.clone();
         let mut nonce = self.greeting.nonce.clone();
         let auth = handshake::scramble(&plugin, &db.password, &nonce)?;
-        let response =
-            handshake::response(&self.greeting, &db.user, &auth, &plugin, CHARSET_UTF8MB4);
+        let response = handshake::response(
+            &self.greeting,
+            &db.user,
+            &auth,
+            &plugin,
+            CHARSET_UTF8MB4,
+            self.is_tls(),
+        );
         self.write_payload(&response).await?;
         loop {
             let p = self.read_payload().await?;
@@ -110,11 +215,17 @@ impl Connection {
                 // caching_sha2_password: 3 = fast path succeeded (OK follows), 4 = full auth.
                 Some(0x01) if plugin == "caching_sha2_password" => match p.get(1) {
                     Some(3) => {}
+                    // Full authentication: over TLS the password itself may be sent.
+                    Some(4) if self.is_tls() => {
+                        let mut clear = db.password.as_bytes().to_vec();
+                        clear.push(0);
+                        self.write_payload(&clear).await?;
+                    }
                     Some(4) => {
                         return Err(MysqlError::Auth(
                             "caching_sha2_password needs full authentication (the server has not cached this \
-                             password yet), which requires TLS or RSA key exchange, not in this build yet; \
-                             log in once with the mysql client to prime the cache, or use mysql_native_password"
+                             password yet): use database.tls: preferred or required with a TLS-enabled \
+                             server; RSA key exchange over plaintext is not in this build yet"
                                 .into(),
                         ))
                     }
@@ -128,7 +239,10 @@ impl Connection {
     /// Sets how long a read may wait before the link counts as dead.
     pub fn set_read_timeout(&mut self, t: Option<Duration>) -> Result<(), MysqlError> {
         self.read_timeout = t;
-        self.stream.set_read_timeout(t).map_err(|e| MysqlError::Io {
+        let Some(tcp) = self.stream.tcp() else {
+            return Ok(());
+        };
+        tcp.set_read_timeout(t).map_err(|e| MysqlError::Io {
             context: "set read timeout".into(),
             source: std::io::Error::other(e.to_string()),
         })

@@ -108,14 +108,8 @@ impl Greeting {
     }
 }
 
-/// Builds HandshakeResponse41.
-pub fn response(
-    greeting: &Greeting,
-    user: &str,
-    auth: &[u8],
-    plugin: &str,
-    charset: u8,
-) -> Vec<u8> {
+/// Capability flags rowhook asks for, limited to what the server offers.
+fn client_flags(greeting: &Greeting, ssl: bool) -> u32 {
     let mut flags = caps::LONG_PASSWORD
         | caps::LONG_FLAG
         | caps::PROTOCOL_41
@@ -124,13 +118,37 @@ pub fn response(
         | caps::MULTI_RESULTS
         | caps::PLUGIN_AUTH
         | caps::PLUGIN_AUTH_LENENC_DATA;
+    if ssl {
+        flags |= caps::SSL;
+    }
     flags &= greeting.capabilities | caps::LONG_PASSWORD;
     debug_assert!(flags & caps::LOCAL_FILES == 0);
-    let mut out = Vec::with_capacity(64 + user.len() + auth.len());
-    out.extend_from_slice(&flags.to_le_bytes());
+    flags
+}
+
+/// The first 32 bytes of the response (flags, max packet, charset). Sent alone as
+/// the SSLRequest before the TLS handshake, then again at the start of the response.
+pub fn response_head(greeting: &Greeting, charset: u8, ssl: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32);
+    out.extend_from_slice(&client_flags(greeting, ssl).to_le_bytes());
     out.extend_from_slice(&(1u32 << 24).to_le_bytes());
     out.push(charset);
     out.extend_from_slice(&[0u8; 23]);
+    out
+}
+
+/// Builds HandshakeResponse41.
+pub fn response(
+    greeting: &Greeting,
+    user: &str,
+    auth: &[u8],
+    plugin: &str,
+    charset: u8,
+    ssl: bool,
+) -> Vec<u8> {
+    let flags = client_flags(greeting, ssl);
+    let mut out = response_head(greeting, charset, ssl);
+    out.reserve(32 + user.len() + auth.len());
     out.extend_from_slice(user.as_bytes());
     out.push(0);
     if flags & caps::PLUGIN_AUTH_LENENC_DATA != 0 {

@@ -7,6 +7,7 @@ pub mod handshake;
 pub mod packet;
 pub mod replica;
 pub mod result;
+pub mod tls;
 
 pub use conn::Connection;
 pub use error::MysqlError;

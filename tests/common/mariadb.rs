@@ -25,6 +25,7 @@ pub struct MariaDb {
     /// TCP port on 127.0.0.1.
     pub port: u16,
     mode: RowMetadata,
+    options: Vec<String>,
 }
 
 impl MariaDb {
@@ -35,10 +36,15 @@ impl MariaDb {
 
     /// Starts a server with the given row metadata mode.
     pub fn start_with(metadata: RowMetadata) -> Self {
+        Self::start_with_options(metadata, &[])
+    }
+
+    /// Starts a server with extra `mariadbd` options (e.g. TLS certificates).
+    pub fn start_with_options(metadata: RowMetadata, options: &[String]) -> Self {
         // A port picked free can be taken again before mariadbd binds it; retry then.
         let mut last_log = String::new();
         for _ in 0..3 {
-            match Self::try_start(metadata) {
+            match Self::try_start(metadata, options) {
                 Ok(db) => return db,
                 Err(log) => last_log = log,
             }
@@ -46,18 +52,19 @@ impl MariaDb {
         panic!("MariaDB did not start:\n{last_log}");
     }
 
-    fn try_start(metadata: RowMetadata) -> Result<Self, String> {
+    fn try_start(metadata: RowMetadata, options: &[String]) -> Result<Self, String> {
         let dir = tempfile::Builder::new()
             .prefix("rowhook-mdb-")
             .tempdir_in("/tmp")
             .map_err(|e| e.to_string())?;
         let port = free_port();
-        let child = spawn_sandbox(&dir, port, metadata)?;
+        let child = spawn_sandbox(&dir, port, metadata, options)?;
         let mut db = MariaDb {
             child,
             dir,
             port,
             mode: metadata,
+            options: options.to_vec(),
         };
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
@@ -136,8 +143,8 @@ impl MariaDb {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child =
-            spawn_sandbox(&self.dir, self.port, self.mode).unwrap_or_else(|e| panic!("{e}"));
+        self.child = spawn_sandbox(&self.dir, self.port, self.mode, &self.options)
+            .unwrap_or_else(|e| panic!("{e}"));
         let deadline = Instant::now() + Duration::from_secs(120);
         while self.try_sql("SELECT 1").is_err() {
             assert!(
@@ -178,6 +185,7 @@ fn spawn_sandbox(
     dir: &tempfile::TempDir,
     port: u16,
     metadata: RowMetadata,
+    options: &[String],
 ) -> Result<Child, String> {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -192,6 +200,7 @@ fn spawn_sandbox(
     cmd.arg(dir.path().join("data"))
         .arg(port.to_string())
         .arg(mode)
+        .args(options)
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log);
