@@ -221,17 +221,34 @@ impl Connection {
                         clear.push(0);
                         self.write_payload(&clear).await?;
                     }
+                    // Without TLS: ask for the server's RSA key and encrypt with it.
                     Some(4) => {
-                        return Err(MysqlError::Auth(
-                            "caching_sha2_password needs full authentication (the server has not cached this \
-                             password yet): use database.tls: preferred or required with a TLS-enabled \
-                             server; RSA key exchange over plaintext is not in this build yet"
-                                .into(),
+                        self.write_payload(&[0x02]).await?;
+                        let key = self.read_payload().await?;
+                        let pem = match key.split_first() {
+                            Some((0x01, pem)) => pem,
+                            Some((0xff, _)) => return Err(MysqlError::from_err_packet(&key)),
+                            _ => {
+                                return Err(MysqlError::Protocol(
+                                    "expected the server's RSA public key".into(),
+                                ))
+                            }
+                        };
+                        let sealed = handshake::rsa_encrypted_password(&db.password, &nonce, pem)?;
+                        self.write_payload(&sealed).await?;
+                    }
+                    _ => {
+                        return Err(MysqlError::Protocol(
+                            "unexpected caching_sha2 message".into(),
                         ))
                     }
-                    _ => return Err(MysqlError::Protocol("unexpected caching_sha2 message".into())),
                 },
-                _ => return Err(MysqlError::Protocol(format!("unexpected packet during login: {:02x?}", &p[..p.len().min(8)]))),
+                _ => {
+                    return Err(MysqlError::Protocol(format!(
+                        "unexpected packet during login: {:02x?}",
+                        &p[..p.len().min(8)]
+                    )))
+                }
             }
         }
     }

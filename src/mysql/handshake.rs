@@ -198,6 +198,30 @@ pub fn scramble(plugin: &str, password: &str, nonce: &[u8]) -> Result<Vec<u8>, M
     }
 }
 
+/// caching_sha2_password full authentication without TLS: the password (with its
+/// NUL) XORed with the nonce, encrypted with the server's RSA public key
+/// (PKCS#1 OAEP, SHA-1), as MySQL 8 expects.
+pub fn rsa_encrypted_password(
+    password: &str,
+    nonce: &[u8],
+    public_key_pem: &[u8],
+) -> Result<Vec<u8>, MysqlError> {
+    use rsa::pkcs8::DecodePublicKey;
+    let pem = std::str::from_utf8(public_key_pem)
+        .map_err(|_| MysqlError::Auth("the server's RSA public key is not text".into()))?;
+    let key = rsa::RsaPublicKey::from_public_key_pem(pem.trim_end_matches('\0'))
+        .map_err(|e| MysqlError::Auth(format!("cannot read the server's RSA public key: {e}")))?;
+    if nonce.is_empty() {
+        return Err(MysqlError::Auth("empty authentication nonce".into()));
+    }
+    let mut clear: Vec<u8> = password.bytes().chain([0]).collect();
+    for (i, b) in clear.iter_mut().enumerate() {
+        *b ^= nonce[i % nonce.len()];
+    }
+    key.encrypt(&mut rsa::rand_core::OsRng, rsa::Oaep::new::<Sha1>(), &clear)
+        .map_err(|e| MysqlError::Auth(format!("RSA encryption of the password failed: {e}")))
+}
+
 /// Appends a length-encoded integer.
 pub fn put_lenenc(out: &mut Vec<u8>, n: u64) {
     match n {
@@ -240,6 +264,26 @@ mod tests {
             .unwrap()
             .is_empty());
         assert!(scramble("client_ed25519", "x", &nonce).is_err());
+    }
+
+    #[test]
+    fn rsa_password_round_trip() {
+        use rsa::pkcs8::EncodePublicKey;
+        let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).unwrap();
+        let pem = private
+            .to_public_key()
+            .to_public_key_pem(rsa::pkcs8::LineEnding::LF)
+            .unwrap();
+        let nonce = b"0123456789abcdefghij";
+        let sealed = rsa_encrypted_password("s3cret", nonce, pem.as_bytes()).unwrap();
+        let opened = private.decrypt(rsa::Oaep::new::<Sha1>(), &sealed).unwrap();
+        let clear: Vec<u8> = opened
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ nonce[i % 20])
+            .collect();
+        assert_eq!(clear, b"s3cret\0");
+        assert!(rsa_encrypted_password("x", nonce, b"not a key").is_err());
     }
 
     #[test]
