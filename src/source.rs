@@ -180,6 +180,17 @@ impl ColumnLookup {
         let Some(body) = event.get(HEADER_LEN..end) else {
             return;
         };
+        // The table id leads the body; skip the full parse for ids already handled
+        // (every transaction repeats its TABLE_MAPs).
+        let Some(id) = body
+            .get(..6)
+            .map(|b| b.iter().rev().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
+        else {
+            return;
+        };
+        if self.informed.contains(&id) {
+            return;
+        }
         let Ok(map) = crate::binlog::TableMap::parse(body, 6) else {
             return;
         };
