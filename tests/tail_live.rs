@@ -259,3 +259,37 @@ fn silent_link_is_detected_by_missing_heartbeats() {
         "{log}"
     );
 }
+
+#[test]
+fn missing_replication_privileges_name_the_grant() {
+    let db = MariaDb::start();
+    db.sql("CREATE USER 'reader'@'%' IDENTIFIED BY 'pw'; GRANT SELECT ON *.* TO 'reader'@'%';");
+    let text = config(&db, "pw").replace("user: root", "user: reader");
+    let (code, err) = spawn_tail(&text).exit_within(Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("1227") && err.contains("GRANT REPLICATION SLAVE, REPLICATION CLIENT"),
+        "{err}"
+    );
+}
+
+#[test]
+fn start_at_an_explicit_file_and_position() {
+    let db = MariaDb::start();
+    db.sql("CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY); INSERT INTO shop.t VALUES (1);");
+    let status = db.sql("SHOW MASTER STATUS");
+    let (file, pos) = (&status[0][0], &status[0][1]);
+    db.sql("INSERT INTO shop.t VALUES (2); INSERT INTO shop.t VALUES (3);");
+    let text = config(&db, "").replace(
+        "start: latest",
+        &format!("start: {{file: {file}, pos: {pos}}}"),
+    );
+    let tail = spawn_tail(&text);
+    let rows = collect(&tail, 2, Duration::from_secs(20));
+    let ids: Vec<i64> = rows
+        .iter()
+        .map(|r| r["primary_id"].as_i64().unwrap())
+        .collect();
+    // Exactly the rows written after that position: not 1, and nothing missing.
+    assert_eq!(ids, [2, 3]);
+}
