@@ -293,3 +293,15 @@ fn start_at_an_explicit_file_and_position() {
     // Exactly the rows written after that position: not 1, and nothing missing.
     assert_eq!(ids, [2, 3]);
 }
+
+#[test]
+fn server_without_binary_log_is_refused_with_a_fix() {
+    let db = MariaDb::start_with_options(RowMetadata::Full, &["--skip-log-bin".to_owned()]);
+    assert_eq!(db.value("SELECT @@log_bin"), "0");
+    let (code, err) = spawn_tail(&config(&db, "")).exit_within(Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("binary logging is off") && err.contains("log-bin"),
+        "{err}"
+    );
+}
