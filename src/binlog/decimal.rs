@@ -68,6 +68,7 @@ pub fn write_plain(
         pos += n;
         v
     };
+    let sign_at = out.len();
     if negative {
         out.push(b'-');
     }
@@ -112,6 +113,10 @@ pub fn write_plain(
             super::json::digits(out, u64::from(value), partial);
         }
     }
+    // A zero with the sign bit clear means -0, which is just 0.
+    if negative && out[int_start..].iter().all(|&b| b == b'0' || b == b'.') {
+        out.remove(sign_at);
+    }
     Ok(())
 }
 
@@ -151,6 +156,14 @@ mod tests {
         assert_eq!(dec(&[0x80, 0, 0, 12, 50], 10, 2), r#""12.50""#);
         assert_eq!(dec(&[0x80, 0, 0, 0, 5], 10, 2), r#""0.05""#);
         assert_eq!(dec(&[0x80, 0, 0, 0, 0], 10, 2), r#""0.00""#);
+    }
+
+    #[test]
+    fn negative_zero_is_zero() {
+        // DECIMAL(10,2) 0.00 with the sign bit clear and bytes inverted.
+        let neg_zero: Vec<u8> = [0x80u8, 0, 0, 0, 0].iter().map(|b| !b).collect();
+        assert_eq!(dec(&neg_zero, 10, 2), r#""0.00""#);
+        assert_eq!(dec(&[0x7f], 1, 0), r#""0""#);
     }
 
     #[test]

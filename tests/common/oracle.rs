@@ -23,6 +23,7 @@ pub fn agrees(ours: &Value, theirs: &Option<BinlogValue<'_>>) -> Option<bool> {
                 s.as_bytes() == b.as_slice()
                     || epoch_text_matches(b, s)
                     || set_mask_matches(b, s)
+                    || negative_zero_matches(b, s)
                     || *s == b64(b)
                     || b.len() > 4 && *s == b64(&b[4..])
                     || String::from_utf8_lossy(b).trim_end_matches(' ') == s.as_str()
@@ -46,6 +47,14 @@ pub fn agrees(ours: &Value, theirs: &Option<BinlogValue<'_>>) -> Option<bool> {
         },
         _ => return None,
     })
+}
+
+/// mysql_common prints a DECIMAL zero with the sign bit clear as "-0.0"; we print 0.
+fn negative_zero_matches(b: &[u8], ours: &str) -> bool {
+    let theirs = String::from_utf8_lossy(b);
+    theirs
+        .strip_prefix('-')
+        .is_some_and(|z| z == ours && z.bytes().all(|c| c == b'0' || c == b'.'))
 }
 
 /// mysql_common gives a SET as its raw little-endian bitmask; we give member names,
