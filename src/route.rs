@@ -33,11 +33,6 @@ impl Router {
         }
     }
 
-    /// The task list.
-    pub fn tasks(&self) -> &[TaskConfig] {
-        &self.tasks
-    }
-
     /// Forgets what was resolved for `table_id` (its TABLE_MAP was replaced).
     pub fn invalidate(&mut self, table_id: u64) {
         self.cache.remove(&table_id);

@@ -120,7 +120,7 @@ where
                     .before_table_map(config, &event, info.checksum, sink)
                     .await
             }
-            kind::QUERY => columns.after_query(&event),
+            kind::QUERY => columns.after_query(&event, info.checksum),
             _ => {}
         }
         let boundary = sink
@@ -218,21 +218,21 @@ impl ColumnLookup {
         }
     }
 
-    fn after_query(&mut self, event: &[u8]) {
-        // QUERY: 13-byte post-header (thread, time, schema length, error, status
-        // length), status vars, schema, NUL, statement.
-        let Some(post) = event.get(HEADER_LEN..HEADER_LEN + 13) else {
+    fn after_query(&mut self, event: &[u8], checksum: bool) {
+        let end = if checksum {
+            event.len().saturating_sub(4)
+        } else {
+            event.len()
+        };
+        let Some(body) = event.get(HEADER_LEN..end) else {
             return;
         };
-        let schema_len = usize::from(post[8]);
-        let status_len = usize::from(u16::from_le_bytes([post[11], post[12]]));
-        let at = HEADER_LEN + 13 + status_len + schema_len + 1;
-        let sql = event
-            .get(at..)
-            .map(|b| String::from_utf8_lossy(&b[..b.len().min(64)]).into_owned());
-        if sql.as_deref().is_some_and(schema::is_ddl) {
-            self.cache.clear();
-            self.informed.clear();
+        // v4 QUERY post-header is 13 bytes on every server rowhook supports.
+        if let Ok((_, sql)) = crate::binlog::stream::query_statement(body, 13) {
+            if schema::is_ddl(&sql) {
+                self.cache.clear();
+                self.informed.clear();
+            }
         }
     }
 

@@ -100,15 +100,19 @@ pub fn digits(out: &mut Vec<u8>, mut v: u64, width: usize) {
     }
 }
 
+/// Runs a writer into a fresh buffer and returns the text (for unit tests).
+#[cfg(test)]
+pub(crate) fn rendered(f: impl FnOnce(&mut Vec<u8>)) -> String {
+    let mut out = Vec::new();
+    f(&mut out);
+    String::from_utf8(out).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn s(f: impl FnOnce(&mut Vec<u8>)) -> String {
-        let mut out = Vec::new();
-        f(&mut out);
-        String::from_utf8(out).unwrap()
-    }
+    use super::rendered as s;
 
     #[test]
     fn strings_are_escaped() {

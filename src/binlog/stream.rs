@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::cursor::Cursor;
 use super::error::DecodeError;
-use super::event::{frame, kind, EventHeader, HEADER_LEN};
+use super::event::{frame, kind, EventHeader};
 use super::fde::FormatDescription;
 use super::rows::{RowsEvent, RowsKind};
 use super::table_map::TableMap;
@@ -126,7 +126,10 @@ impl Decoder {
                 Event::TableMap(id)
             }
             kind::XID => Event::Xid(Cursor::new(body).u64("xid")?),
-            kind::QUERY => query(body, post)?,
+            kind::QUERY => {
+                let (schema, sql) = query_statement(body, post)?;
+                Event::Query { schema, sql }
+            }
             kind::GTID => {
                 let mut c = Cursor::new(body);
                 c.skip(1, "gtid flags")?;
@@ -141,14 +144,6 @@ impl Decoder {
                 Event::Gtid(format!("{domain}-{}-{seq}", header.server_id))
             }
             kind::HEARTBEAT | kind::HEARTBEAT_V2 => Event::Heartbeat,
-            k if RowsKind::from_event(k).is_some() => {
-                let (rows_kind, v2) = RowsKind::from_event(k).unwrap_or((RowsKind::Insert, false));
-                let rows = RowsEvent::parse(body, rows_kind, v2, self.fde.table_id_len(k))?;
-                if !self.tables.contains_key(&rows.table_id) {
-                    return Err(DecodeError::UnknownTable(rows.table_id));
-                }
-                Event::Rows(rows)
-            }
             kind::PARTIAL_UPDATE_ROWS => {
                 return Err(DecodeError::UnsupportedEvent(
                     "PARTIAL_UPDATE_ROWS (binlog_row_value_options=PARTIAL_JSON); set it to '' on the source".into(),
@@ -165,13 +160,24 @@ impl Decoder {
                     header.kind
                 )))
             }
-            other => Event::Other(other),
+            other => match RowsKind::from_event(other) {
+                Some((rows_kind, v2)) => {
+                    let rows = RowsEvent::parse(body, rows_kind, v2, self.fde.table_id_len(other))?;
+                    if !self.tables.contains_key(&rows.table_id) {
+                        return Err(DecodeError::UnknownTable(rows.table_id));
+                    }
+                    Event::Rows(rows)
+                }
+                None => Event::Other(other),
+            },
         };
         Ok((header, event))
     }
 }
 
-fn query(body: &[u8], post: usize) -> Result<Event<'_>, DecodeError> {
+/// The default schema and statement text of a QUERY event body (checksum removed);
+/// `post` is the QUERY post-header length from the format description (13 in v4).
+pub fn query_statement(body: &[u8], post: usize) -> Result<(String, String), DecodeError> {
     let mut c = Cursor::new(body);
     c.skip(8, "query thread id and time")?;
     let schema_len = usize::from(c.u8("query schema length")?);
@@ -185,10 +191,10 @@ fn query(body: &[u8], post: usize) -> Result<Event<'_>, DecodeError> {
     c.skip(status_len, "query status variables")?;
     let schema = c.take(schema_len, "query schema")?;
     c.skip(1, "query schema terminator")?;
-    Ok(Event::Query {
-        schema: String::from_utf8_lossy(schema).into_owned(),
-        sql: String::from_utf8_lossy(c.rest()).into_owned(),
-    })
+    Ok((
+        String::from_utf8_lossy(schema).into_owned(),
+        String::from_utf8_lossy(c.rest()).into_owned(),
+    ))
 }
 
 fn uuid_text(b: &[u8]) -> String {
@@ -202,6 +208,3 @@ fn uuid_text(b: &[u8]) -> String {
         &hex[20..32]
     )
 }
-
-/// Header length, re-exported for framing code.
-pub const EVENT_HEADER_LEN: usize = HEADER_LEN;

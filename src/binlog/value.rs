@@ -193,24 +193,39 @@ fn latin1(out: &mut Vec<u8>, data: &[u8]) {
         '\u{8f}', '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9d}',
         'ž', 'Ÿ',
     ];
-    if data.is_ascii() {
-        out.push(b'"');
-        json::escaped(out, data);
-        out.push(b'"');
-        return;
+    out.push(b'"');
+    for chunk in data.split_inclusive(|b| !b.is_ascii()) {
+        // Each chunk is ASCII, possibly ending in one non-ASCII byte.
+        let (last, ascii) = match chunk.split_last() {
+            Some((&b, rest)) if !b.is_ascii() => (Some(b), rest),
+            _ => (None, chunk),
+        };
+        json::escaped(out, ascii);
+        if let Some(b) = last {
+            let c = match b {
+                0x80..=0x9f => CP1252[usize::from(b - 0x80)],
+                _ => char::from(b),
+            };
+            out.extend_from_slice(c.encode_utf8(&mut [0u8; 4]).as_bytes());
+        }
     }
-    let s: String = data
-        .iter()
-        .map(|&b| match b {
-            0x80..=0x9f => CP1252[usize::from(b - 0x80)],
-            _ => char::from(b),
-        })
-        .collect();
-    json::string(out, &s);
+    out.push(b'"');
 }
 
 /// MariaDB JSON columns are LONGTEXT with a CHECK constraint; embed the text only
 /// when it really is one JSON document, so a payload can never become invalid JSON.
 fn is_json_document(s: &str) -> bool {
     serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok()
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::*;
+
+    #[test]
+    fn latin1_is_cp1252_without_allocating_per_value() {
+        let text = crate::binlog::json::rendered(|o| latin1(o, b"caf\xe9 \x80 \"q\"\n"));
+        assert_eq!(text, "\"café € \\\"q\\\"\\n\"");
+        assert_eq!(crate::binlog::json::rendered(|o| latin1(o, b"")), "\"\"");
+    }
 }
