@@ -79,9 +79,20 @@ pub struct AdminArgs {
 #[derive(Debug, Clone, Subcommand)]
 pub enum DlqAction {
     /// Show dead-lettered events.
-    List(ConfigArgs),
-    /// Re-send dead-lettered events.
-    Replay(ConfigArgs),
+    List(DlqArgs),
+    /// Re-send dead-lettered events; those that fail again stay in the file.
+    Replay(DlqArgs),
+}
+
+/// Which dead letters.
+#[derive(Debug, Clone, Args)]
+pub struct DlqArgs {
+    /// The configuration (its `state.dir` holds `dlq/`, its tasks say where to send).
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Only this task's dead letters.
+    #[arg(long)]
+    pub task: Option<String>,
 }
 
 /// Rewrites pikachu's single-dash long flags (`-config x`, `-config=x`, `-tasks x`)

@@ -2,12 +2,20 @@
 //! change to HTTP webhooks. See SPEC.md for the contract and DESIGN.md for the layout.
 
 pub mod binlog;
+pub mod changes;
 pub mod cli;
 pub mod config;
+pub mod delivery;
+pub mod dispatch;
+pub mod dlq;
+pub mod http;
 pub mod logging;
 pub mod mysql;
+pub mod net;
 pub mod payload;
+pub mod replay;
 pub mod route;
+pub mod run;
 pub mod schema;
 pub mod source;
 pub mod tail;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use rowhook::cli::{normalize_args, Cli, Command, ConfigArgs, TailArgs};
+use rowhook::cli::{normalize_args, Cli, Command, ConfigArgs, DlqAction, DlqArgs, TailArgs};
 use rowhook::config::{self, ConfigError, ConfigFiles, Loaded};
 
 #[global_allocator]
@@ -23,19 +23,16 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check(args) => check(&args),
-        Command::Run(args) => match load(&args) {
-            Ok(loaded) => not_yet("run", "replication and webhook delivery", &loaded),
-            Err(code) => code,
-        },
+        Command::Run(args) => run(&args),
         Command::Tail(args) => tail(&args),
         Command::Status(_) | Command::Tasks(_) => {
             eprintln!("rowhook: the admin API this command reads is not part of this build yet");
             ExitCode::from(EXIT_RUNTIME)
         }
-        Command::Dlq { .. } => {
-            eprintln!("rowhook dlq: dead-lettering is not part of this build yet");
-            ExitCode::from(EXIT_RUNTIME)
-        }
+        Command::Dlq { action } => match action {
+            DlqAction::List(args) => dlq_list(&args),
+            DlqAction::Replay(args) => dlq_replay(&args),
+        },
     }
 }
 
@@ -78,18 +75,105 @@ fn check(args: &ConfigArgs) -> ExitCode {
         "ok  source: {}@{}:{} as replica server_id {}",
         c.database.user, c.database.host, c.database.port, c.database.server_id
     );
+    if let Err(e) = rowhook::delivery::Plan::new(c, 1) {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     for t in &c.tasks {
         println!("    task {:<24} -> {}", t.task_id, t.callback_url);
     }
     ExitCode::SUCCESS
 }
 
-fn not_yet(verb: &str, what: &str, loaded: &Loaded) -> ExitCode {
-    tracing::error!(
-        tasks = loaded.config.tasks.len(),
-        "rowhook {verb}: configuration is valid, but {what} are not part of this build yet"
+fn run(args: &ConfigArgs) -> ExitCode {
+    let loaded = match load(args) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    match rowhook::run::run(&loaded.config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ rowhook::run::RunError::Plan(_)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn dlq_list(args: &DlqArgs) -> ExitCode {
+    let loaded = match load(&args.config) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let dir = loaded.config.state.dir.join("dlq");
+    let files = match rowhook::dlq::files(&dir, args.task.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {}: {e}", dir.display());
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let mut count = 0;
+    println!(
+        "{:<20} {:<32} {:>8} {:>6}  {:<20}  error",
+        "task", "id", "attempts", "status", "dead_at"
     );
-    ExitCode::from(EXIT_RUNTIME)
+    for file in &files {
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {}: {e}", file.display());
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        };
+        for letter in rowhook::dlq::parse(file, &text) {
+            match letter {
+                Ok(l) => {
+                    count += 1;
+                    let status = l.status.map_or_else(|| "-".to_owned(), |s| s.to_string());
+                    println!(
+                        "{:<20} {:<32} {:>8} {:>6}  {:<20}  {}",
+                        l.task, l.id, l.attempts, status, l.dead_at, l.error
+                    );
+                }
+                Err(bad) => eprintln!("warning: {bad}"),
+            }
+        }
+    }
+    println!("{count} dead letter(s) in {}", dir.display());
+    ExitCode::SUCCESS
+}
+
+fn dlq_replay(args: &DlqArgs) -> ExitCode {
+    let loaded = match load(&args.config) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    match rowhook::replay::replay(&loaded.config, args.task.as_deref()) {
+        Ok(r) => {
+            println!(
+                "replayed: {} delivered, {} failed again (kept), {} unreadable line(s) kept",
+                r.delivered, r.failed, r.unreadable
+            );
+            if r.failed + r.unreadable == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        }
+        Err(e @ rowhook::replay::ReplayError::Plan(_)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
 }
 
 fn tail(args: &TailArgs) -> ExitCode {

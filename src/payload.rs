@@ -42,17 +42,19 @@ pub struct PayloadWriter {
     after: Vec<u8>,
     before_keys: KeyValues,
     after_keys: KeyValues,
+    key_from_after: bool,
 }
 
 impl PayloadWriter {
-    /// Appends the payload for `change` to `out`.
+    /// Appends the payload for `change` to `out`; returns the length of the (escaped)
+    /// id, which starts 7 bytes into the payload (`{"id":"`).
     pub fn write(
         &mut self,
         out: &mut Vec<u8>,
         shape: PayloadShape,
         row: &Row<'_>,
         keep: Option<&[bool]>,
-    ) -> Result<(), DecodeError> {
+    ) -> Result<usize, DecodeError> {
         let Row {
             at,
             kind,
@@ -70,18 +72,21 @@ impl PayloadWriter {
         if let Some(a) = change.after {
             write_image(&mut self.after, table, a, &keep_fn, &mut self.after_keys)?;
         }
-        let keys = if change.after.is_some() {
+        self.key_from_after = change.after.is_some();
+        let keys = if self.key_from_after {
             &self.after_keys
         } else {
             &self.before_keys
         };
 
         out.extend_from_slice(b"{\"id\":\"");
+        let id_start = out.len();
         escaped(out, at.file.as_bytes());
         out.push(b':');
         uint(out, at.pos);
         out.push(b':');
         uint(out, u64::from(at.index));
+        let id_len = out.len() - id_start;
         out.extend_from_slice(b"\",\"primary_id\":");
         write_primary_id(out, table, keys);
         out.extend_from_slice(b",\"event\":\"");
@@ -123,7 +128,17 @@ impl PayloadWriter {
             uint(out, u64::from(at.timestamp) * 1000);
         }
         out.push(b'}');
-        Ok(())
+        Ok(id_len)
+    }
+
+    /// The primary-key values (JSON text) of the last row written: its routing key.
+    /// Empty for a table without a key.
+    pub fn key(&self) -> &[u8] {
+        if self.key_from_after {
+            &self.after_keys.text
+        } else {
+            &self.before_keys.text
+        }
     }
 }
 

@@ -38,21 +38,27 @@ impl Router {
         self.cache.remove(&table_id);
     }
 
-    /// The routes of `table` for events of `kind`.
-    pub fn routes(&mut self, table: &TableMap, kind: RowsKind) -> impl Iterator<Item = &Route> {
-        let tasks = &self.tasks;
-        let routes = self
-            .cache
-            .entry(table.table_id)
-            .or_insert_with(|| resolve(tasks, table));
-        routes.iter().filter(move |r| {
-            let e = tasks[r.task].events;
-            match kind {
-                RowsKind::Insert => e.insert,
-                RowsKind::Update => e.update,
-                RowsKind::Delete => e.delete,
-            }
-        })
+    /// Resolves (once per table id) which tasks want `table`.
+    pub fn prepare(&mut self, table: &TableMap) {
+        if !self.cache.contains_key(&table.table_id) {
+            let routes = resolve(&self.tasks, table);
+            self.cache.insert(table.table_id, routes);
+        }
+    }
+
+    /// Every task's route for a prepared table, whatever the event kind.
+    pub fn routes(&self, table_id: u64) -> &[Route] {
+        self.cache.get(&table_id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether `task` wants events of `kind`.
+    pub fn wants(&self, task: usize, kind: RowsKind) -> bool {
+        let e = self.tasks[task].events;
+        match kind {
+            RowsKind::Insert => e.insert,
+            RowsKind::Update => e.update,
+            RowsKind::Delete => e.delete,
+        }
     }
 }
 

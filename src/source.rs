@@ -14,6 +14,9 @@ use crate::schema::{self, ColumnInfo, SchemaCache};
 const MAX_PACKET: usize = 1 << 30;
 
 /// What consumes the binlog stream.
+// Sinks run on one executor and are never boxed, so the future's auto traits do
+// not matter.
+#[allow(async_fn_in_trait)]
 pub trait EventSink {
     /// Why the sink gives up.
     type Error: std::error::Error;
@@ -28,6 +31,12 @@ pub trait EventSink {
     /// One whole event at `pos` of `file`. Returns true when the event ends a
     /// transaction: resuming right after it loses and repeats nothing.
     fn on_event(&mut self, file: &str, pos: u64, event: &[u8]) -> Result<bool, Self::Error>;
+
+    /// Waits until the sink can take more events. The socket is not read meanwhile,
+    /// so a slow sink pushes back on the server through TCP.
+    async fn ready(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
 }
 
 /// Why following stopped.
@@ -126,6 +135,7 @@ where
         let boundary = sink
             .on_event(&file, start, &event)
             .map_err(SourceError::Sink)?;
+        sink.ready().await.map_err(SourceError::Sink)?;
         if boundary && header.log_pos != 0 {
             *resume = Some(BinlogPosition {
                 file: file.clone(),

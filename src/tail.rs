@@ -5,10 +5,10 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::binlog::file::{BinlogFile, FileError};
-use crate::binlog::{Decoder, Event, PositionedError};
-use crate::config::{PayloadShape, TaskConfig};
-use crate::payload::{PayloadWriter, Row, RowPosition};
-use crate::route::Router;
+use crate::binlog::PositionedError;
+use crate::changes::Changes;
+use crate::config::TaskConfig;
+use crate::payload::PayloadWriter;
 
 /// Why tailing stopped.
 #[derive(Debug, thiserror::Error)]
@@ -38,31 +38,22 @@ pub struct TailStats {
 
 /// Turns events into payload lines, for every table or only those tasks watch.
 pub struct Tail<W: Write> {
-    decoder: Decoder,
-    router: Option<Router>,
+    changes: Changes,
     payloads: PayloadWriter,
     line: Vec<u8>,
     out: W,
-    file: String,
-    gtid: Option<String>,
     stats: TailStats,
-    /// information_schema facts per table id, applied to each new TABLE_MAP.
-    columns: std::collections::HashMap<u64, Vec<crate::schema::ColumnInfo>>,
 }
 
 impl<W: Write> Tail<W> {
     /// A tail writing to `out`; `tasks` select tables, columns and payload shape.
     pub fn new(tasks: Option<Vec<TaskConfig>>, out: W, file: String) -> Self {
         Tail {
-            decoder: Decoder::new(),
-            router: tasks.map(Router::new),
+            changes: Changes::new(tasks, file),
             payloads: PayloadWriter::default(),
             line: Vec::with_capacity(4096),
             out,
-            file,
-            gtid: None,
             stats: TailStats::default(),
-            columns: std::collections::HashMap::new(),
         }
     }
 
@@ -74,82 +65,25 @@ impl<W: Write> Tail<W> {
     /// Decodes one whole event starting at binlog position `pos` and prints its rows.
     /// Returns true when the event ends a transaction.
     pub fn feed(&mut self, pos: u64, event: &[u8]) -> Result<bool, TailError> {
-        let at = |source| PositionedError {
-            file: self.file.clone(),
-            pos,
-            source,
-        };
-        let (header, ev) = self.decoder.decode(event).map_err(at)?;
-        self.stats.events += 1;
-        match ev {
-            Event::Rotate { file, .. } => self.file = file,
-            Event::Gtid(g) => self.gtid = Some(g),
-            Event::TableMap(id) => {
-                if let (Some(cols), Some(map)) = (self.columns.get(&id), self.decoder.table_mut(id))
-                {
-                    if !crate::schema::apply(map, cols) {
-                        tracing::warn!(table = %map.qualified_name(), "table changed since this event was written; columns keep positional names");
-                    }
-                }
-                if let Some(r) = &mut self.router {
-                    r.invalidate(id);
-                }
-            }
-            Event::Rows(rows) => {
-                let Some(table) = self.decoder.table(rows.table_id) else {
-                    return Err(at(crate::binlog::DecodeError::UnknownTable(rows.table_id)).into());
-                };
-                self.line.clear();
-                let mut printed = 0;
-                for (index, change) in rows.rows(table).map_err(at)?.enumerate() {
-                    let row = Row {
-                        at: RowPosition {
-                            file: &self.file,
-                            pos,
-                            index: index as u32,
-                            timestamp: header.timestamp,
-                            gtid: self.gtid.as_deref(),
-                        },
-                        kind: rows.kind,
-                        table,
-                        change: change.map_err(at)?,
-                    };
-                    match &mut self.router {
-                        None => {
-                            self.payloads
-                                .write(&mut self.line, PayloadShape::Pikachu, &row, None)
-                                .map_err(at)?;
-                            self.line.push(b'\n');
-                            printed += 1;
-                        }
-                        Some(router) => {
-                            for route in router.routes(table, rows.kind) {
-                                self.payloads
-                                    .write(&mut self.line, route.shape, &row, route.keep.as_deref())
-                                    .map_err(at)?;
-                                self.line.push(b'\n');
-                                printed += 1;
-                            }
-                        }
-                    }
-                }
-                self.out.write_all(&self.line)?;
-                self.stats.payloads += printed;
-            }
-            Event::Xid(_) => return Ok(self.end_transaction()),
-            // DDL and COMMIT end a transaction; BEGIN starts one.
-            Event::Query { sql, .. } if !sql.eq_ignore_ascii_case("BEGIN") => {
-                return Ok(self.end_transaction())
-            }
-            Event::Query { .. } | Event::FormatDescription | Event::Heartbeat | Event::Other(_) => {
-            }
-        }
-        Ok(false)
-    }
-
-    fn end_transaction(&mut self) -> bool {
-        self.gtid = None;
-        true
+        self.line.clear();
+        let (payloads, line) = (&mut self.payloads, &mut self.line);
+        let mut printed = 0;
+        let boundary = self.changes.feed(pos, event, |row, route| {
+            payloads
+                .write(line, route.shape, row, route.keep.as_deref())
+                .map_err(|source| PositionedError {
+                    file: row.at.file.to_owned(),
+                    pos,
+                    source,
+                })?;
+            line.push(b'\n');
+            printed += 1;
+            Ok::<(), TailError>(())
+        })?;
+        self.stats.events = self.changes.events;
+        self.out.write_all(&self.line)?;
+        self.stats.payloads += printed;
+        Ok(boundary)
     }
 
     /// Flushes and returns the output.
@@ -167,21 +101,15 @@ impl<W: Write> crate::source::EventSink for Tail<W> {
         info: &crate::mysql::replica::ServerInfo,
         from: &crate::mysql::replica::BinlogPosition,
     ) {
-        // Until the stream's FDE arrives, the negotiated checksum setting applies
-        // (the fake ROTATE that opens the dump already carries one).
-        self.decoder.set_checksum(info.checksum);
-        self.file = from.file.clone();
-        self.gtid = None;
+        self.changes.on_connect(info.checksum, &from.file);
     }
 
     fn on_columns(&mut self, table_id: u64, columns: &[crate::schema::ColumnInfo]) {
-        self.columns.insert(table_id, columns.to_vec());
+        self.changes.on_columns(table_id, columns);
     }
 
     fn on_event(&mut self, file: &str, pos: u64, event: &[u8]) -> Result<bool, TailError> {
-        if file != self.file {
-            self.file = file.to_owned();
-        }
+        self.changes.set_file(file);
         let boundary = self.feed(pos, event)?;
         if boundary {
             self.out.flush()?;

@@ -23,6 +23,8 @@ pub struct DispatcherConfig {
     pub max_connections: u32,
     /// Events read but not yet acknowledged; reading pauses at this bound.
     pub max_inflight: u32,
+    /// Extra CA certificates (PEM) trusted for https callbacks, beside the public roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for DispatcherConfig {
@@ -36,6 +38,7 @@ impl Default for DispatcherConfig {
             retry_max_delay: Duration::from_secs(300),
             max_connections: 100,
             max_inflight: 10_000,
+            ca_file: None,
         }
     }
 }
@@ -67,6 +70,7 @@ impl DispatcherConfig {
         }
         let max_connections = f.count("max_connections", d.max_connections.into()) as u32;
         let max_inflight = f.count("max_inflight", d.max_inflight.into()) as u32;
+        let ca_file = f.string("ca_file").map(std::path::PathBuf::from);
         DispatcherConfig {
             worker_count,
             queue_size,
@@ -76,6 +80,7 @@ impl DispatcherConfig {
             retry_max_delay,
             max_connections,
             max_inflight,
+            ca_file,
         }
     }
 }

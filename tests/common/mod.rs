@@ -3,6 +3,8 @@
 
 pub mod mariadb;
 pub mod oracle;
+pub mod receiver;
+pub mod rowhook;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,193 @@
+//! A lane: one task's FIFO of events on one shard, sent one request at a time —
+//! batched when the task asks for it, retried with backoff, dead-lettered when
+//! retries run out or the answer is permanent — then acked to the source.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use glommio::sync::Semaphore;
+
+use super::outcome::{classify, Outcome};
+use super::shard::ShardCtx;
+use super::{request, Delivery};
+use crate::dlq::DeadLetter;
+use crate::source::Backoff;
+
+/// The longest `Retry-After` obeyed: a receiver may ask for more than
+/// `retry_max_delay`, but not park a lane for days.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Events waiting in one lane.
+pub struct Lane {
+    queue: RefCell<VecDeque<Delivery>>,
+    /// Counts queued events; the lane's worker sleeps on it.
+    queued: Semaphore,
+    busy: Cell<bool>,
+}
+
+impl Default for Lane {
+    fn default() -> Self {
+        Lane {
+            queue: RefCell::new(VecDeque::new()),
+            queued: Semaphore::new(0),
+            busy: Cell::new(false),
+        }
+    }
+}
+
+impl Lane {
+    /// Queues `d` behind the lane's earlier events.
+    pub fn push(&self, d: Delivery) {
+        self.queue.borrow_mut().push_back(d);
+        self.queued.signal(1);
+    }
+
+    /// True when nothing is queued or being sent.
+    pub fn is_idle(&self) -> bool {
+        !self.busy.get() && self.queue.borrow().is_empty()
+    }
+
+    fn pop(&self) -> Option<Delivery> {
+        self.queue.borrow_mut().pop_front()
+    }
+
+    /// Waits for the next event; `None` after `limit` passes without one.
+    async fn next_within(&self, limit: Duration) -> Option<Delivery> {
+        let got = futures_lite::future::or(async { self.queued.acquire(1).await.is_ok() }, async {
+            glommio::timer::sleep(limit).await;
+            false
+        })
+        .await;
+        if got {
+            self.pop()
+        } else {
+            None
+        }
+    }
+}
+
+/// The lane's worker: runs for the life of the shard.
+pub async fn run(ctx: Rc<ShardCtx>, task: u32, lane: Rc<Lane>) {
+    let Some(plan) = ctx.plan.tasks.get(task as usize) else {
+        return;
+    };
+    let mut sender = Sender::new(&ctx, task);
+    let mut batch: Vec<Delivery> = Vec::with_capacity(plan.batch_size);
+    loop {
+        if lane.queued.acquire(1).await.is_err() {
+            return;
+        }
+        lane.busy.set(true);
+        batch.extend(lane.pop());
+        while batch.len() < plan.batch_size && lane.queued.try_acquire(1).unwrap_or(false) {
+            batch.extend(lane.pop());
+        }
+        if batch.len() < plan.batch_size && !plan.linger.is_zero() {
+            let until = Instant::now() + plan.linger;
+            while batch.len() < plan.batch_size {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                match lane.next_within(left).await {
+                    Some(d) => batch.push(d),
+                    None => break,
+                }
+            }
+        }
+        if !batch.is_empty() {
+            sender.deliver(&batch).await;
+            ctx.ack(&batch);
+            batch.clear();
+        }
+        lane.busy.set(false);
+    }
+}
+
+/// Sends one request (a single event or a batch) until it is acknowledged or
+/// dead-lettered.
+struct Sender<'a> {
+    ctx: &'a ShardCtx,
+    task: u32,
+    body: Vec<u8>,
+    request: Vec<u8>,
+}
+
+impl<'a> Sender<'a> {
+    fn new(ctx: &'a ShardCtx, task: u32) -> Self {
+        Sender {
+            ctx,
+            task,
+            body: Vec::new(),
+            request: Vec::with_capacity(4096),
+        }
+    }
+
+    async fn deliver(&mut self, batch: &[Delivery]) {
+        let ctx = self.ctx;
+        let Some(t) = ctx.plan.tasks.get(self.task as usize) else {
+            return;
+        };
+        let Some(first) = batch.first() else {
+            return;
+        };
+        let (id, body): (Vec<u8>, &[u8]) = if t.batch_size == 1 {
+            (first.id().to_vec(), &first.body)
+        } else {
+            request::batch_body(&mut self.body, batch.iter().map(|d| &d.body));
+            (request::batch_id(first.id(), batch.len()), &self.body)
+        };
+        let pool = ctx.pool(&t.endpoint);
+        let mut backoff = Backoff::new(ctx.plan.retry_base_delay, ctx.plan.retry_max_delay);
+        let mut attempts: u32 = 0;
+        loop {
+            attempts += 1;
+            request::write(&mut self.request, t, &id, body, unix_now());
+            let result = pool.exchange(&self.request, ctx.plan.timeout).await;
+            let (error, status) = match classify(&result) {
+                Outcome::Delivered => {
+                    ctx.stats.delivered(self.task, batch.len());
+                    return;
+                }
+                Outcome::Permanent { error, status } => (error, Some(status)),
+                Outcome::Retry {
+                    error,
+                    status,
+                    after,
+                } => {
+                    let exhausted = ctx.plan.max_retries.is_some_and(|max| attempts > max);
+                    if !exhausted {
+                        let delay =
+                            after.map_or_else(|| backoff.next_delay(), |a| a.min(MAX_RETRY_AFTER));
+                        tracing::warn!(task = %t.id, url = %t.url, status, attempt = attempts, retry_in = ?delay, id = %String::from_utf8_lossy(&id), %error, "webhook failed; retrying");
+                        ctx.stats.retried(self.task);
+                        glommio::timer::sleep(delay).await;
+                        continue;
+                    }
+                    (error, status)
+                }
+            };
+            tracing::error!(task = %t.id, url = %t.url, status, attempts, id = %String::from_utf8_lossy(&id), %error, "webhook dead-lettered");
+            let letter = DeadLetter {
+                task: &t.id,
+                url: &t.url,
+                id: &id,
+                attempts,
+                status,
+                error: &error,
+                payload: body,
+            };
+            ctx.dead_letter(&t.id, letter.to_line()).await;
+            ctx.stats.dead_lettered(self.task, batch.len());
+            return;
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,69 @@
+//! Delivery: what the source core hands to shards, how each task's webhooks are
+//! sent (lanes, batches, retries, dead letters), and what comes back (acks).
+//!
+//! Ordering model: a shard runs, per task, a few *lanes*; each lane sends one
+//! request at a time, in arrival order. Events of one key always reach the same
+//! shard and lane, so a later event for a key waits while an earlier one is in
+//! flight or being retried, and different keys proceed on other lanes.
+
+pub mod lane;
+pub mod outcome;
+pub mod plan;
+pub mod request;
+pub mod shard;
+pub mod sign;
+pub mod stats;
+
+use bytes::Bytes;
+
+pub use plan::{Plan, TaskPlan};
+
+/// Offset of the id string inside every payload: both shapes start `{"id":"`.
+const ID_AT: usize = 7;
+
+/// One webhook body on its way to a shard.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Index of the task in the plan.
+    pub task: u32,
+    /// Hash of (task, primary key); picks the shard and lane.
+    pub key: u64,
+    /// Ordinal of the source transaction the row belongs to (for the ack window).
+    pub txn: u64,
+    /// Length of the (JSON-escaped) id at the start of the body.
+    pub id_len: u16,
+    /// The JSON object.
+    pub body: Bytes,
+}
+
+impl Delivery {
+    /// The payload's `id`, also sent as `webhook-id`. JSON escaping never leaves CR or
+    /// LF in it, so it is safe in a header.
+    pub fn id(&self) -> &[u8] {
+        self.body
+            .get(ID_AT..ID_AT + usize::from(self.id_len))
+            .unwrap_or_default()
+    }
+}
+
+/// A delivered or dead-lettered event, reported back to the source core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    /// Index of the task.
+    pub task: u32,
+    /// The event's transaction ordinal.
+    pub txn: u64,
+}
+
+/// Mixes a task index and key bytes into the routing hash (FNV-1a, then a final
+/// avalanche so `% shards` and `/ shards % lanes` use well-spread bits).
+pub fn key_hash(task: u32, key: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in task.to_le_bytes().iter().chain(key) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
+}

@@ -1,0 +1,160 @@
+//! Everything shards need to know about tasks, resolved once at start-up: parsed
+//! endpoints, pre-built request heads, lane counts, retry settings.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, Ordering};
+use crate::http::Endpoint;
+
+/// Headers rowhook writes itself; a task may not set them.
+const RESERVED: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "user-agent",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+/// One task, ready to send.
+#[derive(Debug, Clone)]
+pub struct TaskPlan {
+    /// `task_id`.
+    pub id: String,
+    /// The absolute callback URL.
+    pub url: String,
+    /// Where it points.
+    pub endpoint: Endpoint,
+    /// Request line and fixed headers, ending before the per-request ones.
+    pub head: Vec<u8>,
+    /// Signing key.
+    pub secret: Option<Vec<u8>>,
+    /// Events per request (1 = a JSON object, more = an array).
+    pub batch_size: usize,
+    /// How long a lane waits to fill a batch.
+    pub linger: Duration,
+    /// Ordering constraint.
+    pub ordering: Ordering,
+    /// Lanes per shard (requests of this task in flight at once on one shard).
+    pub lanes: usize,
+}
+
+/// The delivery side of a configuration.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Tasks in config order (disabled ones included; nothing is routed to them).
+    pub tasks: Vec<TaskPlan>,
+    /// Number of delivery shards.
+    pub shards: usize,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Retries before dead-lettering; `None` = forever.
+    pub max_retries: Option<u32>,
+    /// First retry delay.
+    pub retry_base_delay: Duration,
+    /// Backoff cap.
+    pub retry_max_delay: Duration,
+    /// Keep-alive connections per origin on one shard.
+    pub pool_limit: usize,
+    /// Where dead-letter files go.
+    pub dlq_dir: PathBuf,
+    /// TLS for https callbacks.
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+impl Plan {
+    /// Resolves `config` for `shards` delivery shards.
+    pub fn new(config: &Config, shards: usize) -> Result<Plan, String> {
+        let shards = shards.max(1);
+        let d = &config.dispatcher;
+        // worker_count bounds one task's concurrent requests over all shards, so a
+        // task whose receiver hangs cannot take the others' connections.
+        let lanes = (d.worker_count as usize / shards).max(1);
+        let mut tasks = Vec::with_capacity(config.tasks.len());
+        for t in &config.tasks {
+            let endpoint = Endpoint::parse(&t.callback_url)
+                .map_err(|e| format!("task {}: callback_url {e}", t.task_id))?;
+            let head = request_head(&endpoint, &t.headers)
+                .map_err(|e| format!("task {}: headers: {e}", t.task_id))?;
+            tasks.push(TaskPlan {
+                id: t.task_id.clone(),
+                url: t.callback_url.clone(),
+                endpoint,
+                head,
+                secret: t.secret.clone(),
+                batch_size: (t.batch_size as usize).max(1),
+                linger: t.batch_linger,
+                ordering: t.ordering,
+                lanes: if t.ordering == Ordering::Table {
+                    1
+                } else {
+                    lanes
+                },
+            });
+        }
+        let tls = crate::http::client::tls_config(d.ca_file.as_deref())?;
+        Ok(Plan {
+            tasks,
+            shards,
+            timeout: d.timeout,
+            max_retries: d.max_retries,
+            retry_base_delay: d.retry_base_delay,
+            retry_max_delay: d.retry_max_delay,
+            pool_limit: (d.max_connections as usize / shards).max(1),
+            dlq_dir: config.state.dir.join("dlq"),
+            tls,
+        })
+    }
+
+    /// The shard an event of `task` with routing hash `key` goes to.
+    pub fn shard_of(&self, task: u32, key: u64) -> usize {
+        match self.tasks.get(task as usize).map(|t| t.ordering) {
+            // One lane for the whole task: every event on the task's home shard.
+            Some(Ordering::Table) => task as usize % self.shards,
+            _ => (key % self.shards as u64) as usize,
+        }
+    }
+
+    /// The lane (on its shard) an event of `task` with routing hash `key` goes to.
+    pub fn lane_of(&self, task: u32, key: u64) -> usize {
+        let lanes = self.tasks.get(task as usize).map_or(1, |t| t.lanes) as u64;
+        ((key / self.shards as u64) % lanes) as usize
+    }
+}
+
+fn request_head(e: &Endpoint, headers: &[(String, String)]) -> Result<Vec<u8>, String> {
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(b"POST ");
+    head.extend_from_slice(e.path.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    head.extend_from_slice(e.authority.as_bytes());
+    head.extend_from_slice(b"\r\nUser-Agent: rowhook/");
+    head.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+    head.extend_from_slice(b"\r\nContent-Type: application/json\r\n");
+    for (name, value) in headers {
+        if name.is_empty() || !name.bytes().all(is_token_byte) {
+            return Err(format!("{name:?} is not a valid header name"));
+        }
+        if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+            return Err(format!("{name} is set by rowhook and cannot be overridden"));
+        }
+        if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(format!("the value of {name} contains a line break"));
+        }
+        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.trim().as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    Ok(head)
+}
+
+/// RFC 9110 token characters.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}

@@ -1,0 +1,139 @@
+//! A delivery shard: one glommio executor on its own (pinned) thread. It takes
+//! batches of events from the source core's crossbeam channel — sleeping on a
+//! glommio doorbell when the channel is empty, never spinning — puts each event in
+//! its task's lane, and the lanes send and ack.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use glommio::channels::shared_channel::SharedReceiver;
+
+use super::lane::{self, Lane};
+use super::stats::Stats;
+use super::{Ack, Delivery, Plan};
+use crate::http::{Endpoint, Pool};
+
+/// The shard's ends of its channels.
+pub struct ShardLink {
+    /// Batches of events from the source core.
+    pub events: Receiver<Vec<Delivery>>,
+    /// Rung by the source after it pushes a batch.
+    pub bell: SharedReceiver<()>,
+    /// Acks back to the source core.
+    pub acks: Sender<Ack>,
+}
+
+/// What a shard's lanes share.
+pub struct ShardCtx {
+    /// The shard's number.
+    pub index: usize,
+    /// Tasks and settings.
+    pub plan: Arc<Plan>,
+    /// Counters shared with the other shards.
+    pub stats: Arc<Stats>,
+    pools: RefCell<HashMap<String, Rc<Pool>>>,
+    acks: Sender<Ack>,
+}
+
+impl ShardCtx {
+    /// The connection pool for `endpoint`'s origin (shared by tasks on one host).
+    pub fn pool(&self, endpoint: &Endpoint) -> Rc<Pool> {
+        let origin = endpoint.origin();
+        self.pools
+            .borrow_mut()
+            .entry(origin)
+            .or_insert_with(|| {
+                Rc::new(Pool::new(
+                    endpoint.clone(),
+                    self.plan.tls.clone(),
+                    self.plan.pool_limit,
+                ))
+            })
+            .clone()
+    }
+
+    /// Reports `batch` as done (delivered or dead-lettered) to the source.
+    pub fn ack(&self, batch: &[Delivery]) {
+        for d in batch {
+            // The source outlives the shards; a closed channel means shutdown.
+            let _ = self.acks.send(Ack {
+                task: d.task,
+                txn: d.txn,
+            });
+        }
+    }
+
+    /// Appends `line` to the task's dead-letter file, durably, off the executor
+    /// thread. A failing disk is retried: acking an event that is in no file would
+    /// lose it.
+    pub async fn dead_letter(&self, task_id: &str, line: Vec<u8>) {
+        let line = Arc::new(line);
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let dir = self.plan.dlq_dir.clone();
+            let task = task_id.to_owned();
+            let bytes = line.clone();
+            let written = glommio::executor()
+                .spawn_blocking(move || crate::dlq::append(&dir, &task, &bytes))
+                .await;
+            match written {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(task = %task_id, dir = %self.plan.dlq_dir.display(), error = %e, retry_in = ?delay, "cannot write the dead-letter file; delivery of this task waits until it can");
+                    glommio::timer::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+}
+
+/// Runs shard `index` until the source closes its channel and every lane is idle.
+pub async fn serve(index: usize, plan: Arc<Plan>, stats: Arc<Stats>, link: ShardLink) {
+    let bell = link.bell.connect().await;
+    let ctx = Rc::new(ShardCtx {
+        index,
+        plan: plan.clone(),
+        stats,
+        pools: RefCell::new(HashMap::new()),
+        acks: link.acks,
+    });
+    let lanes: Vec<Vec<Rc<Lane>>> = plan
+        .tasks
+        .iter()
+        .map(|t| (0..t.lanes).map(|_| Rc::new(Lane::default())).collect())
+        .collect();
+    for (task, task_lanes) in lanes.iter().enumerate() {
+        for lane in task_lanes {
+            glommio::spawn_local(lane::run(ctx.clone(), task as u32, lane.clone())).detach();
+        }
+    }
+    loop {
+        match link.events.try_recv() {
+            Ok(batch) => {
+                for d in batch {
+                    let lane = plan.lane_of(d.task, d.key);
+                    if let Some(l) = lanes.get(d.task as usize).and_then(|t| t.get(lane)) {
+                        l.push(d);
+                    }
+                }
+                glommio::yield_if_needed().await;
+            }
+            Err(TryRecvError::Empty) => {
+                // The bell holds one token, so a ring between the empty check and
+                // this wait is not lost.
+                if bell.recv().await.is_none() {
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            Err(TryRecvError::Disconnected) => break,
+        }
+    }
+    while lanes.iter().flatten().any(|l| !l.is_idle()) {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+}
