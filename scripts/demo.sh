@@ -26,17 +26,23 @@ CREATE TABLE IF NOT EXISTS shop.users (id INT PRIMARY KEY, name VARCHAR(100), em
 CREATE TABLE IF NOT EXISTS shop.`order` (id BIGINT PRIMARY KEY, user_id INT, total DECIMAL(10,2), created_at DATETIME(3));
 SQL
 
-echo "==> building rowhook (release)"
-cargo build --release --quiet -p rowhook
+echo "==> building rowhook and loadgen (release)"
+cargo build --release --quiet -p rowhook -p loadgen
 
+sink_port=${DEMO_SINK_PORT:-18080}
 export ROWHOOK_DB_PORT=$port
+export ROWHOOK_CALLBACK_HOST=http://127.0.0.1:$sink_port
+export ROWHOOK_STATE_DIR=demo/state
 echo "==> rowhook check --config config/config.yaml"
 ./target/release/rowhook check --config config/config.yaml
 
-echo "==> rowhook tail --config config/config.yaml   (live replication; payloads as JSON lines)"
-./target/release/rowhook tail --config config/config.yaml 2>demo/rowhook.log &
-tail_pid=$!
-trap 'kill $tail_pid 2>/dev/null || true' EXIT
+echo "==> loadgen sink on $ROWHOOK_CALLBACK_HOST: a webhook receiver printing every body it gets"
+./target/release/loadgen sink --listen 127.0.0.1:$sink_port --print &
+sink_pid=$!
+echo "==> rowhook run --config config/config.yaml   (replica of MariaDB -> webhooks; log: demo/rowhook.log)"
+./target/release/rowhook run --config config/config.yaml 2>demo/rowhook.log &
+run_pid=$!
+trap 'kill $run_pid $sink_pid 2>/dev/null || true' EXIT
 # Wait until rowhook is registered as a replica, then make some changes.
 for _ in $(seq 1 100); do
   sql -N -e "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'" | grep -qv '^0$' && break
@@ -51,11 +57,10 @@ for i in 1 2 3; do
   sleep 1
 done
 sleep 1
-kill $tail_pid 2>/dev/null || true
+kill $run_pid $sink_pid 2>/dev/null || true
 
 echo
-echo "Above: real row changes read from MariaDB's binlog as a replica, one payload per row,"
-echo "in the exact shape the webhooks will receive (rowhook log: demo/rowhook.log)."
-echo "MariaDB keeps running on 127.0.0.1:$port (pid $(cat demo/mariadbd.pid 2>/dev/null || echo '?'));"
-echo "follow it yourself:  ROWHOOK_DB_PORT=$port ./target/release/rowhook tail --config config/config.yaml"
-echo "POSTing to webhooks (rowhook run) is not in this build yet."
+echo "Above: real row changes read from MariaDB's binlog as a replica and POSTed by rowhook to"
+echo "the webhook receiver, which printed each body (users one per row; orders as batches)."
+echo "MariaDB keeps running on 127.0.0.1:$port (pid $(cat demo/mariadbd.pid 2>/dev/null || echo '?'))."
+echo "See the payloads without webhooks:  ROWHOOK_DB_PORT=$port ./target/release/rowhook tail --config config/config.yaml"

@@ -173,6 +173,7 @@ impl crate::source::EventSink for Dispatch {
                 txn: *txn,
                 id_len: u16::try_from(id_len).unwrap_or(u16::MAX),
                 body: Bytes::copy_from_slice(scratch),
+                made: std::time::Instant::now(),
             });
             inflight[route.task] += 1;
             *total += 1;

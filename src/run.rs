@@ -36,6 +36,9 @@ pub enum RunError {
 
 /// Runs until replication fails for good.
 pub fn run(config: &Config) -> Result<(), RunError> {
+    if config.server.enabled {
+        tracing::warn!("server.enabled: the admin endpoints (/health, /metrics) are not part of this build yet; nothing listens on the admin port");
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shards = config.runtime.shard_count(cores) as usize;
     let plan = Arc::new(Plan::new(config, shards).map_err(RunError::Plan)?);

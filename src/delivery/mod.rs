@@ -34,6 +34,8 @@ pub struct Delivery {
     pub id_len: u16,
     /// The JSON object.
     pub body: Bytes,
+    /// When the source core made it (hand-off latency is measured from here).
+    pub made: std::time::Instant,
 }
 
 impl Delivery {

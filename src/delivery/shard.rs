@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use glommio::channels::shared_channel::SharedReceiver;
+use hdrhistogram::Histogram;
 
 use super::lane::{self, Lane};
 use super::stats::Stats;
@@ -37,6 +38,8 @@ pub struct ShardCtx {
     pub stats: Arc<Stats>,
     pools: RefCell<HashMap<String, Rc<Pool>>>,
     acks: Sender<Ack>,
+    /// Source core -> this shard, nanoseconds, since the last progress line.
+    handoff: RefCell<Histogram<u64>>,
 }
 
 impl ShardCtx {
@@ -92,6 +95,35 @@ impl ShardCtx {
     }
 }
 
+/// How often a shard logs its hand-off latency.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 ns .. 60 s at 3 significant digits: constant, valid bounds.
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("constant histogram bounds are valid")
+}
+
+/// Logs the hand-off latency (source core -> shard) of the last period.
+async fn report(ctx: Rc<ShardCtx>) {
+    loop {
+        glommio::timer::sleep(REPORT_EVERY).await;
+        let mut h = ctx.handoff.borrow_mut();
+        if h.is_empty() {
+            continue;
+        }
+        let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        tracing::info!(
+            shard = ctx.index,
+            batches = h.len(),
+            p50_us = us(0.5),
+            p99_us = us(0.99),
+            max_us = h.max() as f64 / 1000.0,
+            "hand-off latency"
+        );
+        h.reset();
+    }
+}
+
 /// Runs shard `index` until the source closes its channel and every lane is idle.
 pub async fn serve(index: usize, plan: Arc<Plan>, stats: Arc<Stats>, link: ShardLink) {
     let bell = link.bell.connect().await;
@@ -101,7 +133,9 @@ pub async fn serve(index: usize, plan: Arc<Plan>, stats: Arc<Stats>, link: Shard
         stats,
         pools: RefCell::new(HashMap::new()),
         acks: link.acks,
+        handoff: RefCell::new(new_histogram()),
     });
+    glommio::spawn_local(report(ctx.clone())).detach();
     let lanes: Vec<Vec<Rc<Lane>>> = plan
         .tasks
         .iter()
@@ -115,6 +149,13 @@ pub async fn serve(index: usize, plan: Arc<Plan>, stats: Arc<Stats>, link: Shard
     loop {
         match link.events.try_recv() {
             Ok(batch) => {
+                if let Some(first) = batch.first() {
+                    let nanos = first.made.elapsed().as_nanos();
+                    let _ = ctx
+                        .handoff
+                        .borrow_mut()
+                        .record(u64::try_from(nanos).unwrap_or(u64::MAX));
+                }
                 for d in batch {
                     let lane = plan.lane_of(d.task, d.key);
                     if let Some(l) = lanes.get(d.task as usize).and_then(|t| t.get(lane)) {
