@@ -12,6 +12,10 @@ use crate::delivery::Plan;
 use crate::dispatch::{Dispatch, DispatchError, ShardTx};
 use crate::source::SourceError;
 
+/// io_uring buffer memory per executor. glommio reserves 10 MiB by default for
+/// DMA file I/O, which rowhook does not do; sockets need none of it.
+const IO_MEMORY: usize = 256 << 10;
+
 /// Why the service stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -121,6 +125,7 @@ where
     if let Some(cpu) = cpu {
         match LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(name)
+            .io_memory(IO_MEMORY)
             .spawn(make.clone())
         {
             Ok(h) => return Ok(h),
@@ -131,6 +136,7 @@ where
     }
     LocalExecutorBuilder::new(Placement::Unbound)
         .name(name)
+        .io_memory(IO_MEMORY)
         .spawn(make)
         .map_err(|e| RunError::Start {
             what: name.to_owned(),
@@ -142,6 +148,7 @@ fn make_source(pin: bool) -> Result<glommio::LocalExecutor, RunError> {
     if pin {
         match LocalExecutorBuilder::new(Placement::Fixed(0))
             .name("rowhook-source")
+            .io_memory(IO_MEMORY)
             .make()
         {
             Ok(ex) => return Ok(ex),
@@ -152,6 +159,7 @@ fn make_source(pin: bool) -> Result<glommio::LocalExecutor, RunError> {
     }
     LocalExecutorBuilder::new(Placement::Unbound)
         .name("rowhook-source")
+        .io_memory(IO_MEMORY)
         .make()
         .map_err(|e| RunError::Start {
             what: "the source executor".into(),
