@@ -546,3 +546,71 @@ tasks:
         got.len()
     );
 }
+
+#[test]
+fn https_callbacks_verify_chain_and_host_name() {
+    let certs = tempfile::tempdir().unwrap();
+    common::certs::certificates(certs.path());
+    let receiver = Receiver::start_tls(
+        &certs.path().join("server.pem"),
+        &certs.path().join("server.key"),
+        |_| Reply::Status(200),
+    );
+    let port = receiver.url("").rsplit(':').next().unwrap().to_owned();
+    let db = MariaDb::start();
+    db.sql("CREATE DATABASE shop; CREATE TABLE shop.s (id INT PRIMARY KEY);");
+    let instance = |server_id: u32, ca: &str, host: &str| {
+        let ca_line = if ca.is_empty() {
+            String::new()
+        } else {
+            format!(", ca_file: '{}'", certs.path().join(ca).display())
+        };
+        Rowhook::run(&format!(
+            "{}dispatcher: {{max_retries: 0{ca_line}}}
+tasks:
+  - {{task_id: s, table_name: shop.s, events: [insert], callback_url: 'https://{host}:{port}/secure'}}
+",
+            source_yaml(&db).replace("server_id: 4343", &format!("server_id: {server_id}"))
+        ))
+    };
+    // The CA that signed the certificate, the address it was issued for: delivered.
+    let trusted = instance(501, "ca.pem", "127.0.0.1");
+    // Public roots only: the private CA is unknown.
+    let unknown = instance(502, "", "127.0.0.1");
+    // Right CA, wrong name: the certificate is for 127.0.0.1, not localhost.
+    let misnamed = instance(503, "ca.pem", "localhost");
+    for _ in 0..3 {
+        wait_streaming(&db);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    db.sql("INSERT INTO shop.s VALUES (1)");
+    let got = receiver.wait_until(WAIT, |r| !r.is_empty());
+    assert_eq!(got[0].json()["primary_id"], 1);
+    assert_eq!(got[0].path, "/secure");
+    for (who, want) in [
+        (&unknown, "UnknownIssuer"),
+        (&misnamed, "not valid for name"),
+    ] {
+        let dlq = who.state_dir().join("dlq").join("s.jsonl");
+        let deadline = std::time::Instant::now() + WAIT;
+        let text = loop {
+            let t = std::fs::read_to_string(&dlq).unwrap_or_default();
+            if !t.is_empty() {
+                break t;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no dead letter:\n{}",
+                who.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(text.contains(want), "{want} expected in {text}");
+    }
+    assert_eq!(
+        receiver.requests().len(),
+        1,
+        "only the verified instance got through"
+    );
+    drop(trusted);
+}

@@ -72,9 +72,20 @@ impl Plan {
     pub fn new(config: &Config, shards: usize) -> Result<Plan, String> {
         let shards = shards.max(1);
         let d = &config.dispatcher;
-        // worker_count bounds one task's concurrent requests over all shards, so a
-        // task whose receiver hangs cannot take the others' connections.
-        let lanes = (d.worker_count as usize / shards).max(1);
+        // worker_count bounds concurrent requests over all shards and tasks; each
+        // enabled task gets a fixed share of it, so a task whose receiver hangs
+        // cannot take the others' slots. At least one lane per task per shard.
+        let enabled = config.tasks.iter().filter(|t| t.enabled).count().max(1);
+        let per_shard = d.worker_count as usize / shards;
+        if per_shard < enabled {
+            tracing::warn!(
+                worker_count = d.worker_count,
+                shards,
+                tasks = enabled,
+                "worker_count is below one request per task per shard; each task still gets one"
+            );
+        }
+        let lanes = (per_shard / enabled).max(1);
         let mut tasks = Vec::with_capacity(config.tasks.len());
         for t in &config.tasks {
             let endpoint = Endpoint::parse(&t.callback_url)

@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -88,6 +89,37 @@ pub struct Receiver {
 impl Receiver {
     /// Starts a receiver answering each request with `behaviour`.
     pub fn start(behaviour: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> Receiver {
+        Self::start_inner(None, behaviour)
+    }
+
+    /// Starts an HTTPS receiver with the certificate chain and key (PEM files).
+    pub fn start_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        behaviour: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> Receiver {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        Self::start_inner(Some(Arc::new(config)), behaviour)
+    }
+
+    fn start_inner(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        behaviour: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
@@ -106,7 +138,19 @@ impl Receiver {
                 let Ok(stream) = stream else { continue };
                 let conn = s.conns.fetch_add(1, Ordering::Relaxed);
                 let s = s.clone();
-                std::thread::spawn(move || serve(stream, conn, &s));
+                let tls = tls.clone();
+                std::thread::spawn(move || {
+                    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+                    match tls {
+                        None => serve(stream, fd, conn, &s),
+                        Some(cfg) => {
+                            let Ok(session) = rustls::ServerConnection::new(cfg) else {
+                                return;
+                            };
+                            serve(rustls::StreamOwned::new(session, stream), fd, conn, &s)
+                        }
+                    }
+                });
             }
         });
         Receiver { addr, shared }
@@ -167,12 +211,8 @@ impl Drop for Receiver {
     }
 }
 
-fn serve(stream: TcpStream, conn: usize, shared: &Shared) {
-    let mut reader = BufReader::new(match stream.try_clone() {
-        Ok(s) => s,
-        Err(_) => return,
-    });
-    let mut out = stream;
+fn serve<S: Read + Write>(stream: S, fd: RawFd, conn: usize, shared: &Shared) {
+    let mut reader = BufReader::new(stream);
     loop {
         let Some(request) = read_request(&mut reader, conn, shared) else {
             return;
@@ -183,14 +223,14 @@ fn serve(stream: TcpStream, conn: usize, shared: &Shared) {
         let behaviour = shared.behaviour.lock().unwrap().clone();
         let reply = behaviour(&request);
         shared.requests.lock().unwrap().push(request);
-        if !answer(&mut out, reply) {
+        if !answer(reader.get_mut(), fd, reply) {
             return;
         }
     }
 }
 
-fn read_request(
-    reader: &mut BufReader<TcpStream>,
+fn read_request<S: Read>(
+    reader: &mut BufReader<S>,
     conn: usize,
     shared: &Shared,
 ) -> Option<Request> {
@@ -239,7 +279,7 @@ fn read_request(
 }
 
 /// Writes the reply; false when the connection is to be closed.
-fn answer(out: &mut TcpStream, reply: Reply) -> bool {
+fn answer(out: &mut impl Write, fd: RawFd, reply: Reply) -> bool {
     match reply {
         Reply::Status(s) => write(
             out,
@@ -283,8 +323,9 @@ fn answer(out: &mut TcpStream, reply: Reply) -> bool {
             true
         }
         Reply::ThenClose(inner) => {
-            answer(out, *inner);
-            let _ = out.shutdown(std::net::Shutdown::Both);
+            answer(out, fd, *inner);
+            // SAFETY: shutting down a socket this thread owns.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
             false
         }
         Reply::Close(s) => {
@@ -297,23 +338,22 @@ fn answer(out: &mut TcpStream, reply: Reply) -> bool {
         }
         Reply::Reset => {
             // SO_LINGER 0 turns the close into an RST.
-            let _ = socket2_linger_zero(out);
+            let _ = linger_zero(fd);
             false
         }
         Reply::Delay(d, inner) => {
             std::thread::sleep(d);
-            answer(out, *inner)
+            answer(out, fd, *inner)
         }
         Reply::Raw(bytes) => write(out, &bytes),
     }
 }
 
-fn write(out: &mut TcpStream, bytes: &[u8]) -> bool {
+fn write(out: &mut impl Write, bytes: &[u8]) -> bool {
     out.write_all(bytes).is_ok() && out.flush().is_ok()
 }
 
-fn socket2_linger_zero(s: &TcpStream) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
+fn linger_zero(fd: RawFd) -> std::io::Result<()> {
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,
@@ -321,7 +361,7 @@ fn socket2_linger_zero(s: &TcpStream) -> std::io::Result<()> {
     // SAFETY: a valid socket fd and a correctly sized linger struct.
     let rc = unsafe {
         libc::setsockopt(
-            s.as_raw_fd(),
+            fd,
             libc::SOL_SOCKET,
             libc::SO_LINGER,
             (&linger as *const libc::linger).cast(),
