@@ -19,6 +19,8 @@ pub struct Changes {
     file: String,
     gtid: Option<String>,
     columns: HashMap<u64, Vec<ColumnInfo>>,
+    /// GTID of the transaction that ended last.
+    ended_gtid: Option<String>,
     /// Events decoded.
     pub events: u64,
 }
@@ -37,6 +39,7 @@ impl Changes {
             file,
             gtid: None,
             columns: HashMap::new(),
+            ended_gtid: None,
             events: 0,
         }
     }
@@ -137,7 +140,12 @@ impl Changes {
     }
 
     fn end_transaction(&mut self) -> bool {
-        self.gtid = None;
+        self.ended_gtid = self.gtid.take();
         true
+    }
+
+    /// The GTID of the transaction the last boundary ended (when the server has GTIDs).
+    pub fn ended_gtid(&self) -> Option<&str> {
+        self.ended_gtid.as_deref()
     }
 }

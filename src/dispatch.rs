@@ -10,8 +10,14 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use glommio::channels::shared_channel::ConnectedSender;
 
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Instant;
+
 use crate::binlog::PositionedError;
 use crate::changes::Changes;
+use crate::checkpoint::{self, AckWindow, Checkpoint, CheckpointError};
 use crate::config::Ordering;
 use crate::delivery::{key_hash, Ack, Delivery, Plan};
 use crate::mysql::replica::{BinlogPosition, ServerInfo};
@@ -31,6 +37,9 @@ pub enum DispatchError {
     /// A delivery shard is gone (its thread ended).
     #[error("delivery shard {0} stopped")]
     ShardGone(usize),
+    /// The saved checkpoint cannot be used with this server.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
 }
 
 /// The source core's end of one shard.
@@ -56,17 +65,34 @@ pub struct Dispatch {
     limit: u64,
     txn: u64,
     seq: u64,
+    window: AckWindow,
+    durable: Durable,
+}
+
+/// Where and how often the checkpoint is written, and what was written last.
+struct Durable {
+    dir: PathBuf,
+    interval: Duration,
+    /// The checkpoint found at start: only its server may be followed.
+    saved: Option<Checkpoint>,
+    info: Option<ServerInfo>,
+    written: Option<BinlogPosition>,
+    last_write: Instant,
+    writing: Rc<Cell<bool>>,
 }
 
 impl Dispatch {
     /// A dispatcher over `tasks` (the config's, in plan order) sending to `shards`.
+    /// `saved` is the checkpoint found in `state` at start.
     pub fn new(
-        tasks: Vec<crate::config::TaskConfig>,
+        config: &crate::config::Config,
         plan: Arc<Plan>,
-        max_inflight: u32,
         shards: Vec<ShardTx>,
         acks: Receiver<Ack>,
+        saved: Option<Checkpoint>,
     ) -> Self {
+        let tasks = config.tasks.clone();
+        let max_inflight = config.dispatcher.max_inflight;
         let enabled = tasks.iter().filter(|t| t.enabled).count().max(1) as u32;
         Dispatch {
             changes: Changes::new(Some(tasks), String::new()),
@@ -82,6 +108,75 @@ impl Dispatch {
             limit: u64::from(max_inflight.max(1)),
             txn: 0,
             seq: 0,
+            window: AckWindow::default(),
+            durable: Durable {
+                dir: config.state.dir.clone(),
+                interval: config.state.checkpoint_interval,
+                written: saved.as_ref().map(Checkpoint::position),
+                saved,
+                info: None,
+                last_write: Instant::now(),
+                writing: Rc::new(Cell::new(false)),
+            },
+        }
+    }
+
+    /// Makes the acknowledged position durable now (at shutdown), waiting for the
+    /// write. Returns the position written, if any.
+    pub fn store_checkpoint(&mut self) -> Result<Option<BinlogPosition>, CheckpointError> {
+        self.drain_acks();
+        let (Some((pos, gtid)), Some(info)) = (self.window.position(), &self.durable.info) else {
+            return Ok(None);
+        };
+        if self.durable.written.as_ref() == Some(pos) {
+            return Ok(Some(pos.clone()));
+        }
+        checkpoint::store(&self.durable.dir, &Checkpoint::new(pos, gtid.clone(), info))?;
+        self.durable.written = Some(pos.clone());
+        Ok(Some(pos.clone()))
+    }
+
+    /// Starts a background checkpoint write when the interval has passed and the
+    /// position moved. The fsyncs run off the source core's thread.
+    fn maybe_checkpoint(&mut self) {
+        let d = &mut self.durable;
+        if d.writing.get() || d.last_write.elapsed() < d.interval {
+            return;
+        }
+        let (Some((pos, gtid)), Some(info)) = (self.window.position(), &d.info) else {
+            return;
+        };
+        if d.written.as_ref() == Some(pos) {
+            return;
+        }
+        let cp = Checkpoint::new(pos, gtid.clone(), info);
+        d.written = Some(pos.clone());
+        d.last_write = Instant::now();
+        d.writing.set(true);
+        let (dir, busy) = (d.dir.clone(), d.writing.clone());
+        glommio::spawn_local(async move {
+            let shown = dir.display().to_string();
+            let stored = glommio::executor()
+                .spawn_blocking(move || checkpoint::store(&dir, &cp))
+                .await;
+            if let Err(e) = stored {
+                tracing::error!(dir = %shown, error = %e, "cannot write the checkpoint; a restart would repeat more events");
+            }
+            busy.set(false);
+        })
+        .detach();
+    }
+
+    /// Waits up to `limit` for events in flight to be acknowledged (shutdown).
+    pub async fn drain(&mut self, limit: Duration) -> Result<(), DispatchError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.drain_acks();
+            self.flush()?;
+            if self.total == 0 || Instant::now() >= deadline {
+                return Ok(());
+            }
+            glommio::timer::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -96,6 +191,7 @@ impl Dispatch {
                 *n = n.saturating_sub(1);
             }
             self.total = self.total.saturating_sub(1);
+            self.window.ack(ack.txn);
         }
     }
 
@@ -130,8 +226,25 @@ impl Dispatch {
 impl crate::source::EventSink for Dispatch {
     type Error = DispatchError;
 
-    fn on_connect(&mut self, info: &ServerInfo, from: &BinlogPosition) {
+    fn on_connect(
+        &mut self,
+        info: &ServerInfo,
+        from: &BinlogPosition,
+    ) -> Result<(), DispatchError> {
+        if let Some(saved) = &self.durable.saved {
+            saved.check_source(&self.durable.dir, info)?;
+        }
+        self.durable.info = Some(info.clone());
+        if self.durable.written.is_none() {
+            // The first start without a checkpoint: pin where it begins, so a crash
+            // before the first transaction completes resumes here, not at `latest`.
+            let cp = Checkpoint::new(from, None, info);
+            checkpoint::store(&self.durable.dir, &cp)?;
+            self.durable.written = Some(from.clone());
+            tracing::info!(checkpoint = %from, "initial checkpoint written");
+        }
         self.changes.on_connect(info.checksum, &from.file);
+        Ok(())
     }
 
     fn on_columns(&mut self, table_id: u64, columns: &[ColumnInfo]) {
@@ -150,6 +263,7 @@ impl crate::source::EventSink for Dispatch {
             total,
             txn,
             seq,
+            window,
             ..
         } = self;
         let boundary = changes.feed(pos, event, |row, route| {
@@ -177,9 +291,16 @@ impl crate::source::EventSink for Dispatch {
             });
             inflight[route.task] += 1;
             *total += 1;
+            window.add(*txn);
             Ok::<(), DispatchError>(())
         })?;
         if boundary {
+            let end = BinlogPosition {
+                file: file.to_owned(),
+                pos: pos + event.len() as u64,
+            };
+            let gtid = self.changes.ended_gtid().map(str::to_owned);
+            self.window.end(self.txn, end, gtid);
             self.txn += 1;
         }
         Ok(boundary)
@@ -188,6 +309,7 @@ impl crate::source::EventSink for Dispatch {
     async fn ready(&mut self) -> Result<(), DispatchError> {
         loop {
             self.drain_acks();
+            self.maybe_checkpoint();
             if self.flush()? && !self.over_budget() {
                 return Ok(());
             }

@@ -1,10 +1,15 @@
 //! `rowhook run`: the source core on this thread, delivery shards on their own
 //! pinned threads, wired with crossbeam channels and glommio doorbells.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::checkpoint::{self, Checkpoint};
 use crate::config::Config;
 use crate::delivery::shard::{self, ShardLink};
 use crate::delivery::stats::Stats;
@@ -36,6 +41,21 @@ pub enum RunError {
     /// Decoding or hand-off failed.
     #[error(transparent)]
     Dispatch(#[from] DispatchError),
+    /// The checkpoint cannot be read.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    /// The checkpoint's position is no longer on the server.
+    #[error("the checkpoint position {at} is no longer on the server (binlogs purged, or RESET MASTER); the server has {has}\n  server said: {server}\n  fix: nothing was skipped. To go on from what the server has (the changes in between are lost), move {path} away and set source.start (earliest, or {{file, pos}}); to lose nothing, restore the missing binlogs on the server first")]
+    CheckpointGone {
+        /// The saved position.
+        at: String,
+        /// The server's binlog range.
+        has: String,
+        /// The server's error.
+        server: String,
+        /// The checkpoint file.
+        path: String,
+    },
 }
 
 /// Runs until replication fails for good.
@@ -81,6 +101,24 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         pinned = config.runtime.pin,
         "delivery shards started"
     );
+    let saved = checkpoint::load(&config.state.dir)?;
+    let start = saved.as_ref().map(Checkpoint::position);
+    match &start {
+        Some(at) => tracing::info!(checkpoint = %at, "resuming from the checkpoint"),
+        None => {
+            tracing::info!(start = ?config.source.start, "no checkpoint; starting at source.start")
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGTERM, SIGINT] {
+        // A second signal while draining exits at once.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())
+            .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
+            .map_err(|e| RunError::Start {
+                what: "signal handling".into(),
+                reason: e.to_string(),
+            })?;
+    }
     let source = make_source(config.runtime.pin)?;
     let result = source.run(async {
         let mut links = Vec::with_capacity(senders.len());
@@ -90,24 +128,79 @@ pub fn run(config: &Config) -> Result<(), RunError> {
                 bell: bell.connect().await,
             });
         }
-        let mut sink = Dispatch::new(
-            config.tasks.clone(),
-            plan.clone(),
-            config.dispatcher.max_inflight,
-            links,
-            ack_rx,
-        );
-        crate::source::follow(config, &mut sink, true).await
+        let mut sink = Dispatch::new(config, plan.clone(), links, ack_rx, saved);
+        let followed = futures_lite::future::or(
+            async { Some(crate::source::follow(config, &mut sink, start.clone(), true).await) },
+            async {
+                while !stop.load(Ordering::Relaxed) {
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                }
+                None
+            },
+        )
+        .await;
+        if followed.is_none() {
+            tracing::info!(drain = ?DRAIN, "stopping: reading paused, waiting for events in flight");
+        }
+        // Whatever stopped the stream, deliver what is in flight (bounded) and make
+        // the acknowledged position durable.
+        sink.drain(DRAIN).await?;
+        let left = sink.in_flight();
+        match sink.store_checkpoint() {
+            Ok(Some(at)) => tracing::info!(checkpoint = %at, undelivered = left, "checkpoint written"),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "cannot write the checkpoint"),
+        }
+        match followed {
+            None | Some(Ok(())) => Ok(()),
+            Some(Err(SourceError::Sink(e))) => Err(e.into()),
+            Some(Err(SourceError::Mysql(e))) => Err(explain(config, start.as_ref(), e).await),
+        }
     });
-    for h in handles {
-        let _ = h.join();
-    }
+    // Shards are not joined: a lane may be retrying a receiver that is down; what it
+    // holds is not in the checkpoint and is sent again on the next start.
+    drop(handles);
     let (delivered, retries, dead) = stats.totals();
     tracing::info!(delivered, retries, dead_lettered = dead, "stopped");
-    match result {
-        Ok(()) => Ok(()),
-        Err(SourceError::Mysql(e)) => Err(e.into()),
-        Err(SourceError::Sink(e)) => Err(e.into()),
+    result
+}
+
+/// How long a stopping instance waits for events in flight.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Turns "position not on the server" after a resume into the operator's options.
+async fn explain(
+    config: &Config,
+    start: Option<&crate::mysql::replica::BinlogPosition>,
+    e: crate::mysql::MysqlError,
+) -> RunError {
+    let (Some(at), crate::mysql::MysqlError::Server { code: 1236, .. }) = (start, &e) else {
+        return e.into();
+    };
+    let has =
+        match crate::mysql::Connection::connect(&config.database, 1 << 24, Duration::from_secs(10))
+            .await
+        {
+            Ok(mut conn) => match conn.query("SHOW BINARY LOGS").await {
+                Ok(rows) => {
+                    let names: Vec<String> = rows
+                        .into_iter()
+                        .filter_map(|r| r.into_iter().next().flatten())
+                        .collect();
+                    match (names.first(), names.last()) {
+                        (Some(a), Some(b)) => format!("{a} .. {b}"),
+                        _ => "no binlogs".into(),
+                    }
+                }
+                Err(q) => format!("unknown ({q})"),
+            },
+            Err(c) => format!("unknown ({c})"),
+        };
+    RunError::CheckpointGone {
+        at: at.to_string(),
+        has,
+        server: e.to_string(),
+        path: checkpoint::path(&config.state.dir).display().to_string(),
     }
 }
 

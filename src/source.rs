@@ -21,8 +21,8 @@ pub trait EventSink {
     /// Why the sink gives up.
     type Error: std::error::Error;
 
-    /// A (re)connection is about to stream events.
-    fn on_connect(&mut self, info: &ServerInfo, from: &BinlogPosition);
+    /// A (re)connection is about to stream events; an error stops following.
+    fn on_connect(&mut self, info: &ServerInfo, from: &BinlogPosition) -> Result<(), Self::Error>;
 
     /// Column facts from information_schema for the table mapped under `table_id`
     /// (sent before that TABLE_MAP event; apply them to every map with this id).
@@ -50,12 +50,13 @@ pub enum SourceError<E: std::error::Error + 'static> {
     Sink(E),
 }
 
-/// Follows the binlog until the sink fails or a non-transient error occurs.
-/// `retry_first` decides whether a failing first connection is retried (a
-/// service) or reported at once (an interactive tool).
+/// Follows the binlog from `start` (else `source.start`) until the sink fails or a
+/// non-transient error occurs. `retry_first` decides whether a failing first
+/// connection is retried (a service) or reported at once (an interactive tool).
 pub async fn follow<S: EventSink>(
     config: &Config,
     sink: &mut S,
+    start: Option<BinlogPosition>,
     retry_first: bool,
 ) -> Result<(), SourceError<S::Error>>
 where
@@ -65,16 +66,17 @@ where
         server_id: config.database.server_id,
         heartbeat: config.source.heartbeat,
     };
-    let mut resume: Option<BinlogPosition> = None;
+    let mut resume: Option<BinlogPosition> = start;
+    let mut connected_before = false;
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         let started = Instant::now();
-        let err = match stream_once(config, &options, &mut resume, sink).await {
-            Ok(()) => return Ok(()),
-            Err(SourceError::Sink(e)) => return Err(SourceError::Sink(e)),
-            Err(SourceError::Mysql(e)) => e,
-        };
-        let connected_before = resume.is_some();
+        let err =
+            match stream_once(config, &options, &mut resume, &mut connected_before, sink).await {
+                Ok(()) => return Ok(()),
+                Err(SourceError::Sink(e)) => return Err(SourceError::Sink(e)),
+                Err(SourceError::Mysql(e)) => e,
+            };
         if !err.is_transient() || (!connected_before && !retry_first) {
             return Err(err.into());
         }
@@ -95,6 +97,7 @@ async fn stream_once<S: EventSink>(
     config: &Config,
     options: &ReplicaOptions,
     resume: &mut Option<BinlogPosition>,
+    connected: &mut bool,
     sink: &mut S,
 ) -> Result<(), SourceError<S::Error>>
 where
@@ -110,12 +113,15 @@ where
         Some(p) => p,
         None => replica::resolve_start(&mut conn, &config.source.start).await?,
     };
+    // The sink may refuse this server (a checkpoint from another one) before any
+    // position of it is asked for.
+    sink.on_connect(&info, &from).map_err(SourceError::Sink)?;
     replica::start_dump(&mut conn, &info, options, &from).await?;
     // Heartbeats arrive every `heartbeat` when idle; three missed ones mean dead.
     conn.set_read_timeout(Some(config.source.heartbeat * 3))?;
     tracing::info!(server = %info.version, from = %from, row_metadata = %info.row_metadata, "streaming binlog");
-    sink.on_connect(&info, &from);
     *resume = Some(from.clone());
+    *connected = true;
     let mut file = from.file.clone();
     let mut columns = ColumnLookup::new(info.flavor == crate::config::Flavor::Mariadb);
     while let Some(event) = conn.binlog_event().await? {

@@ -100,8 +100,9 @@ impl<W: Write> crate::source::EventSink for Tail<W> {
         &mut self,
         info: &crate::mysql::replica::ServerInfo,
         from: &crate::mysql::replica::BinlogPosition,
-    ) {
+    ) -> Result<(), TailError> {
         self.changes.on_connect(info.checksum, &from.file);
+        Ok(())
     }
 
     fn on_columns(&mut self, table_id: u64, columns: &[crate::schema::ColumnInfo]) {
@@ -134,7 +135,7 @@ pub fn tail_live<W: Write>(
         })?;
     executor.run(async move {
         let mut tail = Tail::new(tasks, out, String::new());
-        match crate::source::follow(config, &mut tail, false).await {
+        match crate::source::follow(config, &mut tail, None, false).await {
             Ok(()) => Ok(()),
             Err(crate::source::SourceError::Sink(e)) => Err(e),
             Err(crate::source::SourceError::Mysql(e)) => Err(TailError::Source(e)),

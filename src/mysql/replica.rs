@@ -36,6 +36,10 @@ pub struct ServerInfo {
     pub row_metadata: String,
     /// `binlog_row_image`.
     pub row_image: String,
+    /// The server's own `server_id`.
+    pub server_id: u32,
+    /// MySQL's `server_uuid` (MariaDB has none).
+    pub server_uuid: Option<String>,
 }
 
 /// Settings of the replication session.
@@ -93,12 +97,22 @@ pub async fn inspect(conn: &mut Connection, wanted: Flavor) -> Result<ServerInfo
     };
     let checksum_alg =
         one(conn.query(&var("binlog_checksum")).await?).unwrap_or_else(|| "NONE".into());
+    let server_id = one(conn.query(&var("server_id")).await?)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let server_uuid = match conn.query(&var("server_uuid")).await {
+        Ok(rows) => one(rows),
+        Err(MysqlError::Server { code: 1193, .. }) => None,
+        Err(e) => return Err(e),
+    };
     Ok(ServerInfo {
         version,
         flavor,
         checksum: checksum_alg.eq_ignore_ascii_case("CRC32"),
         row_metadata,
         row_image,
+        server_id,
+        server_uuid,
     })
 }
 

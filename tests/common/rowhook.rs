@@ -95,6 +95,18 @@ impl Rowhook {
         }
     }
 
+    /// Sends SIGTERM (a graceful stop).
+    pub fn terminate(&self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Still running?
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()

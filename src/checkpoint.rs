@@ -1,0 +1,290 @@
+//! The ack window and the durable checkpoint (SPEC section 7): the position up to
+//! which every event is delivered or dead-lettered, advanced only to the end of the
+//! oldest transaction whose events are all done, and written atomically to
+//! `state.dir/checkpoint.json` (temp file, fsync, rename, fsync of the directory).
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::mysql::replica::{BinlogPosition, ServerInfo};
+
+/// A durable position and the source it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    /// Binlog file.
+    pub file: String,
+    /// Position in it: the end of a transaction.
+    pub pos: u64,
+    /// GTID of that transaction, when the server uses GTIDs.
+    pub gtid: Option<String>,
+    /// `mysql` or `mariadb`.
+    pub flavor: String,
+    /// The source's `server_id`.
+    pub server_id: u32,
+    /// The source's `server_uuid` (MySQL).
+    pub server_uuid: Option<String>,
+}
+
+/// Why a checkpoint cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The file cannot be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not a checkpoint.
+    #[error("{path}: not a rowhook checkpoint ({reason})\n  fix: restore it from a backup, or delete it to start at source.start (changes since the last run may then be skipped)")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// The checkpoint was written for another server.
+    #[error("{path} was written for {saved}, but the configured source is {now}\n  fix: point database.host at the server the checkpoint came from, or move the file away to start this server at source.start")]
+    OtherSource {
+        /// The file.
+        path: String,
+        /// The source the file names.
+        saved: String,
+        /// The source connected to.
+        now: String,
+    },
+}
+
+impl Checkpoint {
+    /// A checkpoint at `at` on the server described by `info`.
+    pub fn new(at: &BinlogPosition, gtid: Option<String>, info: &ServerInfo) -> Self {
+        Checkpoint {
+            file: at.file.clone(),
+            pos: at.pos,
+            gtid,
+            flavor: flavor_name(info),
+            server_id: info.server_id,
+            server_uuid: info.server_uuid.clone(),
+        }
+    }
+
+    /// Where to resume.
+    pub fn position(&self) -> BinlogPosition {
+        BinlogPosition {
+            file: self.file.clone(),
+            pos: self.pos,
+        }
+    }
+
+    /// Refuses a checkpoint taken on another server: its positions mean nothing here.
+    pub fn check_source(&self, dir: &Path, info: &ServerInfo) -> Result<(), CheckpointError> {
+        let same = self.flavor == flavor_name(info)
+            && match (&self.server_uuid, &info.server_uuid) {
+                (Some(a), Some(b)) => a == b,
+                _ => self.server_id == info.server_id,
+            };
+        if same {
+            return Ok(());
+        }
+        let describe = |flavor: &str, id: u32, uuid: &Option<String>| match uuid {
+            Some(u) => format!("{flavor} server_uuid {u}"),
+            None => format!("{flavor} server_id {id}"),
+        };
+        Err(CheckpointError::OtherSource {
+            path: path(dir).display().to_string(),
+            saved: describe(&self.flavor, self.server_id, &self.server_uuid),
+            now: describe(&flavor_name(info), info.server_id, &info.server_uuid),
+        })
+    }
+}
+
+fn flavor_name(info: &ServerInfo) -> String {
+    match info.flavor {
+        crate::config::Flavor::Mariadb => "mariadb".into(),
+        _ => "mysql".into(),
+    }
+}
+
+/// `state.dir/checkpoint.json`.
+pub fn path(dir: &Path) -> PathBuf {
+    dir.join("checkpoint.json")
+}
+
+/// Reads the checkpoint in `dir`, if there is one.
+pub fn load(dir: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
+    let file = path(dir);
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(CheckpointError::Io {
+                path: file.display().to_string(),
+                source,
+            })
+        }
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| CheckpointError::Corrupt {
+            path: file.display().to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// Writes `cp` so that a crash at any moment leaves either the old or the new file.
+pub fn store(dir: &Path, cp: &Checkpoint) -> Result<(), CheckpointError> {
+    let io = |source| CheckpointError::Io {
+        path: path(dir).display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp = dir.join("checkpoint.json.tmp");
+    let text = serde_json::to_vec_pretty(cp).map_err(|e| io(std::io::Error::other(e)))?;
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(&text).map_err(io)?;
+    f.write_all(b"\n").map_err(io)?;
+    f.sync_all().map_err(io)?;
+    drop(f);
+    std::fs::rename(&tmp, path(dir)).map_err(io)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)
+}
+
+#[derive(Debug)]
+struct Txn {
+    outstanding: u64,
+    end: Option<(BinlogPosition, Option<String>)>,
+}
+
+/// Transactions in binlog order with their events still in flight; the front ones
+/// that are complete make the checkpoint move.
+#[derive(Debug, Default)]
+pub struct AckWindow {
+    /// Ordinal of `txns[0]`.
+    front: u64,
+    txns: VecDeque<Txn>,
+    done: Option<(BinlogPosition, Option<String>)>,
+}
+
+impl AckWindow {
+    fn slot(&mut self, txn: u64) -> Option<&mut Txn> {
+        let index = usize::try_from(txn.checked_sub(self.front)?).ok()?;
+        while self.txns.len() <= index {
+            self.txns.push_back(Txn {
+                outstanding: 0,
+                end: None,
+            });
+        }
+        self.txns.get_mut(index)
+    }
+
+    /// One more event of transaction `txn` is in flight.
+    pub fn add(&mut self, txn: u64) {
+        if let Some(t) = self.slot(txn) {
+            t.outstanding += 1;
+        }
+    }
+
+    /// Transaction `txn` ends at `at` (its GTID, if any).
+    pub fn end(&mut self, txn: u64, at: BinlogPosition, gtid: Option<String>) {
+        if let Some(t) = self.slot(txn) {
+            t.end = Some((at, gtid));
+        }
+        self.advance();
+    }
+
+    /// An event of `txn` is delivered or dead-lettered.
+    pub fn ack(&mut self, txn: u64) {
+        if let Some(t) = self.slot(txn) {
+            t.outstanding = t.outstanding.saturating_sub(1);
+        }
+        self.advance();
+    }
+
+    fn advance(&mut self) {
+        while let Some(t) = self.txns.front() {
+            if t.outstanding > 0 || t.end.is_none() {
+                break;
+            }
+            if let Some(t) = self.txns.pop_front() {
+                self.done = t.end;
+            }
+            self.front += 1;
+        }
+    }
+
+    /// The end of the last transaction whose events are all done.
+    pub fn position(&self) -> Option<&(BinlogPosition, Option<String>)> {
+        self.done.as_ref()
+    }
+
+    /// Transactions not yet complete.
+    pub fn pending(&self) -> usize {
+        self.txns.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(pos: u64) -> BinlogPosition {
+        BinlogPosition {
+            file: "binlog.000001".into(),
+            pos,
+        }
+    }
+
+    #[test]
+    fn advances_only_over_complete_transactions_in_order() {
+        let mut w = AckWindow::default();
+        w.add(0);
+        w.add(0);
+        w.end(0, at(100), None);
+        w.add(1);
+        w.end(1, at(200), Some("0-1-2".into()));
+        w.end(2, at(300), None); // nothing routed: complete at once, but behind 0 and 1
+        assert_eq!(w.position(), None);
+        w.ack(1);
+        assert_eq!(w.position(), None, "txn 1 done, but txn 0 is not");
+        w.ack(0);
+        assert_eq!(w.position(), None);
+        w.ack(0);
+        assert_eq!(w.position().map(|p| p.0.pos), Some(300));
+        assert_eq!(w.pending(), 0);
+        // An event of a transaction still being read keeps it open.
+        w.add(3);
+        w.ack(3);
+        assert_eq!(w.position().map(|p| p.0.pos), Some(300));
+        w.end(3, at(400), None);
+        assert_eq!(w.position().map(|p| p.0.pos), Some(400));
+        // Late or foreign ordinals are ignored, not panics.
+        w.ack(1);
+        w.ack(u64::MAX);
+    }
+
+    #[test]
+    fn store_then_load_round_trips_and_corruption_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load(dir.path()).unwrap(), None);
+        let cp = Checkpoint {
+            file: "binlog.000007".into(),
+            pos: 1234,
+            gtid: Some("0-1-99".into()),
+            flavor: "mariadb".into(),
+            server_id: 1,
+            server_uuid: None,
+        };
+        store(dir.path(), &cp).unwrap();
+        assert_eq!(load(dir.path()).unwrap(), Some(cp));
+        std::fs::write(path(dir.path()), "{\"file\": ").unwrap();
+        let err = load(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("not a rowhook checkpoint") && err.contains("fix:"),
+            "{err}"
+        );
+    }
+}
