@@ -170,9 +170,11 @@ pub struct AckWindow {
 }
 
 impl AckWindow {
-    fn slot(&mut self, txn: u64) -> Option<&mut Txn> {
+    /// The entry of `txn`; `open` adds it when it is the next one (ordinals come
+    /// in sequence, so nothing else is ever created).
+    fn slot(&mut self, txn: u64, open: bool) -> Option<&mut Txn> {
         let index = usize::try_from(txn.checked_sub(self.front)?).ok()?;
-        while self.txns.len() <= index {
+        if open && index == self.txns.len() {
             self.txns.push_back(Txn {
                 outstanding: 0,
                 end: None,
@@ -183,14 +185,14 @@ impl AckWindow {
 
     /// One more event of transaction `txn` is in flight.
     pub fn add(&mut self, txn: u64) {
-        if let Some(t) = self.slot(txn) {
+        if let Some(t) = self.slot(txn, true) {
             t.outstanding += 1;
         }
     }
 
     /// Transaction `txn` ends at `at` (its GTID, if any).
     pub fn end(&mut self, txn: u64, at: BinlogPosition, gtid: Option<String>) {
-        if let Some(t) = self.slot(txn) {
+        if let Some(t) = self.slot(txn, true) {
             t.end = Some((at, gtid));
         }
         self.advance();
@@ -198,7 +200,7 @@ impl AckWindow {
 
     /// An event of `txn` is delivered or dead-lettered.
     pub fn ack(&mut self, txn: u64) {
-        if let Some(t) = self.slot(txn) {
+        if let Some(t) = self.slot(txn, false) {
             t.outstanding = t.outstanding.saturating_sub(1);
         }
         self.advance();

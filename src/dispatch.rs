@@ -67,6 +67,8 @@ pub struct Dispatch {
     seq: u64,
     window: AckWindow,
     durable: Durable,
+    /// The last rows event handed to shards (file, position).
+    sent_upto: Option<(String, u64)>,
 }
 
 /// Where and how often the checkpoint is written, and what was written last.
@@ -109,6 +111,7 @@ impl Dispatch {
             txn: 0,
             seq: 0,
             window: AckWindow::default(),
+            sent_upto: None,
             durable: Durable {
                 dir: config.state.dir.clone(),
                 interval: config.state.checkpoint_interval,
@@ -253,6 +256,12 @@ impl crate::source::EventSink for Dispatch {
 
     fn on_event(&mut self, file: &str, pos: u64, event: &[u8]) -> Result<bool, DispatchError> {
         self.changes.set_file(file);
+        // After a reconnect the server repeats the open transaction from its start;
+        // its rows already handed to shards are not sent twice.
+        let repeat = self
+            .sent_upto
+            .as_ref()
+            .is_some_and(|(f, p)| f == file && pos <= *p);
         let Dispatch {
             changes,
             payloads,
@@ -266,7 +275,12 @@ impl crate::source::EventSink for Dispatch {
             window,
             ..
         } = self;
+        let mut routed = false;
         let boundary = changes.feed(pos, event, |row, route| {
+            if repeat {
+                return Ok(());
+            }
+            routed = true;
             scratch.clear();
             let id_len = payloads
                 .write(scratch, route.shape, row, route.keep.as_deref())
@@ -294,6 +308,9 @@ impl crate::source::EventSink for Dispatch {
             window.add(*txn);
             Ok::<(), DispatchError>(())
         })?;
+        if routed {
+            self.sent_upto = Some((file.to_owned(), pos));
+        }
         if boundary {
             let end = BinlogPosition {
                 file: file.to_owned(),
