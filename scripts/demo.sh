@@ -33,12 +33,14 @@ sink_port=${DEMO_SINK_PORT:-18080}
 export ROWHOOK_DB_PORT=$port
 export ROWHOOK_CALLBACK_HOST=http://127.0.0.1:$sink_port
 export ROWHOOK_STATE_DIR=demo/state
-echo "==> rowhook check --config config/config.yaml"
-./target/release/rowhook check --config config/config.yaml
-
 echo "==> loadgen sink on $ROWHOOK_CALLBACK_HOST: a webhook receiver printing every body it gets"
 ./target/release/loadgen sink --listen 127.0.0.1:$sink_port --print &
 sink_pid=$!
+trap 'kill $sink_pid 2>/dev/null || true' EXIT
+sleep 0.3
+
+echo "==> rowhook check --config config/config.yaml   (configuration, server settings, privileges, receivers)"
+./target/release/rowhook check --config config/config.yaml
 echo "==> rowhook run --config config/config.yaml   (replica of MariaDB -> webhooks; log: demo/rowhook.log)"
 ./target/release/rowhook run --config config/config.yaml 2>demo/rowhook.log &
 run_pid=$!

@@ -22,7 +22,7 @@ pub enum Command {
     /// Print the payloads tasks would send, as JSON lines (live, or from a binlog file).
     Tail(TailArgs),
     /// Validate the configuration (and, as it grows, the server and callbacks); exit 0/1/2.
-    Check(ConfigArgs),
+    Check(CheckArgs),
     /// Ask a running instance for its health, lag and counters.
     Status(AdminArgs),
     /// List a running instance's tasks with state and counters.
@@ -73,6 +73,17 @@ pub struct AdminArgs {
     /// Base URL of the admin server.
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
     pub admin: String,
+}
+
+/// `check`: the configuration, then (unless offline) the server and callbacks.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// The configuration.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Validate the files only; do not connect anywhere.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 /// Dead-letter actions.
@@ -127,7 +138,8 @@ mod tests {
         let Command::Check(a) = parse(&["rowhook", "check", "-config", "a.yaml"]).command else {
             panic!()
         };
-        assert_eq!(a.config, [PathBuf::from("a.yaml")]);
+        assert_eq!(a.config.config, [PathBuf::from("a.yaml")]);
+        assert!(!a.offline);
         let Command::Run(a) = parse(&[
             "rowhook",
             "run",

@@ -3,6 +3,7 @@
 
 pub mod binlog;
 pub mod changes;
+pub mod check;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use rowhook::cli::{normalize_args, Cli, Command, ConfigArgs, DlqAction, DlqArgs, TailArgs};
+use rowhook::cli::{
+    normalize_args, CheckArgs, Cli, Command, ConfigArgs, DlqAction, DlqArgs, TailArgs,
+};
 use rowhook::config::{self, ConfigError, ConfigFiles, Loaded};
 
 #[global_allocator]
@@ -58,21 +60,21 @@ fn load(args: &ConfigArgs) -> Result<Loaded, ExitCode> {
     }
 }
 
-fn check(args: &ConfigArgs) -> ExitCode {
-    let loaded = match load(args) {
+fn check(args: &CheckArgs) -> ExitCode {
+    let loaded = match load(&args.config) {
         Ok(l) => l,
         Err(code) => return code,
     };
     let c = &loaded.config;
     let enabled = c.tasks.iter().filter(|t| t.enabled).count();
     println!(
-        "ok  configuration: {} task(s), {} enabled (tasks from {})",
+        "ok    configuration: {} task(s), {} enabled (tasks from {})",
         c.tasks.len(),
         enabled,
         loaded.tasks_source
     );
     println!(
-        "ok  source: {}@{}:{} as replica server_id {}",
+        "ok    source: {}@{}:{} as replica server_id {}",
         c.database.user, c.database.host, c.database.port, c.database.server_id
     );
     if let Err(e) = rowhook::delivery::Plan::new(c, 1) {
@@ -80,9 +82,30 @@ fn check(args: &ConfigArgs) -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     }
     for t in &c.tasks {
-        println!("    task {:<24} -> {}", t.task_id, t.callback_url);
+        println!("      task {:<24} -> {}", t.task_id, t.callback_url);
     }
-    ExitCode::SUCCESS
+    if args.offline {
+        return ExitCode::SUCCESS;
+    }
+    let findings = rowhook::check::check(c);
+    for f in &findings {
+        println!("{f}");
+    }
+    let failed = findings
+        .iter()
+        .filter(|f| f.level == rowhook::check::Level::Fail)
+        .count();
+    let warned = findings
+        .iter()
+        .filter(|f| f.level == rowhook::check::Level::Warn)
+        .count();
+    if failed > 0 {
+        println!("{failed} problem(s) to fix, {warned} warning(s)");
+        ExitCode::from(EXIT_RUNTIME)
+    } else {
+        println!("ready: {warned} warning(s)");
+        ExitCode::SUCCESS
+    }
 }
 
 fn run(args: &ConfigArgs) -> ExitCode {
