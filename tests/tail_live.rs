@@ -10,6 +10,7 @@ use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
 use common::mariadb::{MariaDb, RowMetadata};
+use common::rowhook::wait_streaming;
 use serde_json::Value;
 
 struct Tail {
@@ -109,21 +110,6 @@ impl Tail {
         }
         (status.code(), err)
     }
-}
-
-/// Waits until the tail has registered as a replica (it shows in the processlist).
-fn wait_streaming(db: &MariaDb) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        let dumps = db.sql(
-            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'",
-        );
-        if dumps[0][0] != "0" {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("rowhook never started a binlog dump");
 }
 
 #[test]
