@@ -126,7 +126,12 @@ impl Dispatch {
 
     /// Makes the acknowledged position durable now (at shutdown), waiting for the
     /// write. Returns the position written, if any.
-    pub fn store_checkpoint(&mut self) -> Result<Option<BinlogPosition>, CheckpointError> {
+    pub async fn store_checkpoint(&mut self) -> Result<Option<BinlogPosition>, CheckpointError> {
+        // Two writers of the same temp file could interleave; let a background
+        // write finish first.
+        while self.durable.writing.get() {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
         self.drain_acks();
         let (Some((pos, gtid)), Some(info)) = (self.window.position(), &self.durable.info) else {
             return Ok(None);

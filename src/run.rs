@@ -146,7 +146,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         // the acknowledged position durable.
         sink.drain(DRAIN).await?;
         let left = sink.in_flight();
-        match sink.store_checkpoint() {
+        match sink.store_checkpoint().await {
             Ok(Some(at)) => tracing::info!(checkpoint = %at, undelivered = left, "checkpoint written"),
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "cannot write the checkpoint"),

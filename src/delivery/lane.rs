@@ -74,7 +74,7 @@ pub async fn run(ctx: Rc<ShardCtx>, task: u32, lane: Rc<Lane>) {
         return;
     };
     let mut sender = Sender::new(&ctx, task);
-    let mut batch: Vec<Delivery> = Vec::with_capacity(plan.batch_size);
+    let mut batch: Vec<Delivery> = Vec::with_capacity(plan.batch_size.min(1024));
     loop {
         if lane.queued.acquire(1).await.is_err() {
             return;
@@ -143,7 +143,7 @@ impl<'a> Sender<'a> {
         let mut backoff = Backoff::new(ctx.plan.retry_base_delay, ctx.plan.retry_max_delay);
         let mut attempts: u32 = 0;
         loop {
-            attempts += 1;
+            attempts = attempts.saturating_add(1);
             request::write(&mut self.request, t, &id, body, unix_now());
             let result = pool.exchange(&self.request, ctx.plan.timeout).await;
             let (error, status) = match classify(&result) {
