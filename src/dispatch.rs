@@ -243,7 +243,9 @@ impl crate::source::EventSink for Dispatch {
             saved.check_source(&self.durable.dir, info)?;
         }
         self.durable.info = Some(info.clone());
-        if self.durable.written.is_none() {
+        // (A GTID start has no file position yet; until its first transaction
+        // completes, a restart starts from the same GTIDs.)
+        if self.durable.written.is_none() && !from.file.is_empty() {
             // The first start without a checkpoint: pin where it begins, so a crash
             // before the first transaction completes resumes here, not at `latest`.
             let cp = Checkpoint::new(from, None, info);

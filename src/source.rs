@@ -109,18 +109,27 @@ where
     if !info.row_image.eq_ignore_ascii_case("FULL") {
         tracing::warn!(binlog_row_image = %info.row_image, "old_data and deletes carry only some columns; set binlog_row_image=FULL for whole rows");
     }
-    let from = match resume.clone() {
-        Some(p) => p,
-        None => replica::resolve_start(&mut conn, &config.source.start).await?,
+    let (from, gtid) = match (resume.clone(), &config.source.start) {
+        (Some(p), _) => (p, None),
+        (None, crate::config::StartPosition::Gtid(set)) => (
+            replica::resolve_start(&mut conn, &config.source.start).await?,
+            Some(set.as_str()),
+        ),
+        (None, start) => (replica::resolve_start(&mut conn, start).await?, None),
     };
     // The sink may refuse this server (a checkpoint from another one) before any
     // position of it is asked for.
     sink.on_connect(&info, &from).map_err(SourceError::Sink)?;
-    replica::start_dump(&mut conn, &info, options, &from).await?;
+    replica::start_dump(&mut conn, &info, options, &from, gtid).await?;
     // Heartbeats arrive every `heartbeat` when idle; three missed ones mean dead.
     conn.set_read_timeout(Some(config.source.heartbeat * 3))?;
-    tracing::info!(server = %info.version, from = %from, row_metadata = %info.row_metadata, "streaming binlog");
-    *resume = Some(from.clone());
+    let shown = gtid.map_or_else(|| from.to_string(), |g| format!("after GTID {g}"));
+    tracing::info!(server = %info.version, from = %shown, row_metadata = %info.row_metadata, "streaming binlog");
+    // A GTID start has no file yet: until the first boundary, a reconnect starts
+    // from the GTIDs again.
+    if gtid.is_none() {
+        *resume = Some(from.clone());
+    }
     *connected = true;
     let mut file = from.file.clone();
     let mut columns = ColumnLookup::new(info.flavor == crate::config::Flavor::Mariadb);

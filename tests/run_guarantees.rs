@@ -281,3 +281,46 @@ fn server_restart_and_frequent_rotation_lose_nothing() {
         "resuming at the last transaction boundary repeats at most the open one"
     );
 }
+
+#[test]
+fn starts_right_after_a_mariadb_gtid() {
+    let db = MariaDb::start();
+    db.sql("CREATE DATABASE shop; CREATE TABLE shop.seq (id INT PRIMARY KEY);");
+    db.sql("INSERT INTO shop.seq VALUES (1); INSERT INTO shop.seq VALUES (2);");
+    let after_two = db.value("SELECT @@gtid_binlog_pos");
+    db.sql("INSERT INTO shop.seq VALUES (3); FLUSH BINARY LOGS; INSERT INTO shop.seq VALUES (4);");
+    let receiver = Receiver::ok();
+    let state = tempfile::tempdir().unwrap();
+    let text = config(&db, &receiver, state.path(), "")
+        .replace("start: latest", &format!("start: {{gtid: '{after_two}'}}"));
+    let _rowhook = Rowhook::run(&text);
+    let got = receiver.wait_until(Duration::from_secs(30), |r| r.len() >= 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut ids: Vec<i64> = receiver
+        .requests()
+        .iter()
+        .map(|r| r.json()["primary_id"].as_i64().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [3, 4],
+        "rows after GTID {after_two}, across a rotation"
+    );
+    assert!(got[0].json()["id"]
+        .as_str()
+        .unwrap()
+        .starts_with("binlog.000001:"));
+
+    let bad = config(&db, &receiver, state.path(), "")
+        .replace("start: latest", "start: {gtid: \"0-1-1'; DROP TABLE x\"}");
+    let other = tempfile::tempdir().unwrap();
+    let bad = bad.replace(
+        &state.path().display().to_string(),
+        &other.path().display().to_string(),
+    );
+    let mut rowhook = Rowhook::run(&bad.replace("server_id: 4343", "server_id: 4344"));
+    let (code, log) = wait_exit(&mut rowhook);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("is not a MariaDB GTID list"), "{log}");
+}

@@ -152,11 +152,43 @@ pub async fn resolve_start(
             let file = row.into_iter().next().flatten().unwrap_or_default();
             Ok(BinlogPosition { file, pos: 4 })
         }
-        StartPosition::Gtid(_) => Err(MysqlError::NotUsable {
-            problem: "source.start: {gtid: ...} is not supported by this build yet".into(),
-            fix: "start from latest, earliest or {file, pos}".into(),
+        // The dump itself carries the GTIDs (see `start_dump`); no file yet.
+        StartPosition::Gtid(_) => Ok(BinlogPosition {
+            file: String::new(),
+            pos: 4,
         }),
     }
+}
+
+/// Asks a MariaDB primary to stream from just after the GTIDs in `set` (the dump
+/// that follows names no file). MySQL's COM_BINLOG_DUMP_GTID is not built yet.
+async fn start_at_gtid(
+    conn: &mut Connection,
+    info: &ServerInfo,
+    set: &str,
+) -> Result<(), MysqlError> {
+    if info.flavor != Flavor::Mariadb {
+        return Err(MysqlError::NotUsable {
+            problem: "source.start: {gtid: ...} is only supported on MariaDB in this build".into(),
+            fix: "start from latest, earliest or {file, pos} on MySQL".into(),
+        });
+    }
+    // Domain-server-sequence triples: digits, dashes, commas. Anything else would
+    // also be unsafe inside the SQL string below.
+    if set.is_empty()
+        || !set
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"-, ".contains(&b))
+    {
+        return Err(MysqlError::NotUsable {
+            problem: format!("source.start.gtid {set:?} is not a MariaDB GTID list"),
+            fix: "write domain-server-sequence triples, e.g. 0-1-100 or 0-1-100,1-2-7 (see SELECT @@gtid_binlog_pos)".into(),
+        });
+    }
+    conn.exec(&format!("SET @slave_connect_state = '{set}'"))
+        .await?;
+    conn.exec("SET @slave_gtid_strict_mode = 1").await?;
+    conn.exec("SET @slave_gtid_ignore_duplicates = 0").await
 }
 
 fn position_of(row: &[Option<String>]) -> Result<BinlogPosition, MysqlError> {
@@ -177,6 +209,7 @@ pub async fn start_dump(
     info: &ServerInfo,
     options: &ReplicaOptions,
     from: &BinlogPosition,
+    gtid: Option<&str>,
 ) -> Result<(), MysqlError> {
     // Tell the server we verify checksums, so it sends them.
     conn.exec("SET @master_binlog_checksum = @@global.binlog_checksum")
@@ -204,6 +237,9 @@ pub async fn start_dump(
         return Err(MysqlError::from_err_packet(&reply));
     }
 
+    if let Some(set) = gtid {
+        start_at_gtid(conn, info, set).await?;
+    }
     let pos = u32::try_from(from.pos).map_err(|_| MysqlError::NotUsable {
         problem: format!("position {from} is beyond 4 GiB, which COM_BINLOG_DUMP cannot address"),
         fix: "start from a GTID or a later file".into(),
