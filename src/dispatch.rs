@@ -69,6 +69,16 @@ pub struct Dispatch {
     durable: Durable,
     /// The last rows event handed to shards (file, position).
     sent_upto: Option<(String, u64)>,
+    progress: Rc<Progress>,
+}
+
+/// What the periodic progress line reports, updated as events pass.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Events read and not yet acknowledged.
+    pub in_flight: Cell<u64>,
+    /// Unix time of the newest event read (a heartbeat counts as "now": caught up).
+    pub event_time: Cell<u64>,
 }
 
 /// Where and how often the checkpoint is written, and what was written last.
@@ -112,6 +122,7 @@ impl Dispatch {
             seq: 0,
             window: AckWindow::default(),
             sent_upto: None,
+            progress: Rc::new(Progress::default()),
             durable: Durable {
                 dir: config.state.dir.clone(),
                 interval: config.state.checkpoint_interval,
@@ -188,9 +199,27 @@ impl Dispatch {
         }
     }
 
+    /// The progress counters, for the periodic log line.
+    pub fn progress(&self) -> Rc<Progress> {
+        self.progress.clone()
+    }
+
     /// Events read and not yet acknowledged.
     pub fn in_flight(&self) -> u64 {
         self.total
+    }
+
+    fn note_time(&self, event: &[u8]) {
+        use crate::binlog::event::kind;
+        let (Some(ts), Some(&k)) = (event.get(..4), event.get(4)) else {
+            return;
+        };
+        let ts = u64::from(u32::from_le_bytes([ts[0], ts[1], ts[2], ts[3]]));
+        if k == kind::HEARTBEAT || k == kind::HEARTBEAT_V2 {
+            self.progress.event_time.set(unix_now());
+        } else if ts != 0 {
+            self.progress.event_time.set(ts);
+        }
     }
 
     fn drain_acks(&mut self) {
@@ -201,6 +230,7 @@ impl Dispatch {
             self.total = self.total.saturating_sub(1);
             self.window.ack(ack.txn);
         }
+        self.progress.in_flight.set(self.total);
     }
 
     fn over_budget(&self) -> bool {
@@ -263,6 +293,7 @@ impl crate::source::EventSink for Dispatch {
 
     fn on_event(&mut self, file: &str, pos: u64, event: &[u8]) -> Result<bool, DispatchError> {
         self.changes.set_file(file);
+        self.note_time(event);
         // After a reconnect the server repeats the open transaction from its start;
         // its rows already handed to shards are not sent twice.
         let repeat = self
@@ -340,4 +371,11 @@ impl crate::source::EventSink for Dispatch {
             glommio::timer::sleep(ACK_POLL).await;
         }
     }
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -129,6 +129,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             });
         }
         let mut sink = Dispatch::new(config, plan.clone(), links, ack_rx, saved);
+        glommio::spawn_local(report_progress(sink.progress(), stats.clone())).detach();
         let followed = futures_lite::future::or(
             async { Some(crate::source::follow(config, &mut sink, start.clone(), true).await) },
             async {
@@ -163,6 +164,35 @@ pub fn run(config: &Config) -> Result<(), RunError> {
     let (delivered, retries, dead) = stats.totals();
     tracing::info!(delivered, retries, dead_lettered = dead, "stopped");
     result
+}
+
+/// How often the progress line is logged.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// Logs one line of progress every [`PROGRESS_EVERY`]: rate, totals, in flight, lag.
+async fn report_progress(progress: std::rc::Rc<crate::dispatch::Progress>, stats: Arc<Stats>) {
+    let mut last = stats.totals().0;
+    loop {
+        glommio::timer::sleep(PROGRESS_EVERY).await;
+        let (delivered, retries, dead) = stats.totals();
+        let rate = (delivered - last) as f64 / PROGRESS_EVERY.as_secs_f64();
+        last = delivered;
+        let seen = progress.event_time.get();
+        let lag = if seen > 0 {
+            crate::dispatch::unix_now().saturating_sub(seen).to_string()
+        } else {
+            "unknown".to_owned()
+        };
+        tracing::info!(
+            delivered_per_s = rate.round(),
+            delivered,
+            retries,
+            dead_lettered = dead,
+            in_flight = progress.in_flight.get(),
+            lag_s = %lag,
+            "progress"
+        );
+    }
 }
 
 /// How long a stopping instance waits for events in flight.
