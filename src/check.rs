@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::checkpoint;
 use crate::config::{Config, Flavor};
 use crate::http::Endpoint;
-use crate::mysql::{Connection, MysqlError};
+use crate::mysql::{replica, Connection, MysqlError};
 
 /// How a requirement stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,12 +251,7 @@ async fn saved_checkpoint(
             .ok()
             .and_then(|r| r.into_iter().next()?.into_iter().next()?)
     };
-    let same = saved.flavor == flavor
-        && match (&saved.server_uuid, &uuid) {
-            (Some(a), Some(b)) => a == b,
-            _ => Some(saved.server_id) == their_id,
-        };
-    if !same {
+    if their_id.is_none_or(|id| !saved.belongs_to(flavor, id, uuid.as_deref())) {
         return vec![bad(
             Level::Fail,
             format!(
@@ -268,13 +263,7 @@ async fn saved_checkpoint(
             "point database.host at the server the checkpoint came from, or move the file away",
         )];
     }
-    let logs: Vec<String> = conn
-        .query("SHOW BINARY LOGS")
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|r| r.into_iter().next().flatten())
-        .collect();
+    let logs = replica::binlog_files(conn).await.unwrap_or_default();
     if logs.contains(&saved.file) {
         vec![ok(format!(
             "checkpoint {}:{} is still on the server",
@@ -284,11 +273,10 @@ async fn saved_checkpoint(
         vec![bad(
             Level::Fail,
             format!(
-                "checkpoint {}:{} is no longer on the server (it has {} .. {})",
+                "checkpoint {}:{} is no longer on the server (it has {})",
                 saved.file,
                 saved.pos,
-                logs.first().map_or("nothing", String::as_str),
-                logs.last().map_or("nothing", String::as_str)
+                replica::describe_range(&logs)
             ),
             "restore the missing binlogs, or move the checkpoint away and set source.start (changes in between are lost)",
         )]

@@ -78,14 +78,23 @@ impl Checkpoint {
         }
     }
 
+    /// Whether the checkpoint was taken on the server with these identifiers
+    /// (`server_uuid` decides when both sides have one).
+    pub fn belongs_to(&self, flavor: &str, server_id: u32, server_uuid: Option<&str>) -> bool {
+        self.flavor == flavor
+            && match (self.server_uuid.as_deref(), server_uuid) {
+                (Some(a), Some(b)) => a == b,
+                _ => self.server_id == server_id,
+            }
+    }
+
     /// Refuses a checkpoint taken on another server: its positions mean nothing here.
     pub fn check_source(&self, dir: &Path, info: &ServerInfo) -> Result<(), CheckpointError> {
-        let same = self.flavor == flavor_name(info)
-            && match (&self.server_uuid, &info.server_uuid) {
-                (Some(a), Some(b)) => a == b,
-                _ => self.server_id == info.server_id,
-            };
-        if same {
+        if self.belongs_to(
+            &flavor_name(info),
+            info.server_id,
+            info.server_uuid.as_deref(),
+        ) {
             return Ok(());
         }
         let describe = |flavor: &str, id: u32, uuid: &Option<String>| match uuid {

@@ -19,7 +19,7 @@ use crate::binlog::PositionedError;
 use crate::changes::Changes;
 use crate::checkpoint::{self, AckWindow, Checkpoint, CheckpointError};
 use crate::config::Ordering;
-use crate::delivery::{key_hash, Ack, Delivery, Plan};
+use crate::delivery::{key_hash, unix_now, Ack, Delivery, Plan};
 use crate::mysql::replica::{BinlogPosition, ServerInfo};
 use crate::payload::PayloadWriter;
 use crate::schema::ColumnInfo;
@@ -320,13 +320,7 @@ impl crate::source::EventSink for Dispatch {
             }
             routed = true;
             scratch.clear();
-            let id_len = payloads
-                .write(scratch, route.shape, row, route.keep.as_deref())
-                .map_err(|source| PositionedError {
-                    file: row.at.file.to_owned(),
-                    pos,
-                    source,
-                })?;
+            let id_len = payloads.write(scratch, route.shape, row, route.keep.as_deref())?;
             let task = route.task as u32;
             *seq += 1;
             let key = match plan.tasks[route.task].ordering {
@@ -371,11 +365,4 @@ impl crate::source::EventSink for Dispatch {
             glommio::timer::sleep(ACK_POLL).await;
         }
     }
-}
-
-/// Seconds since the epoch.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -45,10 +45,10 @@ impl DeadLetter<'_> {
         out.extend_from_slice(b",\"error\":");
         string(&mut out, self.error);
         out.extend_from_slice(b",\"dead_at\":");
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        rfc3339(&mut out, u32::try_from(now).unwrap_or(u32::MAX));
+        rfc3339(
+            &mut out,
+            u32::try_from(crate::delivery::unix_now()).unwrap_or(u32::MAX),
+        );
         out.extend_from_slice(b",\"payload\":");
         out.extend_from_slice(self.payload);
         out.extend_from_slice(b"}\n");

@@ -4,7 +4,7 @@
 
 use crate::binlog::rows::write_image;
 use crate::binlog::write::{escaped, rfc3339, string, uint};
-use crate::binlog::{DecodeError, KeyValues, RowChange, RowsKind, TableMap};
+use crate::binlog::{DecodeError, KeyValues, PositionedError, RowChange, RowsKind, TableMap};
 use crate::config::PayloadShape;
 
 /// Where a row change sits in the binlog; makes its stable id.
@@ -47,8 +47,24 @@ pub struct PayloadWriter {
 
 impl PayloadWriter {
     /// Appends the payload for `change` to `out`; returns the length of the (escaped)
-    /// id, which starts 7 bytes into the payload (`{"id":"`).
+    /// id, which starts 7 bytes into the payload (`{"id":"`). Errors name the row's
+    /// binlog position.
     pub fn write(
+        &mut self,
+        out: &mut Vec<u8>,
+        shape: PayloadShape,
+        row: &Row<'_>,
+        keep: Option<&[bool]>,
+    ) -> Result<usize, PositionedError> {
+        self.write_inner(out, shape, row, keep)
+            .map_err(|source| PositionedError {
+                file: row.at.file.to_owned(),
+                pos: row.at.pos,
+                source,
+            })
+    }
+
+    fn write_inner(
         &mut self,
         out: &mut Vec<u8>,
         shape: PayloadShape,

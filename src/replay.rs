@@ -110,9 +110,7 @@ async fn send(plan: &Plan, letter: &mut Letter) -> bool {
     let pool = Pool::new(task.endpoint.clone(), plan.tls.clone(), 1);
     let body = letter.payload.get().as_bytes();
     let mut req = Vec::with_capacity(body.len() + 512);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::delivery::unix_now();
     request::write(&mut req, task, letter.id.as_bytes(), body, now);
     letter.attempts += 1;
     match classify(&pool.exchange(&req, plan.timeout).await) {

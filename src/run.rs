@@ -15,6 +15,7 @@ use crate::delivery::shard::{self, ShardLink};
 use crate::delivery::stats::Stats;
 use crate::delivery::Plan;
 use crate::dispatch::{Dispatch, DispatchError, ShardTx};
+use crate::mysql::replica;
 use crate::source::SourceError;
 
 /// io_uring buffer memory per executor. glommio reserves 10 MiB by default for
@@ -179,7 +180,7 @@ async fn report_progress(progress: std::rc::Rc<crate::dispatch::Progress>, stats
         last = delivered;
         let seen = progress.event_time.get();
         let lag = if seen > 0 {
-            crate::dispatch::unix_now().saturating_sub(seen).to_string()
+            crate::delivery::unix_now().saturating_sub(seen).to_string()
         } else {
             "unknown".to_owned()
         };
@@ -211,17 +212,8 @@ async fn explain(
         match crate::mysql::Connection::connect(&config.database, 1 << 24, Duration::from_secs(10))
             .await
         {
-            Ok(mut conn) => match conn.query("SHOW BINARY LOGS").await {
-                Ok(rows) => {
-                    let names: Vec<String> = rows
-                        .into_iter()
-                        .filter_map(|r| r.into_iter().next().flatten())
-                        .collect();
-                    match (names.first(), names.last()) {
-                        (Some(a), Some(b)) => format!("{a} .. {b}"),
-                        _ => "no binlogs".into(),
-                    }
-                }
+            Ok(mut conn) => match replica::binlog_files(&mut conn).await {
+                Ok(files) => replica::describe_range(&files),
                 Err(q) => format!("unknown ({q})"),
             },
             Err(c) => format!("unknown ({c})"),

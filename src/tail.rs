@@ -69,13 +69,7 @@ impl<W: Write> Tail<W> {
         let (payloads, line) = (&mut self.payloads, &mut self.line);
         let mut printed = 0;
         let boundary = self.changes.feed(pos, event, |row, route| {
-            payloads
-                .write(line, route.shape, row, route.keep.as_deref())
-                .map_err(|source| PositionedError {
-                    file: row.at.file.to_owned(),
-                    pos,
-                    source,
-                })?;
+            payloads.write(line, route.shape, row, route.keep.as_deref())?;
             line.push(b'\n');
             printed += 1;
             Ok::<(), TailError>(())

@@ -11,7 +11,7 @@ use glommio::sync::Semaphore;
 
 use super::outcome::{classify, Outcome};
 use super::shard::ShardCtx;
-use super::{request, Delivery};
+use super::{request, unix_now, Delivery};
 use crate::dlq::DeadLetter;
 use crate::source::Backoff;
 
@@ -184,10 +184,4 @@ impl<'a> Sender<'a> {
             return;
         }
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

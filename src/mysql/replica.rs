@@ -141,15 +141,14 @@ pub async fn resolve_start(
             position_of(&row)
         }
         StartPosition::Earliest => {
-            let rows = conn.query("SHOW BINARY LOGS").await?;
-            let row = rows
+            let file = binlog_files(conn)
+                .await?
                 .into_iter()
                 .next()
                 .ok_or_else(|| MysqlError::NotUsable {
                     problem: "SHOW BINARY LOGS returned nothing".into(),
                     fix: "check that binary logging is on".into(),
                 })?;
-            let file = row.into_iter().next().flatten().unwrap_or_default();
             Ok(BinlogPosition { file, pos: 4 })
         }
         // The dump itself carries the GTIDs (see `start_dump`); no file yet.
@@ -189,6 +188,24 @@ async fn start_at_gtid(
         .await?;
     conn.exec("SET @slave_gtid_strict_mode = 1").await?;
     conn.exec("SET @slave_gtid_ignore_duplicates = 0").await
+}
+
+/// The binlog files the server has, oldest first.
+pub async fn binlog_files(conn: &mut Connection) -> Result<Vec<String>, MysqlError> {
+    Ok(conn
+        .query("SHOW BINARY LOGS")
+        .await?
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+        .collect())
+}
+
+/// "first .. last" of `files`, for messages.
+pub fn describe_range(files: &[String]) -> String {
+    match (files.first(), files.last()) {
+        (Some(a), Some(b)) => format!("{a} .. {b}"),
+        _ => "no binlogs".into(),
+    }
 }
 
 fn position_of(row: &[Option<String>]) -> Result<BinlogPosition, MysqlError> {
