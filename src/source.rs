@@ -197,12 +197,7 @@ impl ColumnLookup {
         checksum: bool,
         sink: &mut S,
     ) {
-        let end = if checksum {
-            event.len().saturating_sub(4)
-        } else {
-            event.len()
-        };
-        let Some(body) = event.get(HEADER_LEN..end) else {
+        let Some(body) = event_body(event, checksum) else {
             return;
         };
         // The table id leads the body; skip the full parse for ids already handled
@@ -244,12 +239,7 @@ impl ColumnLookup {
     }
 
     fn after_query(&mut self, event: &[u8], checksum: bool) {
-        let end = if checksum {
-            event.len().saturating_sub(4)
-        } else {
-            event.len()
-        };
-        let Some(body) = event.get(HEADER_LEN..end) else {
+        let Some(body) = event_body(event, checksum) else {
             return;
         };
         // v4 QUERY post-header is 13 bytes on every server rowhook supports.
@@ -282,7 +272,8 @@ impl ColumnLookup {
     }
 }
 
-fn rotate_body(event: &[u8], checksum: bool) -> Option<&[u8]> {
+/// The event without its header and checksum.
+fn event_body(event: &[u8], checksum: bool) -> Option<&[u8]> {
     let end = if checksum {
         event.len().checked_sub(4)?
     } else {
@@ -292,12 +283,12 @@ fn rotate_body(event: &[u8], checksum: bool) -> Option<&[u8]> {
 }
 
 fn rotate_target(event: &[u8], checksum: bool) -> Option<String> {
-    let body = rotate_body(event, checksum)?;
+    let body = event_body(event, checksum)?;
     Some(String::from_utf8_lossy(body.get(8..)?).into_owned())
 }
 
 fn rotate_position(event: &[u8], checksum: bool) -> Option<u64> {
-    let body = rotate_body(event, checksum)?;
+    let body = event_body(event, checksum)?;
     Some(u64::from_le_bytes(body.get(..8)?.try_into().ok()?))
 }
 
