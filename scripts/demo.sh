@@ -59,6 +59,9 @@ for i in 1 2 3; do
   sleep 1
 done
 sleep 1
+echo "==> rowhook status; rowhook tasks   (read the running instance's admin API on 127.0.0.1:8080)"
+./target/release/rowhook status --admin http://127.0.0.1:8080 || true
+./target/release/rowhook tasks --admin http://127.0.0.1:8080 || true
 kill $run_pid $sink_pid 2>/dev/null || true
 
 echo

@@ -10,16 +10,18 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use glommio::channels::shared_channel::ConnectedSender;
 
-use std::cell::Cell;
-use std::path::PathBuf;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Instant;
 
 use crate::binlog::PositionedError;
 use crate::changes::Changes;
-use crate::checkpoint::{self, AckWindow, Checkpoint, CheckpointError};
+use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::config::Ordering;
+use crate::delivery::stats::Stats;
 use crate::delivery::{key_hash, unix_now, Ack, Delivery, Plan};
+use crate::ledger::{self, Ledger};
+use crate::metrics::{Latency, Stage};
 use crate::mysql::replica::{BinlogPosition, ServerInfo};
 use crate::payload::PayloadWriter;
 use crate::schema::ColumnInfo;
@@ -58,39 +60,84 @@ pub struct Dispatch {
     plan: Arc<Plan>,
     shards: Vec<ShardTx>,
     pending: Vec<Vec<Delivery>>,
-    acks: Receiver<Ack>,
-    inflight: Vec<u32>,
-    total: u64,
+    ledger: Rc<RefCell<Ledger>>,
     share: u32,
     limit: u64,
     txn: u64,
     seq: u64,
-    window: AckWindow,
-    durable: Durable,
     /// The last rows event handed to shards (file, position).
     sent_upto: Option<(String, u64)>,
     progress: Rc<Progress>,
+    stats: Arc<Stats>,
+    latency: Arc<Latency>,
 }
 
-/// What the periodic progress line reports, updated as events pass.
-#[derive(Debug, Default)]
+/// What the source core knows about the stream, for the progress line and the
+/// admin server (both on the source core), updated as events pass.
+#[derive(Debug)]
 pub struct Progress {
     /// Events read and not yet acknowledged.
     pub in_flight: Cell<u64>,
+    /// The same, per task (plan order).
+    pub task_in_flight: Vec<Cell<u32>>,
     /// Unix time of the newest event read (a heartbeat counts as "now": caught up).
     pub event_time: Cell<u64>,
+    /// Binlog events read since start.
+    pub binlog_events: Cell<u64>,
+    /// The binlog file being read.
+    pub read_file: RefCell<String>,
+    /// End of the last event read in it (where the next one starts).
+    pub read_pos: Cell<u64>,
+    /// GTID of the last transaction read, when the server has GTIDs.
+    pub gtid: RefCell<Option<String>>,
+    /// The position last made durable.
+    pub checkpoint: RefCell<Option<BinlogPosition>>,
+    /// Whether the replication link is up.
+    pub connected: Cell<bool>,
+    /// Since when it is up (or down).
+    pub link_since: Cell<Instant>,
+    /// Reconnections after the first connection.
+    pub reconnects: Cell<u64>,
+    /// When an event was last acknowledged (or the stream started).
+    pub last_ack: Cell<Instant>,
+    /// The source server's version string, once connected.
+    pub server: RefCell<Option<String>>,
 }
 
-/// Where and how often the checkpoint is written, and what was written last.
-struct Durable {
-    dir: PathBuf,
-    interval: Duration,
-    /// The checkpoint found at start: only its server may be followed.
-    saved: Option<Checkpoint>,
-    info: Option<ServerInfo>,
-    written: Option<BinlogPosition>,
-    last_write: Instant,
-    writing: Rc<Cell<bool>>,
+impl Progress {
+    /// Nothing read yet, link down, for `tasks` tasks.
+    pub fn new(tasks: usize) -> Self {
+        let now = Instant::now();
+        Progress {
+            in_flight: Cell::new(0),
+            task_in_flight: (0..tasks).map(|_| Cell::new(0)).collect(),
+            event_time: Cell::new(0),
+            binlog_events: Cell::new(0),
+            read_file: RefCell::new(String::new()),
+            read_pos: Cell::new(0),
+            gtid: RefCell::new(None),
+            checkpoint: RefCell::new(None),
+            connected: Cell::new(false),
+            link_since: Cell::new(now),
+            reconnects: Cell::new(0),
+            last_ack: Cell::new(now),
+            server: RefCell::new(None),
+        }
+    }
+
+    /// Seconds the newest event read is behind the clock, when known.
+    pub fn lag_seconds(&self) -> Option<u64> {
+        let seen = self.event_time.get();
+        (seen > 0).then(|| crate::delivery::unix_now().saturating_sub(seen))
+    }
+
+    fn read(&self, file: &str, end: u64) {
+        self.binlog_events.set(self.binlog_events.get() + 1);
+        self.read_pos.set(end);
+        if *self.read_file.borrow() != file {
+            *self.read_file.borrow_mut() = file.to_owned();
+        }
+    }
 }
 
 impl Dispatch {
@@ -102,97 +149,57 @@ impl Dispatch {
         shards: Vec<ShardTx>,
         acks: Receiver<Ack>,
         saved: Option<Checkpoint>,
+        stats: Arc<Stats>,
+        latency: Arc<Latency>,
     ) -> Self {
         let tasks = config.tasks.clone();
         let max_inflight = config.dispatcher.max_inflight;
         let enabled = tasks.iter().filter(|t| t.enabled).count().max(1) as u32;
+        let progress = Rc::new(Progress::new(plan.tasks.len()));
         Dispatch {
             changes: Changes::new(Some(tasks), String::new()),
             payloads: PayloadWriter::default(),
             scratch: Vec::with_capacity(4096),
             pending: shards.iter().map(|_| Vec::new()).collect(),
-            inflight: vec![0; plan.tasks.len()],
+            ledger: Rc::new(RefCell::new(Ledger::new(
+                acks,
+                config.state.dir.clone(),
+                config.state.checkpoint_interval,
+                saved,
+                progress.clone(),
+            ))),
+            progress,
             plan,
             shards,
-            acks,
-            total: 0,
             share: (max_inflight / enabled).max(1),
             limit: u64::from(max_inflight.max(1)),
             txn: 0,
             seq: 0,
-            window: AckWindow::default(),
             sent_upto: None,
-            progress: Rc::new(Progress::default()),
-            durable: Durable {
-                dir: config.state.dir.clone(),
-                interval: config.state.checkpoint_interval,
-                written: saved.as_ref().map(Checkpoint::position),
-                saved,
-                info: None,
-                last_write: Instant::now(),
-                writing: Rc::new(Cell::new(false)),
-            },
+            stats,
+            latency,
         }
     }
 
     /// Makes the acknowledged position durable now (at shutdown), waiting for the
     /// write. Returns the position written, if any.
     pub async fn store_checkpoint(&mut self) -> Result<Option<BinlogPosition>, CheckpointError> {
-        // Two writers of the same temp file could interleave; let a background
-        // write finish first.
-        while self.durable.writing.get() {
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-        }
-        self.drain_acks();
-        let (Some((pos, gtid)), Some(info)) = (self.window.position(), &self.durable.info) else {
-            return Ok(None);
-        };
-        if self.durable.written.as_ref() == Some(pos) {
-            return Ok(Some(pos.clone()));
-        }
-        checkpoint::store(&self.durable.dir, &Checkpoint::new(pos, gtid.clone(), info))?;
-        self.durable.written = Some(pos.clone());
-        Ok(Some(pos.clone()))
+        ledger::store_now(&self.ledger).await
     }
 
-    /// Starts a background checkpoint write when the interval has passed and the
-    /// position moved. The fsyncs run off the source core's thread.
-    fn maybe_checkpoint(&mut self) {
-        let d = &mut self.durable;
-        if d.writing.get() || d.last_write.elapsed() < d.interval {
-            return;
-        }
-        let (Some((pos, gtid)), Some(info)) = (self.window.position(), &d.info) else {
-            return;
-        };
-        if d.written.as_ref() == Some(pos) {
-            return;
-        }
-        let cp = Checkpoint::new(pos, gtid.clone(), info);
-        d.written = Some(pos.clone());
-        d.last_write = Instant::now();
-        d.writing.set(true);
-        let (dir, busy) = (d.dir.clone(), d.writing.clone());
-        glommio::spawn_local(async move {
-            let shown = dir.display().to_string();
-            let stored = glommio::executor()
-                .spawn_blocking(move || checkpoint::store(&dir, &cp))
-                .await;
-            if let Err(e) = stored {
-                tracing::error!(dir = %shown, error = %e, "cannot write the checkpoint; a restart would repeat more events");
-            }
-            busy.set(false);
-        })
-        .detach();
+    /// The task that takes in acks and writes checkpoints while the binlog is
+    /// quiet; run it beside the stream on the source core.
+    pub fn keeper(&self) -> impl std::future::Future<Output = ()> {
+        ledger::keep(self.ledger.clone())
     }
 
     /// Waits up to `limit` for events in flight to be acknowledged (shutdown).
     pub async fn drain(&mut self, limit: Duration) -> Result<(), DispatchError> {
         let deadline = Instant::now() + limit;
         loop {
-            self.drain_acks();
+            self.ledger.borrow_mut().drain_acks();
             self.flush()?;
-            if self.total == 0 || Instant::now() >= deadline {
+            if self.in_flight() == 0 || Instant::now() >= deadline {
                 return Ok(());
             }
             glommio::timer::sleep(Duration::from_millis(5)).await;
@@ -206,7 +213,7 @@ impl Dispatch {
 
     /// Events read and not yet acknowledged.
     pub fn in_flight(&self) -> u64 {
-        self.total
+        self.ledger.borrow().total
     }
 
     fn note_time(&self, event: &[u8]) {
@@ -222,19 +229,13 @@ impl Dispatch {
         }
     }
 
-    fn drain_acks(&mut self) {
-        while let Ok(ack) = self.acks.try_recv() {
-            if let Some(n) = self.inflight.get_mut(ack.task as usize) {
-                *n = n.saturating_sub(1);
-            }
-            self.total = self.total.saturating_sub(1);
-            self.window.ack(ack.txn);
-        }
-        self.progress.in_flight.set(self.total);
-    }
-
     fn over_budget(&self) -> bool {
-        self.total >= self.limit || self.inflight.iter().any(|&n| n >= self.share)
+        self.in_flight() >= self.limit
+            || self
+                .progress
+                .task_in_flight
+                .iter()
+                .any(|n| n.get() >= self.share)
     }
 
     /// Pushes pending batches to their shards; false if a channel is full.
@@ -269,22 +270,23 @@ impl crate::source::EventSink for Dispatch {
         info: &ServerInfo,
         from: &BinlogPosition,
     ) -> Result<(), DispatchError> {
-        if let Some(saved) = &self.durable.saved {
-            saved.check_source(&self.durable.dir, info)?;
+        self.ledger.borrow_mut().on_connect(info, from)?;
+        let p = &self.progress;
+        if p.server.borrow().is_some() {
+            p.reconnects.set(p.reconnects.get() + 1);
         }
-        self.durable.info = Some(info.clone());
-        // (A GTID start has no file position yet; until its first transaction
-        // completes, a restart starts from the same GTIDs.)
-        if self.durable.written.is_none() && !from.file.is_empty() {
-            // The first start without a checkpoint: pin where it begins, so a crash
-            // before the first transaction completes resumes here, not at `latest`.
-            let cp = Checkpoint::new(from, None, info);
-            checkpoint::store(&self.durable.dir, &cp)?;
-            self.durable.written = Some(from.clone());
-            tracing::info!(checkpoint = %from, "initial checkpoint written");
-        }
+        *p.server.borrow_mut() = Some(info.version.clone());
+        p.connected.set(true);
+        p.link_since.set(Instant::now());
         self.changes.on_connect(info.checksum, &from.file);
         Ok(())
+    }
+
+    fn on_disconnect(&mut self, _error: &crate::mysql::MysqlError) {
+        if self.progress.connected.get() {
+            self.progress.connected.set(false);
+            self.progress.link_since.set(Instant::now());
+        }
     }
 
     fn on_columns(&mut self, table_id: u64, columns: &[ColumnInfo]) {
@@ -294,6 +296,8 @@ impl crate::source::EventSink for Dispatch {
     fn on_event(&mut self, file: &str, pos: u64, event: &[u8]) -> Result<bool, DispatchError> {
         self.changes.set_file(file);
         self.note_time(event);
+        self.progress.read(file, pos + event.len() as u64);
+        let began = Instant::now();
         // After a reconnect the server repeats the open transaction from its start;
         // its rows already handed to shards are not sent twice.
         let repeat = self
@@ -306,13 +310,13 @@ impl crate::source::EventSink for Dispatch {
             scratch,
             plan,
             pending,
-            inflight,
-            total,
+            ledger,
+            stats,
             txn,
             seq,
-            window,
             ..
         } = self;
+        let mut ledger = ledger.borrow_mut();
         let mut routed = false;
         let boundary = changes.feed(pos, event, |row, route| {
             if repeat {
@@ -335,12 +339,13 @@ impl crate::source::EventSink for Dispatch {
                 body: Bytes::copy_from_slice(scratch),
                 made: std::time::Instant::now(),
             });
-            inflight[route.task] += 1;
-            *total += 1;
-            window.add(*txn);
+            stats.read(route.task, 1);
+            ledger.sent(route.task, *txn);
             Ok::<(), DispatchError>(())
         })?;
+        drop(ledger);
         if routed {
+            self.latency.record_since(0, Stage::Decode, began);
             self.sent_upto = Some((file.to_owned(), pos));
         }
         if boundary {
@@ -349,7 +354,10 @@ impl crate::source::EventSink for Dispatch {
                 pos: pos + event.len() as u64,
             };
             let gtid = self.changes.ended_gtid().map(str::to_owned);
-            self.window.end(self.txn, end, gtid);
+            if gtid.is_some() {
+                self.progress.gtid.borrow_mut().clone_from(&gtid);
+            }
+            self.ledger.borrow_mut().end(self.txn, end, gtid);
             self.txn += 1;
         }
         Ok(boundary)
@@ -357,8 +365,11 @@ impl crate::source::EventSink for Dispatch {
 
     async fn ready(&mut self) -> Result<(), DispatchError> {
         loop {
-            self.drain_acks();
-            self.maybe_checkpoint();
+            {
+                let mut l = self.ledger.borrow_mut();
+                l.drain_acks();
+                l.maybe_checkpoint();
+            }
             if self.flush()? && !self.over_budget() {
                 return Ok(());
             }

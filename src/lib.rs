@@ -1,6 +1,7 @@
 //! rowhook: reads MySQL/MariaDB's binary log as a replica and delivers every row
 //! change to HTTP webhooks. See SPEC.md for the contract and DESIGN.md for the layout.
 
+pub mod admin;
 pub mod binlog;
 pub mod changes;
 pub mod check;
@@ -11,7 +12,9 @@ pub mod delivery;
 pub mod dispatch;
 pub mod dlq;
 pub mod http;
+pub mod ledger;
 pub mod logging;
+pub mod metrics;
 pub mod mysql;
 pub mod net;
 pub mod payload;

@@ -27,10 +27,8 @@ fn main() -> ExitCode {
         Command::Check(args) => check(&args),
         Command::Run(args) => run(&args),
         Command::Tail(args) => tail(&args),
-        Command::Status(_) | Command::Tasks(_) => {
-            eprintln!("rowhook: the admin API this command reads is not part of this build yet");
-            ExitCode::from(EXIT_RUNTIME)
-        }
+        Command::Status(args) => status(&args.admin),
+        Command::Tasks(args) => tasks(&args.admin),
         Command::Dlq { action } => match action {
             DlqAction::List(args) => dlq_list(&args),
             DlqAction::Replay(args) => dlq_replay(&args),
@@ -121,6 +119,38 @@ fn run(args: &ConfigArgs) -> ExitCode {
         }
         Err(e) => {
             tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn status(base: &str) -> ExitCode {
+    use rowhook::admin::client;
+    let answers = client::get(base, "/health")
+        .and_then(|(_, health)| Ok((health, client::get(base, "/metrics.json")?.1)));
+    let (health, metrics) = match answers {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    match client::print_status(&mut std::io::stdout().lock(), base, &health, &metrics) {
+        Ok(true) => ExitCode::SUCCESS,
+        // DOWN (or stdout gone): scripts see a failure.
+        _ => ExitCode::from(EXIT_RUNTIME),
+    }
+}
+
+fn tasks(base: &str) -> ExitCode {
+    use rowhook::admin::client;
+    match client::get(base, "/tasks") {
+        Ok((_, tasks)) => match client::print_tasks(&mut std::io::stdout().lock(), &tasks) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::from(EXIT_RUNTIME),
+        },
+        Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_RUNTIME)
         }

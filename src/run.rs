@@ -1,6 +1,7 @@
 //! `rowhook run`: the source core on this thread, delivery shards on their own
 //! pinned threads, wired with crossbeam channels and glommio doorbells.
 
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,12 +10,14 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::admin::{self, Admin};
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::Config;
 use crate::delivery::shard::{self, ShardLink};
 use crate::delivery::stats::Stats;
 use crate::delivery::Plan;
 use crate::dispatch::{Dispatch, DispatchError, ShardTx};
+use crate::metrics::Latency;
 use crate::mysql::replica;
 use crate::source::SourceError;
 
@@ -61,13 +64,20 @@ pub enum RunError {
 
 /// Runs until replication fails for good.
 pub fn run(config: &Config) -> Result<(), RunError> {
-    if config.server.enabled {
-        tracing::warn!("server.enabled: the admin endpoints (/health, /metrics) are not part of this build yet; nothing listens on the admin port");
-    }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The CPUs this process may run on (CPUAffinity=, taskset, cgroup cpusets):
+    // the source core takes the first, shards the following ones.
+    let cpus: Vec<usize> = core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|c| c.id).collect())
+        .filter(|ids: &Vec<usize>| !ids.is_empty())
+        .unwrap_or_else(|| {
+            (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+        });
+    let cores = cpus.len();
     let shards = config.runtime.shard_count(cores) as usize;
     let plan = Arc::new(Plan::new(config, shards).map_err(RunError::Plan)?);
     let stats = Arc::new(Stats::new(plan.tasks.len()));
+    // Slot 0 is the source core, slot i + 1 shard i.
+    let latency = Arc::new(Latency::new(shards + 1));
     // Acks never outnumber events in flight, which the budget bounds.
     let (ack_tx, ack_rx) = crossbeam_channel::unbounded();
     let capacity = config.dispatcher.max_inflight as usize + 64;
@@ -81,15 +91,15 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             bell: bell_rx,
             acks: ack_tx.clone(),
         };
-        let cpu = config.runtime.pin.then_some((index + 1) % cores);
-        let (plan, stats) = (plan.clone(), stats.clone());
+        let cpu = config.runtime.pin.then_some(cpus[(index + 1) % cores]);
+        let (plan, stats, latency) = (plan.clone(), stats.clone(), latency.clone());
         // The start closure may be tried twice (pinned, then not); the link moves
         // into whichever attempt runs.
         let link = Arc::new(std::sync::Mutex::new(Some(link)));
         let handle = spawn(&format!("rowhook-shard-{index}"), cpu, move || async move {
             let link = link.lock().ok().and_then(|mut l| l.take());
             if let Some(link) = link {
-                shard::serve(index, plan, stats, link).await;
+                shard::serve(index, plan, stats, latency, link).await;
             }
         })?;
         handles.push(handle);
@@ -100,6 +110,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         shards,
         tasks = plan.tasks.len(),
         pinned = config.runtime.pin,
+        cpus = ?cpus,
         "delivery shards started"
     );
     let saved = checkpoint::load(&config.state.dir)?;
@@ -120,8 +131,20 @@ pub fn run(config: &Config) -> Result<(), RunError> {
                 reason: e.to_string(),
             })?;
     }
-    let source = make_source(config.runtime.pin)?;
+    let source = make_source(config.runtime.pin.then_some(cpus[0]))?;
     let result = source.run(async {
+        // Bound on the source core before replication starts, so a taken port
+        // stops the start with a clear error.
+        let listener = if config.server.enabled {
+            let l = admin::bind(&config.server).map_err(|reason| RunError::Start {
+                what: "the admin server".into(),
+                reason,
+            })?;
+            tracing::info!(listen = %format!("http://{}:{}", config.server.bind, config.server.port), health = %config.server.path, "admin server listening");
+            Some(l)
+        } else {
+            None
+        };
         let mut links = Vec::with_capacity(senders.len());
         for (events, bell) in senders {
             links.push(ShardTx {
@@ -129,8 +152,21 @@ pub fn run(config: &Config) -> Result<(), RunError> {
                 bell: bell.connect().await,
             });
         }
-        let mut sink = Dispatch::new(config, plan.clone(), links, ack_rx, saved);
+        let mut sink = Dispatch::new(
+            config,
+            plan.clone(),
+            links,
+            ack_rx,
+            saved,
+            stats.clone(),
+            latency.clone(),
+        );
+        glommio::spawn_local(sink.keeper()).detach();
         glommio::spawn_local(report_progress(sink.progress(), stats.clone())).detach();
+        if let Some(listener) = listener {
+            let view = Admin::new(config, &plan, stats.clone(), latency.clone(), sink.progress());
+            glommio::spawn_local(admin::serve(listener, Rc::new(view))).detach();
+        }
         let followed = futures_lite::future::or(
             async { Some(crate::source::follow(config, &mut sink, start.clone(), true).await) },
             async {
@@ -171,19 +207,16 @@ pub fn run(config: &Config) -> Result<(), RunError> {
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// Logs one line of progress every [`PROGRESS_EVERY`]: rate, totals, in flight, lag.
-async fn report_progress(progress: std::rc::Rc<crate::dispatch::Progress>, stats: Arc<Stats>) {
+async fn report_progress(progress: Rc<crate::dispatch::Progress>, stats: Arc<Stats>) {
     let mut last = stats.totals().0;
     loop {
         glommio::timer::sleep(PROGRESS_EVERY).await;
         let (delivered, retries, dead) = stats.totals();
         let rate = (delivered - last) as f64 / PROGRESS_EVERY.as_secs_f64();
         last = delivered;
-        let seen = progress.event_time.get();
-        let lag = if seen > 0 {
-            crate::delivery::unix_now().saturating_sub(seen).to_string()
-        } else {
-            "unknown".to_owned()
-        };
+        let lag = progress
+            .lag_seconds()
+            .map_or_else(|| "unknown".to_owned(), |s| s.to_string());
         tracing::info!(
             delivered_per_s = rate.round(),
             delivered,
@@ -259,16 +292,16 @@ where
         })
 }
 
-fn make_source(pin: bool) -> Result<glommio::LocalExecutor, RunError> {
-    if pin {
-        match LocalExecutorBuilder::new(Placement::Fixed(0))
+fn make_source(cpu: Option<usize>) -> Result<glommio::LocalExecutor, RunError> {
+    if let Some(cpu) = cpu {
+        match LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name("rowhook-source")
             .io_memory(IO_MEMORY)
             .make()
         {
             Ok(ex) => return Ok(ex),
             Err(e) => {
-                tracing::warn!(cpu = 0, error = %e, "cannot pin the source core; running unpinned")
+                tracing::warn!(cpu, error = %e, "cannot pin the source core; running unpinned")
             }
         }
     }

@@ -24,6 +24,9 @@ pub trait EventSink {
     /// A (re)connection is about to stream events; an error stops following.
     fn on_connect(&mut self, info: &ServerInfo, from: &BinlogPosition) -> Result<(), Self::Error>;
 
+    /// The link to the server failed; a reconnect follows after a backoff.
+    fn on_disconnect(&mut self, _error: &MysqlError) {}
+
     /// Column facts from information_schema for the table mapped under `table_id`
     /// (sent before that TABLE_MAP event; apply them to every map with this id).
     fn on_columns(&mut self, table_id: u64, columns: &[ColumnInfo]);
@@ -77,6 +80,7 @@ where
                 Err(SourceError::Sink(e)) => return Err(SourceError::Sink(e)),
                 Err(SourceError::Mysql(e)) => e,
             };
+        sink.on_disconnect(&err);
         if !err.is_transient() || (!connected_before && !retry_first) {
             return Err(err.into());
         }

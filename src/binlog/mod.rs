@@ -12,7 +12,7 @@ mod jsonb;
 pub mod rows;
 pub mod stream;
 pub mod table_map;
-mod temporal;
+pub(crate) mod temporal;
 mod value;
 
 pub use error::{DecodeError, PositionedError};

@@ -13,11 +13,15 @@ use super::outcome::{classify, Outcome};
 use super::shard::ShardCtx;
 use super::{request, unix_now, Delivery};
 use crate::dlq::DeadLetter;
+use crate::metrics::Stage;
 use crate::source::Backoff;
 
 /// The longest `Retry-After` obeyed: a receiver may ask for more than
 /// `retry_max_delay`, but not park a lane for days.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// How often a paused lane looks whether its task was resumed.
+const PAUSE_POLL: Duration = Duration::from_millis(20);
 
 /// Events waiting in one lane.
 pub struct Lane {
@@ -80,6 +84,10 @@ pub async fn run(ctx: Rc<ShardCtx>, task: u32, lane: Rc<Lane>) {
             return;
         }
         lane.busy.set(true);
+        // A paused task's events stay queued (and unacked, so the checkpoint waits).
+        while ctx.stats.is_paused(task) {
+            glommio::timer::sleep(PAUSE_POLL).await;
+        }
         batch.extend(lane.pop());
         while batch.len() < plan.batch_size && lane.queued.try_acquire(1).unwrap_or(false) {
             batch.extend(lane.pop());
@@ -145,7 +153,10 @@ impl<'a> Sender<'a> {
         loop {
             attempts = attempts.saturating_add(1);
             request::write(&mut self.request, t, &id, body, unix_now());
+            let sent = Instant::now();
             let result = pool.exchange(&self.request, ctx.plan.timeout).await;
+            ctx.latency.record_since(ctx.slot(), Stage::Http, sent);
+            ctx.stats.answered(self.task, &result);
             let (error, status) = match classify(&result) {
                 Outcome::Delivered => {
                     ctx.stats.delivered(self.task, batch.len());

@@ -17,6 +17,7 @@ use super::lane::{self, Lane};
 use super::stats::Stats;
 use super::{Ack, Delivery, Plan};
 use crate::http::{Endpoint, Pool};
+use crate::metrics::{new_histogram, Latency, Stage};
 
 /// The shard's ends of its channels.
 pub struct ShardLink {
@@ -36,6 +37,8 @@ pub struct ShardCtx {
     pub plan: Arc<Plan>,
     /// Counters shared with the other shards.
     pub stats: Arc<Stats>,
+    /// Latency histograms shared with the admin server.
+    pub latency: Arc<Latency>,
     pools: RefCell<HashMap<String, Rc<Pool>>>,
     acks: Sender<Ack>,
     /// Source core -> this shard, nanoseconds, since the last progress line.
@@ -59,9 +62,16 @@ impl ShardCtx {
             .clone()
     }
 
+    /// This shard's slot in [`Latency`] (the source core has slot 0).
+    pub fn slot(&self) -> usize {
+        self.index + 1
+    }
+
     /// Reports `batch` as done (delivered or dead-lettered) to the source.
     pub fn ack(&self, batch: &[Delivery]) {
         for d in batch {
+            self.latency
+                .record_since(self.slot(), Stage::EndToEnd, d.made);
             // The source outlives the shards; a closed channel means shutdown.
             let _ = self.acks.send(Ack {
                 task: d.task,
@@ -98,11 +108,6 @@ impl ShardCtx {
 /// How often a shard logs its hand-off latency.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
-fn new_histogram() -> Histogram<u64> {
-    // 1 ns .. 60 s at 3 significant digits: constant, valid bounds.
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("constant histogram bounds are valid")
-}
-
 /// Logs the hand-off latency (source core -> shard) of the last period.
 async fn report(ctx: Rc<ShardCtx>) {
     loop {
@@ -125,12 +130,19 @@ async fn report(ctx: Rc<ShardCtx>) {
 }
 
 /// Runs shard `index` until the source closes its channel and every lane is idle.
-pub async fn serve(index: usize, plan: Arc<Plan>, stats: Arc<Stats>, link: ShardLink) {
+pub async fn serve(
+    index: usize,
+    plan: Arc<Plan>,
+    stats: Arc<Stats>,
+    latency: Arc<Latency>,
+    link: ShardLink,
+) {
     let bell = link.bell.connect().await;
     let ctx = Rc::new(ShardCtx {
         index,
         plan: plan.clone(),
         stats,
+        latency,
         pools: RefCell::new(HashMap::new()),
         acks: link.acks,
         handoff: RefCell::new(new_histogram()),
@@ -150,11 +162,9 @@ pub async fn serve(index: usize, plan: Arc<Plan>, stats: Arc<Stats>, link: Shard
         match link.events.try_recv() {
             Ok(batch) => {
                 if let Some(first) = batch.first() {
-                    let nanos = first.made.elapsed().as_nanos();
-                    let _ = ctx
-                        .handoff
-                        .borrow_mut()
-                        .record(u64::try_from(nanos).unwrap_or(u64::MAX));
+                    let nanos = u64::try_from(first.made.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    ctx.handoff.borrow_mut().saturating_record(nanos);
+                    ctx.latency.record(ctx.slot(), Stage::Handoff, nanos);
                 }
                 for d in batch {
                     let lane = plan.lane_of(d.task, d.key);

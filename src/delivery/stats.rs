@@ -1,7 +1,9 @@
 //! Delivery counters per task, shared by all shards (relaxed atomics: each counter
 //! is written by few threads and read only for reports).
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+use crate::http::{HttpError, Response};
 
 /// Counters of one task.
 #[derive(Debug, Default)]
@@ -14,7 +16,17 @@ pub struct TaskStats {
     pub retries: AtomicU64,
     /// Events written to the dead-letter file.
     pub dead_lettered: AtomicU64,
+    /// Row changes routed to the task (read off the binlog).
+    pub read: AtomicU64,
+    /// Attempts answered 2xx, 3xx, 4xx, 5xx, and attempts without an answer
+    /// (connection failure, timeout, malformed response).
+    pub answers: [AtomicU64; 5],
+    /// Held by an operator: lanes send nothing until resumed.
+    pub paused: AtomicBool,
 }
+
+/// Labels of [`TaskStats::answers`], in order.
+pub const ANSWER_CLASSES: [&str; 5] = ["2xx", "3xx", "4xx", "5xx", "error"];
 
 /// Counters of every task, indexed like the plan.
 #[derive(Debug, Default)]
@@ -51,6 +63,37 @@ impl Stats {
         if let Some(t) = self.tasks.get(task as usize) {
             t.dead_lettered.fetch_add(events as u64, Relaxed);
         }
+    }
+
+    /// One attempt of `task` ended with `result`.
+    pub fn answered(&self, task: u32, result: &Result<Response, HttpError>) {
+        let class = match result {
+            Ok(r) => match r.status {
+                200..=299 => 0,
+                300..=399 => 1,
+                400..=499 => 2,
+                500..=599 => 3,
+                _ => 4,
+            },
+            Err(_) => 4,
+        };
+        if let Some(t) = self.tasks.get(task as usize) {
+            t.answers[class].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// `events` row changes routed to `task`.
+    pub fn read(&self, task: usize, events: u64) {
+        if let Some(t) = self.tasks.get(task) {
+            t.read.fetch_add(events, Relaxed);
+        }
+    }
+
+    /// Whether `task` is paused.
+    pub fn is_paused(&self, task: u32) -> bool {
+        self.tasks
+            .get(task as usize)
+            .is_some_and(|t| t.paused.load(Relaxed))
     }
 
     /// Totals over all tasks: (delivered, retries, dead-lettered).

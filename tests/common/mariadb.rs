@@ -217,7 +217,8 @@ fn spawn_sandbox(
         .map_err(|e| format!("cannot run mariadb-sandbox: {e}"))
 }
 
-fn free_port() -> u16 {
+/// A TCP port nothing listens on right now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -1,0 +1,243 @@
+//! `rowhook status` and `rowhook tasks`: one blocking GET against a running
+//! instance's admin server, printed as a readable table.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// How long the CLI waits for the admin server.
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest answer read.
+const MAX_ANSWER: u64 = 16 << 20;
+
+/// Why the admin API could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The `--admin` URL is not usable.
+    #[error("--admin {0:?}: {1}")]
+    Url(String, String),
+    /// Nothing answered.
+    #[error("cannot reach the admin server at {url}: {reason} (is `rowhook run` running with server.enabled: true, on this port?)")]
+    Unreachable {
+        /// Where.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// It answered something that is not the admin API.
+    #[error("{url} answered something unexpected: {reason}")]
+    Answer {
+        /// Where.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// GETs `path` from the admin server at `base`: (status, JSON body).
+pub fn get(base: &str, path: &str) -> Result<(u16, Value), ClientError> {
+    let url =
+        url::Url::parse(base).map_err(|e| ClientError::Url(base.to_owned(), e.to_string()))?;
+    if url.scheme() != "http" {
+        return Err(ClientError::Url(
+            base.to_owned(),
+            "the admin server speaks plain http://".to_owned(),
+        ));
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| ClientError::Url(base.to_owned(), "no host".to_owned()))?;
+    let port = url.port().unwrap_or(80);
+    let full = format!("{}{path}", base.trim_end_matches('/'));
+    let unreachable = |reason: String| ClientError::Unreachable {
+        url: full.clone(),
+        reason,
+    };
+    let addr = (host.trim_matches(['[', ']']), port)
+        .to_socket_addrs()
+        .map_err(|e| unreachable(e.to_string()))?
+        .next()
+        .ok_or_else(|| unreachable("the host name has no address".to_owned()))?;
+    let mut stream =
+        TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| unreachable(e.to_string()))?;
+    let io = |e: std::io::Error| ClientError::Unreachable {
+        url: full.clone(),
+        reason: e.to_string(),
+    };
+    stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
+    stream.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
+    let prefix = url.path().trim_end_matches('/');
+    write!(
+        stream,
+        "GET {prefix}{path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(io)?;
+    let mut answer = Vec::new();
+    stream
+        .take(MAX_ANSWER)
+        .read_to_end(&mut answer)
+        .map_err(io)?;
+    parse_answer(&answer).map_err(|reason| ClientError::Answer { url: full, reason })
+}
+
+fn parse_answer(answer: &[u8]) -> Result<(u16, Value), String> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut head = httparse::Response::new(&mut headers);
+    let n = match head.parse(answer) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Err("the answer ended early".to_owned()),
+        Err(e) => return Err(format!("not HTTP ({e})")),
+    };
+    let status = head.code.unwrap_or(0);
+    let body = answer.get(n..).unwrap_or_default();
+    let value =
+        serde_json::from_slice(body).map_err(|e| format!("HTTP {status}, not JSON ({e})"))?;
+    Ok((status, value))
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Renders `/health` and `/metrics.json` as the `status` report; true when UP.
+pub fn print_status(
+    out: &mut impl Write,
+    base: &str,
+    health: &Value,
+    metrics: &Value,
+) -> std::io::Result<bool> {
+    let up = health["status"] == "UP";
+    let pos = &health["binlog_position"];
+    let cp = &health["checkpoint"];
+    let m = &metrics["monitor"];
+    let d = &metrics["dispatcher"];
+    writeln!(
+        out,
+        "rowhook {} at {base}: {}",
+        text(&health["version"]),
+        text(&health["status"])
+    )?;
+    if let Some(reasons) = health["reasons"].as_array() {
+        for r in reasons {
+            writeln!(out, "  DOWN because {}", text(r))?;
+        }
+    }
+    let link = if health["monitor_running"] == true {
+        "connected"
+    } else {
+        "NOT connected"
+    };
+    writeln!(
+        out,
+        "  replication  {link} to {} ({} reconnect(s))",
+        text(&m["server_version"]),
+        text(&m["reconnects"])
+    )?;
+    let gtid = match &pos["gtid"] {
+        Value::Null => String::new(),
+        g => format!("  gtid {}", text(g)),
+    };
+    writeln!(
+        out,
+        "  read at      {}:{}{gtid}",
+        text(&pos["file"]),
+        text(&pos["position"])
+    )?;
+    if cp.is_null() {
+        writeln!(out, "  checkpoint   none yet")?;
+    } else {
+        writeln!(
+            out,
+            "  checkpoint   {}:{}",
+            text(&cp["file"]),
+            text(&cp["position"])
+        )?;
+    }
+    writeln!(
+        out,
+        "  lag          {} s (last event {})",
+        text(&health["lag_seconds"]),
+        text(&health["last_event_time"])
+    )?;
+    writeln!(
+        out,
+        "  in flight    {} of {}",
+        text(&d["in_flight"]),
+        text(&d["max_inflight"])
+    )?;
+    writeln!(
+        out,
+        "  delivered    {}   retries {}   dead-lettered {}",
+        text(&d["delivered"]),
+        text(&d["retries"]),
+        text(&d["dead_lettered"])
+    )?;
+    writeln!(out, "  uptime       {}", text(&health["uptime"]))?;
+    Ok(up)
+}
+
+/// Renders `/tasks` as a table.
+pub fn print_tasks(out: &mut impl Write, tasks: &Value) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<24} {:<9} {:>9} {:>10} {:>10} {:>8} {:>6}  url",
+        "task", "state", "in_flight", "read", "delivered", "retries", "dlq"
+    )?;
+    for t in tasks.as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "{:<24} {:<9} {:>9} {:>10} {:>10} {:>8} {:>6}  {}",
+            text(&t["task_id"]),
+            text(&t["state"]),
+            text(&t["in_flight"]),
+            text(&t["events_read"]),
+            text(&t["delivered"]),
+            text(&t["retries"]),
+            text(&t["dead_lettered"]),
+            text(&t["callback_url"])
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_that_are_not_the_admin_api_are_errors() {
+        assert!(parse_answer(b"HTTP/1.1 200 OK\r\n\r\n{\"a\":1}").is_ok());
+        assert!(parse_answer(b"HTTP/1.1 200 OK\r\n\r\n<html>")
+            .unwrap_err()
+            .contains("not JSON"));
+        assert!(parse_answer(b"SSH-2.0-OpenSSH\r\n")
+            .unwrap_err()
+            .contains("not HTTP"));
+        assert!(parse_answer(b"HTTP/1.1 200 OK\r\nX: y")
+            .unwrap_err()
+            .contains("early"));
+    }
+
+    #[test]
+    fn status_report_names_the_down_reason() {
+        let health = serde_json::json!({"status": "DOWN", "reasons": ["replication link down for 31s"],
+            "version": "0.1.0", "monitor_running": false, "binlog_position": {"file": "b.000001", "position": 4, "gtid": null},
+            "checkpoint": null, "lag_seconds": null});
+        let mut out = Vec::new();
+        let up = print_status(&mut out, "http://x", &health, &serde_json::json!({})).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(!up);
+        assert!(
+            out.contains("DOWN because replication link down for 31s"),
+            "{out}"
+        );
+        assert!(out.contains("read at      b.000001:4\n"), "{out}");
+        assert!(out.contains("NOT connected"), "{out}");
+    }
+}

@@ -1,0 +1,205 @@
+//! The source core's account of what is in flight: events handed to shards, acks
+//! coming back, the ack window they move, and the durable checkpoint it yields.
+//! Shared (single-threaded) by the dispatcher and a keeper task, so acks are taken
+//! in and the checkpoint advances even while the binlog is quiet.
+
+use std::cell::{Cell, RefCell};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use crate::checkpoint::{self, AckWindow, Checkpoint, CheckpointError};
+use crate::delivery::Ack;
+use crate::dispatch::Progress;
+use crate::mysql::replica::{BinlogPosition, ServerInfo};
+
+/// How often the keeper takes in acks when no binlog event wakes the source.
+const KEEP_EVERY: Duration = Duration::from_millis(50);
+
+/// Events in flight, acks, the ack window, and the checkpoint.
+pub struct Ledger {
+    acks: Receiver<Ack>,
+    /// Events handed to shards and not yet acknowledged.
+    pub total: u64,
+    window: AckWindow,
+    durable: Durable,
+    progress: Rc<Progress>,
+}
+
+/// Where and how often the checkpoint is written, and what was written last.
+struct Durable {
+    dir: PathBuf,
+    interval: Duration,
+    /// The checkpoint found at start: only its server may be followed.
+    saved: Option<Checkpoint>,
+    info: Option<ServerInfo>,
+    written: Option<BinlogPosition>,
+    last_write: Instant,
+    writing: Rc<Cell<bool>>,
+}
+
+impl Ledger {
+    /// An empty ledger; `saved` is the checkpoint found in `dir` at start.
+    pub fn new(
+        acks: Receiver<Ack>,
+        dir: PathBuf,
+        interval: Duration,
+        saved: Option<Checkpoint>,
+        progress: Rc<Progress>,
+    ) -> Self {
+        *progress.checkpoint.borrow_mut() = saved.as_ref().map(Checkpoint::position);
+        Ledger {
+            acks,
+            total: 0,
+            window: AckWindow::default(),
+            progress,
+            durable: Durable {
+                dir,
+                interval,
+                written: saved.as_ref().map(Checkpoint::position),
+                saved,
+                info: None,
+                last_write: Instant::now(),
+                writing: Rc::new(Cell::new(false)),
+            },
+        }
+    }
+
+    /// A (re)connection to `info` streams from `from`: refuses a server the saved
+    /// checkpoint does not belong to, and pins the first start's position.
+    pub fn on_connect(
+        &mut self,
+        info: &ServerInfo,
+        from: &BinlogPosition,
+    ) -> Result<(), CheckpointError> {
+        let d = &mut self.durable;
+        if let Some(saved) = &d.saved {
+            saved.check_source(&d.dir, info)?;
+        }
+        d.info = Some(info.clone());
+        // (A GTID start has no file position yet; until its first transaction
+        // completes, a restart starts from the same GTIDs.)
+        if d.written.is_none() && !from.file.is_empty() {
+            // The first start without a checkpoint: pin where it begins, so a crash
+            // before the first transaction completes resumes here, not at `latest`.
+            checkpoint::store(&d.dir, &Checkpoint::new(from, None, info))?;
+            d.written = Some(from.clone());
+            *self.progress.checkpoint.borrow_mut() = Some(from.clone());
+            tracing::info!(checkpoint = %from, "initial checkpoint written");
+        }
+        Ok(())
+    }
+
+    /// An event of transaction `txn` for `task` was handed to a shard.
+    pub fn sent(&mut self, task: usize, txn: u64) {
+        if self.total == 0 {
+            // Nothing was waiting: the stuck-delivery clock starts now.
+            self.progress.last_ack.set(Instant::now());
+        }
+        if let Some(n) = self.progress.task_in_flight.get(task) {
+            n.set(n.get() + 1);
+        }
+        self.total += 1;
+        self.window.add(txn);
+    }
+
+    /// Transaction `txn` ended; resuming at `end` repeats none of it.
+    pub fn end(&mut self, txn: u64, end: BinlogPosition, gtid: Option<String>) {
+        self.window.end(txn, end, gtid);
+    }
+
+    /// Takes in every ack that has arrived.
+    pub fn drain_acks(&mut self) {
+        let mut acked = false;
+        while let Ok(ack) = self.acks.try_recv() {
+            if let Some(n) = self.progress.task_in_flight.get(ack.task as usize) {
+                n.set(n.get().saturating_sub(1));
+            }
+            self.total = self.total.saturating_sub(1);
+            self.window.ack(ack.txn);
+            acked = true;
+        }
+        if acked {
+            self.progress.last_ack.set(Instant::now());
+        }
+        self.progress.in_flight.set(self.total);
+    }
+
+    /// Starts a background checkpoint write when the interval has passed and the
+    /// position moved. The fsyncs run off the source core's thread.
+    pub fn maybe_checkpoint(&mut self) {
+        let d = &mut self.durable;
+        if d.writing.get() || d.last_write.elapsed() < d.interval {
+            return;
+        }
+        let (Some((pos, gtid)), Some(info)) = (self.window.position(), &d.info) else {
+            return;
+        };
+        if d.written.as_ref() == Some(pos) {
+            return;
+        }
+        let cp = Checkpoint::new(pos, gtid.clone(), info);
+        d.written = Some(pos.clone());
+        d.last_write = Instant::now();
+        d.writing.set(true);
+        let (dir, busy) = (d.dir.clone(), d.writing.clone());
+        let (progress, at) = (self.progress.clone(), pos.clone());
+        glommio::spawn_local(async move {
+            let shown = dir.display().to_string();
+            let stored = glommio::executor()
+                .spawn_blocking(move || checkpoint::store(&dir, &cp))
+                .await;
+            match stored {
+                Ok(()) => *progress.checkpoint.borrow_mut() = Some(at),
+                Err(e) => tracing::error!(dir = %shown, error = %e, "cannot write the checkpoint; a restart would repeat more events"),
+            }
+            busy.set(false);
+        })
+        .detach();
+    }
+}
+
+/// Takes in acks and writes checkpoints every [`KEEP_EVERY`], for the life of the
+/// source core.
+pub async fn keep(ledger: Rc<RefCell<Ledger>>) {
+    loop {
+        glommio::timer::sleep(KEEP_EVERY).await;
+        let mut l = ledger.borrow_mut();
+        l.drain_acks();
+        l.maybe_checkpoint();
+    }
+}
+
+/// Makes the acknowledged position durable now (at shutdown), waiting for a
+/// background write first. Returns the position written, if any.
+pub async fn store_now(
+    ledger: &RefCell<Ledger>,
+) -> Result<Option<BinlogPosition>, CheckpointError> {
+    // Two writers of the same temp file could interleave.
+    loop {
+        let writing = ledger.borrow().durable.writing.clone();
+        if !writing.get() {
+            break;
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    let mut l = ledger.borrow_mut();
+    l.drain_acks();
+    let Ledger {
+        window,
+        durable,
+        progress,
+        ..
+    } = &mut *l;
+    let (Some((pos, gtid)), Some(info)) = (window.position(), &durable.info) else {
+        return Ok(None);
+    };
+    if durable.written.as_ref() != Some(pos) {
+        checkpoint::store(&durable.dir, &Checkpoint::new(pos, gtid.clone(), info))?;
+        durable.written = Some(pos.clone());
+        *progress.checkpoint.borrow_mut() = Some(pos.clone());
+    }
+    Ok(Some(pos.clone()))
+}

@@ -1,0 +1,173 @@
+//! Latency histograms per stage of the data path, recorded by the thread that sees
+//! the stage and read by the admin server. Each thread records into its own slot,
+//! so the locks are uncontended except while a scrape copies them.
+
+use std::sync::Mutex;
+
+use hdrhistogram::Histogram;
+
+/// A stage of the data path whose latency is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Turning one binlog rows event into payloads (source core).
+    Decode,
+    /// Source core -> shard, per batch of events.
+    Handoff,
+    /// One HTTP request's round trip (every attempt).
+    Http,
+    /// Row read off the replication socket -> webhook acknowledged.
+    EndToEnd,
+}
+
+impl Stage {
+    /// Every stage, in report order.
+    pub const ALL: [Stage; 4] = [Stage::Decode, Stage::Handoff, Stage::Http, Stage::EndToEnd];
+
+    /// The name used in `/metrics` labels and `/histograms` keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Decode => "decode",
+            Stage::Handoff => "handoff",
+            Stage::Http => "http",
+            Stage::EndToEnd => "end_to_end",
+        }
+    }
+}
+
+/// Highest value recorded, in nanoseconds; larger ones are clamped to it.
+const HIGHEST: u64 = 3_600_000_000_000;
+
+/// A histogram of nanoseconds, 1 ns .. 1 h at 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    // Constant, valid bounds: creation cannot fail.
+    Histogram::new_with_bounds(1, HIGHEST, 3).unwrap_or_else(|_| unreachable!())
+}
+
+/// One histogram per stage for one thread.
+type Slot = [Histogram<u64>; 4];
+
+/// Cumulative (since start) latency histograms, one slot per recording thread.
+pub struct Latency {
+    slots: Vec<Mutex<Slot>>,
+}
+
+impl Latency {
+    /// Slots for `threads` recording threads (source core = 0, shard i = i + 1).
+    pub fn new(threads: usize) -> Self {
+        Latency {
+            slots: (0..threads)
+                .map(|_| Mutex::new(Stage::ALL.map(|_| new_histogram())))
+                .collect(),
+        }
+    }
+
+    /// Records `nanos` for `stage` in `slot`'s histogram.
+    pub fn record(&self, slot: usize, stage: Stage, nanos: u64) {
+        let Some(s) = self.slots.get(slot) else {
+            return;
+        };
+        // A poisoned lock only means another thread panicked mid-record; the
+        // counts are still usable.
+        let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
+        s[stage as usize].saturating_record(nanos.clamp(1, HIGHEST));
+    }
+
+    /// Records the time since `since` for `stage`.
+    pub fn record_since(&self, slot: usize, stage: Stage, since: std::time::Instant) {
+        let nanos = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.record(slot, stage, nanos);
+    }
+
+    /// All threads' histograms of `stage` merged.
+    pub fn merged(&self, stage: Stage) -> Histogram<u64> {
+        let mut all = new_histogram();
+        for s in &self.slots {
+            let s = s.lock().unwrap_or_else(|p| p.into_inner());
+            // Same bounds everywhere, so adding cannot fail.
+            let _ = all.add(&s[stage as usize]);
+        }
+        all
+    }
+}
+
+/// Upper bounds (seconds) of the Prometheus buckets made from the HDR histograms.
+pub const BUCKETS: [f64; 18] = [
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+];
+
+/// Cumulative counts at each of [`BUCKETS`] (values ≤ the bound), then the total.
+pub fn cumulative_buckets(h: &Histogram<u64>) -> (Vec<u64>, u64) {
+    let mut counts = vec![0u64; BUCKETS.len()];
+    for v in h.iter_recorded() {
+        let seconds = h.highest_equivalent(v.value_iterated_to()) as f64 / 1e9;
+        // An HDR bucket counts for the first bound at or above its top value, so a
+        // bucket straddling a bound is counted as slower, never faster.
+        let from = BUCKETS.partition_point(|&b| b < seconds);
+        for c in counts.iter_mut().skip(from) {
+            *c += v.count_at_value();
+        }
+    }
+    (counts, h.len())
+}
+
+/// The histogram as HdrHistogram V2 compressed (deflate) bytes, base64-encoded:
+/// the form `HistogramLogReader`s of every HdrHistogram port decode.
+pub fn encode_v2(h: &Histogram<u64>) -> Result<String, String> {
+    use base64::Engine as _;
+    let mut bytes = Vec::new();
+    use hdrhistogram::serialization::Serializer as _;
+    hdrhistogram::serialization::V2DeflateSerializer::new()
+        .serialize(h, &mut bytes)
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_cumulative_and_end_at_the_total() {
+        let mut h = new_histogram();
+        for us in [10u64, 40, 90, 900, 3_000, 2_000_000] {
+            h.record(us * 1000).unwrap();
+        }
+        let (counts, total) = cumulative_buckets(&h);
+        assert_eq!(total, 6);
+        // ≤ 25 µs: 10; ≤ 50 µs: +40; ≤ 100 µs: +90; ≤ 1 ms: +900; ≤ 5 ms: +3000.
+        assert_eq!(&counts[..8], &[1, 2, 3, 3, 3, 4, 4, 5]);
+        assert_eq!(counts[BUCKETS.len() - 3], 6); // 2 s ≤ 2.5 s
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn merged_histograms_add_every_slot() {
+        let l = Latency::new(3);
+        l.record(0, Stage::Http, 1_000);
+        l.record(2, Stage::Http, 2_000);
+        l.record(1, Stage::Decode, 5);
+        l.record(9, Stage::Http, 5); // no such slot: ignored
+        assert_eq!(l.merged(Stage::Http).len(), 2);
+        assert_eq!(l.merged(Stage::Decode).len(), 1);
+        assert_eq!(l.merged(Stage::EndToEnd).len(), 0);
+    }
+
+    #[test]
+    fn v2_encoding_decodes_to_the_same_counts() {
+        use base64::Engine as _;
+        let mut h = new_histogram();
+        for v in 1..=1000u64 {
+            h.record(v * 1_000).unwrap();
+        }
+        let text = encode_v2(&h).unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap();
+        let back: Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+            .deserialize(&mut bytes.as_slice())
+            .unwrap();
+        assert_eq!(back.len(), 1000);
+        assert_eq!(back.value_at_quantile(0.99), h.value_at_quantile(0.99));
+    }
+}
