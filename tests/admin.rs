@@ -55,6 +55,36 @@ fn get_json(port: u16, path: &str) -> (u16, Value) {
     (status, serde_json::from_str(&body).unwrap())
 }
 
+/// A MariaDB with table shop.seq, a receiver, and `rowhook run` streaming with
+/// its admin server up.
+struct Instance {
+    db: MariaDb,
+    receiver: Receiver,
+    state: tempfile::TempDir,
+    port: u16,
+    _rowhook: Rowhook,
+}
+
+impl Instance {
+    fn start() -> Instance {
+        let db = MariaDb::start();
+        db.sql("CREATE DATABASE shop; CREATE TABLE shop.seq (id INT PRIMARY KEY, v INT);");
+        let receiver = Receiver::ok();
+        let state = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let rowhook = Rowhook::run(&config(&db, &receiver, state.path(), port));
+        wait_streaming(&db);
+        wait_admin(port);
+        Instance {
+            db,
+            receiver,
+            state,
+            port,
+            _rowhook: rowhook,
+        }
+    }
+}
+
 /// Waits until the admin port answers.
 fn wait_admin(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -91,14 +121,13 @@ fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]
 
 #[test]
 fn every_endpoint_reports_the_running_instance() {
-    let db = MariaDb::start();
-    db.sql("CREATE DATABASE shop; CREATE TABLE shop.seq (id INT PRIMARY KEY, v INT);");
-    let receiver = Receiver::ok();
-    let state = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _rowhook = Rowhook::run(&config(&db, &receiver, state.path(), port));
-    wait_streaming(&db);
-    wait_admin(port);
+    let Instance {
+        db,
+        receiver,
+        state: _state,
+        port,
+        _rowhook,
+    } = Instance::start();
     db.sql("INSERT INTO shop.seq SELECT seq, 0 FROM shop.seq_1_to_50");
     receiver.wait_until(Duration::from_secs(30), |r| r.len() >= 50);
     // The checkpoint follows within its interval.
@@ -251,14 +280,13 @@ fn every_endpoint_reports_the_running_instance() {
 
 #[test]
 fn a_paused_task_holds_its_events_and_resume_releases_them_without_loss() {
-    let db = MariaDb::start();
-    db.sql("CREATE DATABASE shop; CREATE TABLE shop.seq (id INT PRIMARY KEY, v INT);");
-    let receiver = Receiver::ok();
-    let state = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _rowhook = Rowhook::run(&config(&db, &receiver, state.path(), port));
-    wait_streaming(&db);
-    wait_admin(port);
+    let Instance {
+        db,
+        receiver,
+        state,
+        port,
+        _rowhook,
+    } = Instance::start();
     db.sql("INSERT INTO shop.seq SELECT seq, 0 FROM shop.seq_1_to_10");
     receiver.wait_until(Duration::from_secs(30), |r| r.len() >= 10);
     std::thread::sleep(Duration::from_millis(500));
@@ -334,14 +362,13 @@ fn a_paused_task_holds_its_events_and_resume_releases_them_without_loss() {
 
 #[test]
 fn health_is_down_while_the_source_is_unreachable_and_up_again_after() {
-    let db = MariaDb::start();
-    db.sql("CREATE DATABASE shop; CREATE TABLE shop.seq (id INT PRIMARY KEY, v INT);");
-    let receiver = Receiver::ok();
-    let state = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _rowhook = Rowhook::run(&config(&db, &receiver, state.path(), port));
-    wait_streaming(&db);
-    wait_admin(port);
+    let Instance {
+        db,
+        receiver,
+        state: _state,
+        port,
+        _rowhook,
+    } = Instance::start();
     assert_eq!(get_json(port, "/health").0, 200);
     db.freeze();
     let deadline = Instant::now() + Duration::from_secs(40);

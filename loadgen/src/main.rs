@@ -1,53 +1,261 @@
 //! loadgen: the instrument rowhook's performance and fault claims are measured with
-//! (SPEC section 8). `sink` exists; `master`, `sql` and `binlog` come with the
-//! loadgen issue.
+//! (SPEC section 8): a fake MySQL 8 primary streaming synthetic row changes, the
+//! same stream as a binlog file, and a webhook sink.
 
+mod binlog;
+mod master;
 mod sink;
+mod traffic;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-const USAGE: &str = "usage: loadgen sink [--listen ADDR] [--print]\n       loadgen version";
+use clap::{Args, Parser, Subcommand};
+
+/// Load generator for rowhook.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// A fake MySQL 8 primary streaming synthetic row changes to replicas.
+    Master(MasterCli),
+    /// Writes the master's stream to a binlog file (for decode benchmarks).
+    Binlog(BinlogCli),
+    /// A webhook receiver that counts (and with --print shows) what it gets.
+    Sink(SinkCli),
+    /// Prints the version.
+    Version,
+}
+
+/// The traffic shape (shared by master and binlog).
+#[derive(Debug, Args)]
+struct ShapeCli {
+    /// Rows per second, paced open-loop (0 = as fast as possible).
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Rows per transaction.
+    #[arg(long, default_value_t = 1)]
+    txn_rows: u32,
+    /// Tables loadgen.t0 .. t{N-1}.
+    #[arg(long, default_value_t = 1)]
+    tables: u32,
+    /// Key space per table (updates and deletes hit keys 1..=N).
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Bytes of each row's payload column.
+    #[arg(long, default_value_t = 64)]
+    row_bytes: usize,
+    /// Weights insert:update:delete.
+    #[arg(long, default_value = "1:0:0")]
+    mix: String,
+    /// Stop after this many rows.
+    #[arg(long)]
+    rows: Option<u64>,
+    /// Stop after this long (e.g. 30s, 2m).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Seed of the key and kind choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Debug, Args)]
+struct MasterCli {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:3399")]
+    listen: String,
+    #[command(flatten)]
+    shape: ShapeCli,
+    /// Directory for the binlog files (default: a fresh one under the temp dir).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Rotate to a new binlog file after this many bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_binlog_size: u64,
+    /// The primary's server id.
+    #[arg(long, default_value_t = 1)]
+    server_id: u32,
+    /// Start the traffic at once instead of when the first replica starts dumping.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+#[derive(Debug, Args)]
+struct BinlogCli {
+    /// The binlog file to write.
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    shape: ShapeCli,
+}
+
+#[derive(Debug, Args)]
+struct SinkCli {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:18080")]
+    listen: String,
+    /// Print every body on stdout.
+    #[arg(long)]
+    print: bool,
+    /// Fraction of requests answered --status instead of 200 (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    fail_rate: f64,
+    /// Status of injected failures.
+    #[arg(long, default_value_t = 500)]
+    status: u16,
+    /// Delay before every answer (e.g. 5ms).
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    delay: Duration,
+    /// Fraction of requests whose connection is reset without an answer (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    reset_rate: f64,
+    /// Close each connection after N answers.
+    #[arg(long)]
+    close_after: Option<u64>,
+    /// Hold every answer for this long (a stalled receiver) ...
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    stall_for: Duration,
+    /// ... starting this long after the first request.
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    stall_at: Duration,
+    /// Print the report and exit after this long.
+    #[arg(long, value_parser = parse_duration)]
+    exit_after: Option<Duration>,
+    /// Also write PREFIX.json, PREFIX.hgrm and PREFIX.hdr at exit.
+    #[arg(long, value_name = "PREFIX")]
+    out: Option<String>,
+    /// Rows per run the sink should see (lost = expected - verified).
+    #[arg(long)]
+    expect_rows: Option<u64>,
+}
+
+/// Nanoseconds since the epoch (CLOCK_REALTIME).
+pub fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: f64 = n
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{text:?}: unit must be ms, s, m or h")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn shape(cli: &ShapeCli) -> Result<traffic::Shape, String> {
+    if cli.row_bytes > 16_383 {
+        return Err("--row-bytes: at most 16383 (a VARCHAR of utf8mb4 within 64 KiB)".into());
+    }
+    Ok(traffic::Shape {
+        rate: cli.rate,
+        txn_rows: cli.txn_rows.max(1),
+        tables: cli.tables.max(1),
+        keys: cli.keys.max(1),
+        row_bytes: cli.row_bytes,
+        mix: traffic::Shape::parse_mix(&cli.mix)?,
+        rows: cli.rows,
+        duration: cli.duration,
+        seed: cli.seed,
+    })
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("--version" | "version") => {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Version => {
             println!("loadgen {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+            Ok(())
         }
-        Some("sink") => {
-            let mut sink = sink::SinkArgs {
-                listen: "127.0.0.1:18080".into(),
-                print: false,
-            };
-            let mut rest = args[1..].iter();
-            while let Some(a) = rest.next() {
-                match a.as_str() {
-                    "--listen" => match rest.next() {
-                        Some(v) => sink.listen = v.clone(),
-                        None => return usage("--listen needs an address"),
-                    },
-                    "--print" => sink.print = true,
-                    other => return usage(&format!("unknown option {other}")),
-                }
-            }
-            match sink::run(&sink) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("loadgen sink: {e}");
-                    ExitCode::from(1)
-                }
-            }
-        }
-        Some(other @ ("master" | "sql" | "binlog")) => {
-            eprintln!("loadgen {other}: not built yet (see the loadgen issue)");
+        Command::Sink(s) => sink::run(&sink::SinkArgs {
+            listen: s.listen,
+            print: s.print,
+            fail_rate: s.fail_rate,
+            status: s.status,
+            delay: s.delay,
+            reset_rate: s.reset_rate,
+            close_after: s.close_after,
+            stall_for: s.stall_for,
+            stall_at: s.stall_at,
+            exit_after: s.exit_after,
+            out: s.out,
+            expect_rows: s.expect_rows,
+        }),
+        Command::Master(m) => shape(&m.shape).and_then(|shape| {
+            master::run(&master::MasterArgs {
+                listen: m.listen,
+                shape,
+                dir: m.dir,
+                max_binlog_size: m.max_binlog_size,
+                server_id: m.server_id,
+                no_wait: m.no_wait,
+            })
+        }),
+        Command::Binlog(b) => shape(&b.shape).and_then(|shape| write_binlog(&b.out, &shape)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
             ExitCode::from(1)
         }
-        _ => usage("a subcommand is needed"),
     }
 }
 
-fn usage(problem: &str) -> ExitCode {
-    eprintln!("loadgen: {problem}\n{USAGE}");
-    ExitCode::from(2)
+/// `loadgen binlog`: the master's stream, unpaced, into one file.
+fn write_binlog(out: &std::path::Path, shape: &traffic::Shape) -> Result<(), String> {
+    if shape.rows.is_none() {
+        return Err("binlog: --rows is required".into());
+    }
+    let dir = std::env::temp_dir().join(format!("loadgen-binlog-{}", std::process::id()));
+    let enc = binlog::Encoder {
+        server_id: 1,
+        row_bytes: shape.row_bytes,
+    };
+    let mut writer = binlog::Writer::create(&dir, enc, u64::MAX)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut gen = traffic::Generator::new(shape);
+    let mut txn = Vec::new();
+    let started = std::time::Instant::now();
+    let now = unix_nanos();
+    loop {
+        gen.transaction(&mut txn);
+        if txn.is_empty() {
+            break;
+        }
+        writer
+            .append(&txn, now)
+            .map_err(|e| format!("cannot write the binlog: {e}"))?;
+    }
+    let (name, size) = writer.position();
+    drop(writer);
+    std::fs::rename(dir.join(&name), out)
+        .or_else(|_| std::fs::copy(dir.join(&name), out).map(|_| ()))
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{{\"rows\":{},\"bytes\":{size},\"seconds\":{secs:.3},\"rows_per_s\":{:.0}}}",
+        gen.made(),
+        gen.made() as f64 / secs.max(1e-9)
+    );
+    Ok(())
 }
