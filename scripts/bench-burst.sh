@@ -37,7 +37,7 @@ for _ in $(seq 1 200); do
 done
 events() { curl -s "http://127.0.0.1:$sink/report" | sed -E 's/.*"events": *([0-9]+).*/\1/'; }
 start=$(date +%s.%N)
-sql -e "INSERT INTO shop.t SELECT seq, REPEAT('x', 50) FROM seq_1_to_$rows"
+sql -e "INSERT INTO shop.t SELECT seq, REPEAT('x', 50) FROM shop.seq_1_to_$rows"
 committed=$(date +%s.%N)
 while [ "$(events)" -lt "$rows" ]; do sleep 0.02; done
 done_at=$(date +%s.%N)
