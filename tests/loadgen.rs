@@ -207,17 +207,18 @@ fn sink_reports_injected_loss_duplicates_and_reorders() {
         row("t0", 1, 4),
         format!("[{},{}]", row("t1", 9, 1), row("t1", 9, 2)),
         "not json".to_owned(),
+        row("t0", 3, 1 << 60),
     ] {
         assert_eq!(http(port, "POST", "/t", &body).0, 200);
     }
     let r = report(port);
-    assert_eq!(r["requests"], 7);
-    assert_eq!(r["events"], 7, "{r}");
+    assert_eq!(r["requests"], 8);
+    assert_eq!(r["events"], 8, "{r}");
     assert_eq!(r["verified"], 6, "{r}");
     assert_eq!(r["lost"], 1, "{r}");
     assert_eq!(r["duplicates"], 1, "{r}");
     assert_eq!(r["reorders"], 1, "{r}");
-    assert_eq!(r["unverifiable"], 1, "{r}");
+    assert_eq!(r["unverifiable"], 2, "not JSON, and an absurd seq: {r}");
     assert_eq!(r["latency_ms"]["count"], 7, "{r}");
 
     // Injected failures answer the status and are not counted as delivered.

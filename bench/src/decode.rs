@@ -79,6 +79,30 @@ pub fn main(args: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Decode throughput over `path` for `seconds` on one pinned core, as JSON.
+pub fn measure(path: &std::path::Path, seconds: u64) -> Result<serde_json::Value, String> {
+    let events = load(path)?;
+    if let Some(core) = core_affinity::get_core_ids().and_then(|c| c.into_iter().next()) {
+        core_affinity::set_for_current(core);
+    }
+    let bytes: usize = events.iter().map(Vec::len).sum();
+    let (rows_per_pass, _) = pass(&events)?;
+    let start = Instant::now();
+    let mut passes = 0u64;
+    while start.elapsed() < Duration::from_secs(seconds) {
+        pass(&events)?;
+        passes += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(serde_json::json!({
+        "rows_per_pass": rows_per_pass,
+        "passes": passes,
+        "seconds": secs,
+        "rows_per_s": (rows_per_pass * passes) as f64 / secs,
+        "binlog_mb_per_s": (bytes as u64 * passes) as f64 / secs / 1e6,
+    }))
+}
+
 fn load(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
     let mut file = BinlogFile::open(path).map_err(|e| e.to_string())?;
     let mut events = Vec::new();

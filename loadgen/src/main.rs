@@ -3,6 +3,7 @@
 //! same stream as a binlog file, and a webhook sink.
 
 mod binlog;
+mod blast;
 mod master;
 mod sink;
 mod traffic;
@@ -27,8 +28,10 @@ enum Command {
     Master(MasterCli),
     /// Writes the master's stream to a binlog file (for decode benchmarks).
     Binlog(BinlogCli),
-    /// A webhook receiver that counts (and with --print shows) what it gets.
+    /// A webhook receiver that verifies, times and (with --print) shows what it gets.
     Sink(SinkCli),
+    /// The HTTP ceiling: keep-alive POSTs of webhook-shaped bodies as fast as a receiver answers.
+    Blast(BlastCli),
     /// Prints the version.
     Version,
 }
@@ -93,6 +96,25 @@ struct BinlogCli {
     out: PathBuf,
     #[command(flatten)]
     shape: ShapeCli,
+}
+
+#[derive(Debug, Args)]
+struct BlastCli {
+    /// The receiver, host:port.
+    #[arg(long, default_value = "127.0.0.1:18080")]
+    target: String,
+    /// Request path.
+    #[arg(long, default_value = "/blast")]
+    path: String,
+    /// Keep-alive connections, one request in flight on each.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Bytes of each body's payload field.
+    #[arg(long, default_value_t = 64)]
+    row_bytes: usize,
+    /// How long to send (e.g. 10s).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    duration: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -208,6 +230,13 @@ fn main() -> ExitCode {
                 server_id: m.server_id,
                 no_wait: m.no_wait,
             })
+        }),
+        Command::Blast(b) => blast::run(&blast::BlastArgs {
+            target: b.target,
+            path: b.path,
+            connections: b.connections,
+            row_bytes: b.row_bytes,
+            duration: b.duration,
         }),
         Command::Binlog(b) => shape(&b.shape).and_then(|shape| write_binlog(&b.out, &shape)),
     };

@@ -1,0 +1,534 @@
+//! `bench run`: rowhook between `loadgen master` and `loadgen sink` at a ladder of
+//! rates, one step at a time with fresh processes, plus decode-only throughput.
+//! Writes report.json, report.md and the sink's .hgrm/.hdr files per step; fails
+//! (exit 1) on any loss or reorder, never on timing.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// One rung of the ladder.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    /// Offered rows/s; 0 = as fast as rowhook takes them (`rows` rows).
+    rate: u64,
+    seconds: u64,
+    batch: u32,
+    rows: u64,
+}
+
+fn ladder(profile: &str) -> Option<Vec<Step>> {
+    let s = |rate: u64, seconds: u64, batch| Step {
+        rate,
+        seconds,
+        batch,
+        rows: rate * seconds,
+    };
+    let max = |rows, batch| Step {
+        rate: 0,
+        seconds: 0,
+        batch,
+        rows,
+    };
+    match profile {
+        "ci" => Some(vec![
+            s(1_000, 8, 1),
+            s(10_000, 8, 1),
+            s(10_000, 8, 100),
+            max(50_000, 1),
+        ]),
+        "full" => Some(vec![
+            s(1_000, 30, 1),
+            s(10_000, 30, 1),
+            s(25_000, 30, 1),
+            s(10_000, 30, 100),
+            s(50_000, 30, 100),
+            max(300_000, 1),
+            max(1_000_000, 100),
+        ]),
+        _ => None,
+    }
+}
+
+/// A child process stopped (SIGTERM, then SIGKILL) when dropped.
+struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    fn terminate(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+fn spawn(bin: &Path, args: &[String], log: &Path) -> Result<Proc, String> {
+    let err = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let child = Command::new(bin)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    Ok(Proc { child })
+}
+
+fn wait_port(port: u16, what: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("{what} never listened on {port}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// GET a JSON document.
+fn get(port: u16, path: &str) -> Result<Value, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).map_err(|e| e.to_string())?;
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).map_err(|e| format!("{path}: {e}"))
+}
+
+/// (CPU seconds used, resident KiB) of a process, from /proc.
+fn proc_usage(pid: u32) -> (f64, u64) {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are 14 and 15.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0);
+    (ticks as f64 / hz, rss)
+}
+
+struct Bins {
+    rowhook: PathBuf,
+    loadgen: PathBuf,
+}
+
+fn run_step(bins: &Bins, out: &Path, step: Step) -> Result<Value, String> {
+    let name = if step.rate == 0 {
+        format!("max-{}-batch-{}", step.rows, step.batch)
+    } else {
+        format!("rate-{}-batch-{}", step.rate, step.batch)
+    };
+    let work = out.join(&name);
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let (mport, sport, aport) = (free_port()?, free_port()?, free_port()?);
+    let s = |v: &str| v.to_owned();
+    let expected = step.rows;
+    let amount = if step.rate == 0 {
+        vec![s("--rows"), step.rows.to_string()]
+    } else {
+        vec![s("--duration"), format!("{}s", step.seconds)]
+    };
+    let mut sink = spawn(
+        &bins.loadgen,
+        &[
+            s("sink"),
+            s("--listen"),
+            format!("127.0.0.1:{sport}"),
+            s("--expect-rows"),
+            expected.to_string(),
+            s("--out"),
+            out.join(&name).display().to_string(),
+        ],
+        &work.join("sink.log"),
+    )?;
+    let _master = spawn(
+        &bins.loadgen,
+        &[
+            s("master"),
+            s("--listen"),
+            format!("127.0.0.1:{mport}"),
+            s("--rate"),
+            step.rate.to_string(),
+            s("--tables"),
+            s("4"),
+            s("--keys"),
+            s("100000"),
+            s("--mix"),
+            s("70:20:10"),
+            s("--dir"),
+            work.join("binlogs").display().to_string(),
+        ]
+        .into_iter()
+        .chain(amount)
+        .collect::<Vec<_>>(),
+        &work.join("master.log"),
+    )?;
+    wait_port(sport, "loadgen sink")?;
+    wait_port(mport, "loadgen master")?;
+    let config = work.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "database: {{host: 127.0.0.1, port: {mport}, user: bench, password: x, server_id: 4747, tls: disabled}}
+source: {{start: earliest, heartbeat: 1s}}
+server: {{enabled: true, port: {aport}}}
+state: {{dir: '{}'}}
+dispatcher: {{worker_count: 16, max_inflight: 10000, timeout: 10s, max_retries: -1, retry_base_delay: 100ms}}
+tasks:
+  - {{task_id: bench, table_name: 'loadgen.*', events: [insert, update, delete], callback_url: 'http://127.0.0.1:{sport}/hook', batch_size: {}, batch_linger: 1ms}}
+",
+            work.join("state").display(),
+            step.batch
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut rowhook = spawn(
+        &bins.rowhook,
+        &[s("run"), s("--config"), config.display().to_string()],
+        &work.join("rowhook.log"),
+    )?;
+    let pid = rowhook.child.id();
+    let deadline = started + Duration::from_secs(step.seconds + 60);
+    let mut peak_rss = 0u64;
+    let mut done_at = None;
+    while Instant::now() < deadline {
+        peak_rss = peak_rss.max(proc_usage(pid).1);
+        if let Ok(Some(status)) = rowhook.child.try_wait() {
+            return Err(format!(
+                "rowhook exited ({status}) during {name}; see {}",
+                work.join("rowhook.log").display()
+            ));
+        }
+        let verified = get(sport, "/report")
+            .ok()
+            .and_then(|r| r["verified"].as_u64())
+            .unwrap_or(0);
+        if verified >= expected {
+            done_at = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (cpu, _) = proc_usage(pid);
+    let histograms = get(aport, "/histograms").unwrap_or(Value::Null);
+    rowhook.terminate();
+    sink.terminate();
+    let mut text = String::new();
+    if let Some(mut o) = sink.child.stdout.take() {
+        let _ = o.read_to_string(&mut text);
+    }
+    let report: Value = serde_json::from_str(text.trim())
+        .map_err(|e| format!("sink report of {name}: {e}: {text:?}"))?;
+    let verified = report["verified"].as_u64().unwrap_or(0);
+    let elapsed = done_at.unwrap_or(started.elapsed()).as_secs_f64();
+    Ok(json!({
+        "step": name,
+        "rate": step.rate,
+        "seconds": step.seconds,
+        "batch_size": step.batch,
+        "expected": expected,
+        "completed": done_at.is_some(),
+        "delivered_per_s": verified as f64 / elapsed.max(1e-9),
+        "sink": report,
+        "rowhook_cpu_us_per_event": cpu * 1e6 / verified.max(1) as f64,
+        "rowhook_peak_rss_mb": peak_rss as f64 / 1024.0,
+        "rowhook_stages": histograms["stages"].as_object().map(|m| {
+            m.iter().map(|(k, v)| (k.clone(), json!({"p50_us": v["p50_us"], "p99_us": v["p99_us"], "p999_us": v["p999_us"]}))).collect::<serde_json::Map<_, _>>()
+        }),
+    }))
+}
+
+/// The HTTP ceiling: `loadgen blast` with rowhook's connection count and body
+/// shape against a fresh sink.
+fn ceiling_step(bins: &Bins, out: &Path, seconds: u64) -> Result<Value, String> {
+    let port = free_port()?;
+    let mut sink = spawn(
+        &bins.loadgen,
+        &[
+            "sink".to_owned(),
+            "--listen".to_owned(),
+            format!("127.0.0.1:{port}"),
+        ],
+        &out.join("ceiling-sink.log"),
+    )?;
+    wait_port(port, "loadgen sink")?;
+    let blast = Command::new(&bins.loadgen)
+        .args([
+            "blast",
+            "--target",
+            &format!("127.0.0.1:{port}"),
+            "--connections",
+            "16",
+        ])
+        .args(["--row-bytes", "64", "--duration", &format!("{seconds}s")])
+        .output()
+        .map_err(|e| e.to_string())?;
+    sink.terminate();
+    if !blast.status.success() {
+        return Err(format!(
+            "loadgen blast: {}",
+            String::from_utf8_lossy(&blast.stderr)
+        ));
+    }
+    serde_json::from_slice(&blast.stdout).map_err(|e| format!("loadgen blast output: {e}"))
+}
+
+/// Decode-only rows/s on one core over a `loadgen binlog` file.
+fn decode_step(bins: &Bins, out: &Path, seconds: u64) -> Result<Value, String> {
+    let file = out.join("decode.bin");
+    let made = Command::new(&bins.loadgen)
+        .args([
+            "binlog",
+            "--rows",
+            "200000",
+            "--txn-rows",
+            "100",
+            "--tables",
+            "4",
+            "--mix",
+            "70:20:10",
+            "--rate",
+            "0",
+            "--out",
+        ])
+        .arg(&file)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !made.status.success() {
+        return Err(format!(
+            "loadgen binlog: {}",
+            String::from_utf8_lossy(&made.stderr)
+        ));
+    }
+    let measured = crate::decode::measure(&file, seconds)?;
+    let _ = std::fs::remove_file(&file);
+    Ok(measured)
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(0.0)
+}
+
+fn markdown(steps: &[Value], decode: &Value, ceiling: &Value, machine: &str) -> String {
+    let mut md = String::from("# rowhook bench report\n\n");
+    let _ = writeln!(md, "Machine: {machine}\n");
+    md.push_str("`loadgen master` → `rowhook run` (1 source core + shards, worker_count 16) → `loadgen sink`, all on this machine. Latency: row's scheduled send time → sink parsed the body.\n\n");
+    md.push_str("| step | offered rows/s | delivered/s | lost | dups | reorders | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | CPU µs/event | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for s in steps {
+        let l = &s["sink"]["latency_ms"];
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.0}{} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} |",
+            s["step"].as_str().unwrap_or("?"),
+            if s["rate"] == 0 { "max".to_owned() } else { s["rate"].to_string() },
+            f(&s["delivered_per_s"]),
+            if s["completed"] == true { "" } else { " (incomplete)" },
+            s["sink"]["lost"],
+            s["sink"]["duplicates"],
+            s["sink"]["reorders"],
+            f(&l["p50"]),
+            f(&l["p90"]),
+            f(&l["p99"]),
+            f(&l["p999"]),
+            f(&l["max"]),
+            f(&s["rowhook_cpu_us_per_event"]),
+            f(&s["rowhook_peak_rss_mb"]),
+        );
+    }
+    let _ = writeln!(md, "\nDecode only (one pinned core, `loadgen binlog` file, 4 tables, mix 70:20:10): **{:.0} rows/s**, {:.1} binlog MB/s.\n", f(&decode["rows_per_s"]), f(&decode["binlog_mb_per_s"]));
+    let p99_10k = steps
+        .iter()
+        .find(|s| s["rate"] == 10_000 && s["batch_size"] == 1)
+        .map(|s| f(&s["sink"]["latency_ms"]["p99"]));
+    let rss = steps
+        .iter()
+        .map(|s| f(&s["rowhook_peak_rss_mb"]))
+        .fold(0.0, f64::max);
+    md.push_str("Targets:\n\n");
+    let verdict = |ok: bool| if ok { "met" } else { "not met" };
+    if let Some(p) = p99_10k {
+        let _ = writeln!(
+            md,
+            "- P99 event → ack < 1 ms at 10k events/s: {p:.3} ms — {}",
+            verdict(p < 1.0)
+        );
+    }
+    let _ = writeln!(
+        md,
+        "- decode > 1 M rows/s per core: {:.0} — {}",
+        f(&decode["rows_per_s"]),
+        verdict(f(&decode["rows_per_s"]) > 1e6)
+    );
+    let _ = writeln!(
+        md,
+        "- RSS < 64 MB: peak {rss:.1} MB — {}",
+        verdict(rss < 64.0)
+    );
+    let ceiling_rate = f(&ceiling["requests_per_s"]);
+    let best = steps
+        .iter()
+        .filter(|s| s["batch_size"] == 1)
+        .map(|s| f(&s["delivered_per_s"]))
+        .fold(0.0, f64::max);
+    let _ = writeln!(
+        md,
+        "- one webhook per event vs the raw HTTP ceiling (`loadgen blast`, 16 keep-alive connections, same sink, same body shape): {best:.0} / {ceiling_rate:.0} requests/s = **{:.0} %** (the ceiling run has the two cores to itself; rowhook's shares them with the master)",
+        100.0 * best / ceiling_rate.max(1.0)
+    );
+    md
+}
+
+/// `bench run [--profile ci|full] [--out DIR]`.
+pub fn main(args: &[String]) -> ExitCode {
+    let mut profile = "ci".to_owned();
+    let mut out = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match (a.as_str(), it.next()) {
+            ("--profile", Some(p)) => profile = p.clone(),
+            ("--out", Some(o)) => out = Some(PathBuf::from(o)),
+            _ => {
+                eprintln!("usage: bench run [--profile ci|full] [--out DIR]");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let Some(steps) = ladder(&profile) else {
+        eprintln!("bench: --profile is ci or full, not {profile:?}");
+        return ExitCode::from(2);
+    };
+    let here = std::env::current_exe().unwrap_or_default();
+    let bins = Bins {
+        rowhook: here.with_file_name("rowhook"),
+        loadgen: here.with_file_name("loadgen"),
+    };
+    for b in [&bins.rowhook, &bins.loadgen] {
+        if !b.exists() {
+            eprintln!(
+                "bench: {} is missing; build first: cargo build --release --workspace",
+                b.display()
+            );
+            return ExitCode::from(2);
+        }
+    }
+    let out = out.unwrap_or_else(|| {
+        PathBuf::from(format!("bench/reports/{profile}-{}", crate::unix_seconds()))
+    });
+    if let Err(e) = std::fs::create_dir_all(&out) {
+        eprintln!("bench: {}: {e}", out.display());
+        return ExitCode::from(1);
+    }
+    let mut results = Vec::new();
+    // Before the decode step pins this thread to one core.
+    let machine = crate::machine();
+    for step in &steps {
+        if step.rate == 0 {
+            eprintln!(
+                "bench: {} rows as fast as they go, batch_size {} ...",
+                step.rows, step.batch
+            );
+        } else {
+            eprintln!(
+                "bench: {} rows/s for {} s, batch_size {} ...",
+                step.rate, step.seconds, step.batch
+            );
+        }
+        match run_step(&bins, &out, *step) {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                eprintln!("bench: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let ceiling = match ceiling_step(&bins, &out, if profile == "ci" { 5 } else { 15 }) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bench: HTTP ceiling: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let decode = match decode_step(&bins, &out, if profile == "ci" { 3 } else { 10 }) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("bench: decode: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let md = markdown(&results, &decode, &ceiling, &machine);
+    let report = json!({"profile": profile, "machine": machine, "steps": results, "decode": decode, "http_ceiling": ceiling});
+    let written = std::fs::write(out.join("report.md"), &md).and_then(|_| {
+        std::fs::write(
+            out.join("report.json"),
+            serde_json::to_string_pretty(&report).unwrap_or_default(),
+        )
+    });
+    if let Err(e) = written {
+        eprintln!("bench: {}: {e}", out.display());
+        return ExitCode::from(1);
+    }
+    println!("{md}");
+    println!("report: {}", out.join("report.md").display());
+    let broken: Vec<String> = results
+        .iter()
+        .filter(|s| s["sink"]["lost"] != 0 || s["sink"]["reorders"] != 0 || s["completed"] != true)
+        .map(|s| {
+            format!(
+                "{}: lost {}, reorders {}, completed {}",
+                s["step"], s["sink"]["lost"], s["sink"]["reorders"], s["completed"]
+            )
+        })
+        .collect();
+    if broken.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("bench: correctness failed:\n  {}", broken.join("\n  "));
+        ExitCode::from(1)
+    }
+}
