@@ -312,3 +312,79 @@ tasks:
     );
     drop(master);
 }
+
+#[test]
+fn sql_traffic_on_mariadb_reaches_the_sink_whole_and_in_key_order() {
+    let db = common::mariadb::MariaDb::start();
+    let sport = free_port();
+    let _sink = spawn(&[
+        "sink",
+        "--listen",
+        &format!("127.0.0.1:{sport}"),
+        "--expect-rows",
+        "3000",
+    ]);
+    wait_port(sport);
+    let state = tempfile::tempdir().unwrap();
+    let _rowhook = Rowhook::run(&format!(
+        "{}state: {{dir: '{}'}}
+tasks:
+  - {{task_id: lg, table_name: 'loadgen.*', events: [insert, update, delete], callback_url: 'http://127.0.0.1:{sport}/lg'}}
+",
+        common::rowhook::source_yaml(&db),
+        state.path().display()
+    ));
+    common::rowhook::wait_streaming(&db);
+    let out = Command::new(loadgen())
+        .args([
+            "sql",
+            "--mysql",
+            &format!("mysql://root@127.0.0.1:{}", db.port),
+        ])
+        .args([
+            "--rate",
+            "3000",
+            "--rows",
+            "3000",
+            "--connections",
+            "3",
+            "--tables",
+            "2",
+        ])
+        .args(["--keys", "300", "--mix", "7:3:0", "--txn-rows", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["rows"], 3000, "{summary}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = report(sport);
+        if r["verified"] == 3000 {
+            assert_eq!(r["lost"], 0, "{r}");
+            assert_eq!(r["duplicates"], 0, "{r}");
+            assert_eq!(r["reorders"], 0, "{r}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{r}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_ne!(db.value("SELECT COUNT(*) FROM loadgen.t0"), "0");
+    // Deletes cannot carry their own seq, so they are refused with the reason.
+    let refused = Command::new(loadgen())
+        .args([
+            "sql",
+            "--mysql",
+            &format!("mysql://root@127.0.0.1:{}", db.port),
+            "--mix",
+            "1:1:1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("0 deletes"));
+}

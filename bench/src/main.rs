@@ -3,6 +3,7 @@
 //! The orchestrated end-to-end run (loadgen + rowhook + report) comes with loadgen.
 
 mod decode;
+mod plot;
 mod run;
 
 use std::process::ExitCode;
@@ -15,12 +16,50 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("decode") => decode::main(&args[1..]),
         Some("run") => run::main(&args[1..]),
+        Some("plot") => match args.get(1) {
+            Some(dir) => replot(std::path::Path::new(dir)),
+            None => {
+                eprintln!("usage: bench plot REPORT_DIR");
+                ExitCode::from(2)
+            }
+        },
         _ => {
             eprintln!(
                 "usage: bench run [--profile ci|full] [--out DIR]   (needs cargo build --release --workspace)\n\
+                 \x20      bench plot REPORT_DIR\n\
                  \x20      bench decode --file BINLOG [--seconds N]"
             );
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `bench plot DIR`: redraws DIR/latency.svg from DIR/report.json's steps.
+fn replot(dir: &std::path::Path) -> ExitCode {
+    let report: Result<serde_json::Value, String> =
+        std::fs::read_to_string(dir.join("report.json"))
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()));
+    let names: Vec<String> = match &report {
+        Ok(r) => r["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["step"].as_str().map(str::to_owned))
+            .collect(),
+        Err(e) => {
+            eprintln!("bench: {}: {e}", dir.join("report.json").display());
+            return ExitCode::from(1);
+        }
+    };
+    match plot::write(dir, &names) {
+        Ok(()) => {
+            println!("{}", dir.join("latency.svg").display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::from(1)
         }
     }
 }

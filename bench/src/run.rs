@@ -359,7 +359,7 @@ fn markdown(steps: &[Value], decode: &Value, ceiling: &Value, machine: &str) -> 
     let mut md = String::from("# rowhook bench report\n\n");
     let _ = writeln!(md, "Machine: {machine}\n");
     md.push_str("`loadgen master` → `rowhook run` (1 source core + shards, worker_count 16) → `loadgen sink`, all on this machine. Latency: row's scheduled send time → sink parsed the body.\n\n");
-    md.push_str("| step | offered rows/s | delivered/s | lost | dups | reorders | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | CPU µs/event | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("![latency by percentile](latency.svg)\n\n| step | offered rows/s | delivered/s | lost | dups | reorders | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | CPU µs/event | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for s in steps {
         let l = &s["sink"]["latency_ms"];
         let _ = writeln!(
@@ -512,6 +512,14 @@ pub fn main(args: &[String]) -> ExitCode {
     if let Err(e) = written {
         eprintln!("bench: {}: {e}", out.display());
         return ExitCode::from(1);
+    }
+    let names: Vec<String> = results
+        .iter()
+        .filter_map(|s| s["step"].as_str().map(str::to_owned))
+        .collect();
+    // The plot is a view of the numbers above; without it the report still stands.
+    if let Err(e) = crate::plot::write(&out, &names) {
+        eprintln!("bench: no latency plot: {e}");
     }
     println!("{md}");
     println!("report: {}", out.join("report.md").display());

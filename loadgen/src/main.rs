@@ -6,6 +6,7 @@ mod binlog;
 mod blast;
 mod master;
 mod sink;
+mod sql;
 mod traffic;
 
 use std::path::PathBuf;
@@ -30,6 +31,8 @@ enum Command {
     Binlog(BinlogCli),
     /// A webhook receiver that verifies, times and (with --print) shows what it gets.
     Sink(SinkCli),
+    /// The same traffic as real INSERT / UPDATE statements on a real server.
+    Sql(SqlCli),
     /// The HTTP ceiling: keep-alive POSTs of webhook-shaped bodies as fast as a receiver answers.
     Blast(BlastCli),
     /// Prints the version.
@@ -94,6 +97,18 @@ struct BinlogCli {
     /// The binlog file to write.
     #[arg(long)]
     out: PathBuf,
+    #[command(flatten)]
+    shape: ShapeCli,
+}
+
+#[derive(Debug, Args)]
+struct SqlCli {
+    /// The server: mysql://user:password@host:port (tables go to schema `loadgen`, recreated).
+    #[arg(long)]
+    mysql: String,
+    /// Connections, each paced at rate / connections.
+    #[arg(long, default_value_t = 4)]
+    connections: u32,
     #[command(flatten)]
     shape: ShapeCli,
 }
@@ -229,6 +244,13 @@ fn main() -> ExitCode {
                 max_binlog_size: m.max_binlog_size,
                 server_id: m.server_id,
                 no_wait: m.no_wait,
+            })
+        }),
+        Command::Sql(q) => shape(&q.shape).and_then(|shape| {
+            sql::run(&sql::SqlArgs {
+                url: q.mysql,
+                shape,
+                connections: q.connections,
             })
         }),
         Command::Blast(b) => blast::run(&blast::BlastArgs {
