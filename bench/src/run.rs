@@ -55,6 +55,15 @@ fn ladder(profile: &str) -> Option<Vec<Step>> {
     }
 }
 
+/// A directory removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A child process stopped (SIGTERM, then SIGKILL) when dropped.
 struct Proc {
     child: Child,
@@ -85,11 +94,21 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
+/// `n` distinct free ports: the listeners are held until all are chosen, so the
+/// OS cannot hand the same one out twice.
+fn free_ports<const N: usize>() -> Result<[u16; N], String> {
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("no free port: {e}"))?;
+    let mut ports = [0u16; N];
+    for (p, l) in ports.iter_mut().zip(&listeners) {
+        *p = l
+            .local_addr()
+            .map_err(|e| format!("no free port: {e}"))?
+            .port();
+    }
+    Ok(ports)
 }
 
 fn spawn(bin: &Path, args: &[String], log: &Path) -> Result<Proc, String> {
@@ -165,7 +184,11 @@ fn run_step(bins: &Bins, out: &Path, step: Step) -> Result<Value, String> {
     };
     let work = out.join(&name);
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
-    let (mport, sport, aport) = (free_port()?, free_port()?, free_port()?);
+    // Binlogs and state are big and not part of the report: they live in a scratch
+    // directory removed after the step.
+    let scratch = std::env::temp_dir().join(format!("rowhook-bench-{}-{name}", std::process::id()));
+    let _cleanup = Scratch(scratch.clone());
+    let [mport, sport, aport] = free_ports::<3>()?;
     let s = |v: &str| v.to_owned();
     let expected = step.rows;
     let amount = if step.rate == 0 {
@@ -201,7 +224,7 @@ fn run_step(bins: &Bins, out: &Path, step: Step) -> Result<Value, String> {
             s("--mix"),
             s("70:20:10"),
             s("--dir"),
-            work.join("binlogs").display().to_string(),
+            scratch.join("binlogs").display().to_string(),
         ]
         .into_iter()
         .chain(amount)
@@ -222,7 +245,7 @@ dispatcher: {{worker_count: 16, max_inflight: 10000, timeout: 10s, max_retries: 
 tasks:
   - {{task_id: bench, table_name: 'loadgen.*', events: [insert, update, delete], callback_url: 'http://127.0.0.1:{sport}/hook', batch_size: {}, batch_linger: 1ms}}
 ",
-            work.join("state").display(),
+            scratch.join("state").display(),
             step.batch
         ),
     )
@@ -287,7 +310,7 @@ tasks:
 /// The HTTP ceiling: `loadgen blast` with rowhook's connection count and body
 /// shape against a fresh sink.
 fn ceiling_step(bins: &Bins, out: &Path, seconds: u64) -> Result<Value, String> {
-    let port = free_port()?;
+    let [port] = free_ports::<1>()?;
     let mut sink = spawn(
         &bins.loadgen,
         &[

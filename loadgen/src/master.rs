@@ -325,7 +325,12 @@ impl Session {
     fn serve(mut self) -> std::io::Result<()> {
         self.greet()?;
         // Any user and password are welcome: the response is read and accepted.
-        let _login = self.read_packet()?;
+        let _login = match self.read_packet() {
+            Ok(p) => p,
+            // A client that hangs up after the greeting (a port probe) is no error.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        };
         self.ok()?;
         loop {
             let packet = match self.read_packet() {
