@@ -10,6 +10,13 @@ port=${DEMO_PORT:-3307}
 sql() { mariadb --protocol=tcp -h127.0.0.1 -P"$port" -uroot "$@"; }
 
 mkdir -p demo
+# A server left from an earlier demo whose directory was removed (`rm -rf demo`)
+# still answers but cannot write: shut it down and start afresh.
+if [ ! -d demo/mariadb ] && sql -N -e 'SELECT @@datadir' 2>/dev/null | grep -q 'demo/mariadb'; then
+  echo "==> stopping the MariaDB of an earlier demo (its data directory is gone)"
+  sql -e 'SHUTDOWN' >/dev/null 2>&1 || true
+  for _ in $(seq 1 100); do sql -e 'SELECT 1' >/dev/null 2>&1 || break; sleep 0.1; done
+fi
 if ! sql -e 'SELECT 1' >/dev/null 2>&1; then
   echo "==> starting MariaDB on 127.0.0.1:$port (log: demo/mariadbd.log)"
   scripts/mariadb-sandbox demo/mariadb "$port" FULL >demo/mariadbd.log 2>&1 &

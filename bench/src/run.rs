@@ -20,6 +20,8 @@ struct Step {
     seconds: u64,
     batch: u32,
     rows: u64,
+    /// The sink stalls (holds every answer) for `.1` s, starting `.0` s in.
+    stall: Option<(u64, u64)>,
 }
 
 fn ladder(profile: &str) -> Option<Vec<Step>> {
@@ -28,12 +30,18 @@ fn ladder(profile: &str) -> Option<Vec<Step>> {
         seconds,
         batch,
         rows: rate * seconds,
+        stall: None,
+    };
+    let stalled = |rate: u64, seconds: u64, at, length| Step {
+        stall: Some((at, length)),
+        ..s(rate, seconds, 1)
     };
     let max = |rows, batch| Step {
         rate: 0,
         seconds: 0,
         batch,
         rows,
+        stall: None,
     };
     match profile {
         "ci" => Some(vec![
@@ -41,6 +49,7 @@ fn ladder(profile: &str) -> Option<Vec<Step>> {
             s(10_000, 8, 1),
             s(10_000, 8, 100),
             max(50_000, 1),
+            stalled(5_000, 12, 3, 5),
         ]),
         "full" => Some(vec![
             s(1_000, 30, 1),
@@ -50,6 +59,7 @@ fn ladder(profile: &str) -> Option<Vec<Step>> {
             s(50_000, 30, 100),
             max(300_000, 1),
             max(1_000_000, 100),
+            stalled(10_000, 45, 5, 30),
         ]),
         _ => None,
     }
@@ -177,7 +187,9 @@ struct Bins {
 }
 
 fn run_step(bins: &Bins, out: &Path, step: Step) -> Result<Value, String> {
-    let name = if step.rate == 0 {
+    let name = if let Some((_, length)) = step.stall {
+        format!("stall-{length}s-rate-{}", step.rate)
+    } else if step.rate == 0 {
         format!("max-{}-batch-{}", step.rows, step.batch)
     } else {
         format!("rate-{}-batch-{}", step.rate, step.batch)
@@ -196,6 +208,14 @@ fn run_step(bins: &Bins, out: &Path, step: Step) -> Result<Value, String> {
     } else {
         vec![s("--duration"), format!("{}s", step.seconds)]
     };
+    let stall_args = step.stall.map_or_else(Vec::new, |(at, length)| {
+        vec![
+            s("--stall-at"),
+            format!("{at}s"),
+            s("--stall-for"),
+            format!("{length}s"),
+        ]
+    });
     let mut sink = spawn(
         &bins.loadgen,
         &[
@@ -206,7 +226,10 @@ fn run_step(bins: &Bins, out: &Path, step: Step) -> Result<Value, String> {
             expected.to_string(),
             s("--out"),
             out.join(&name).display().to_string(),
-        ],
+        ]
+        .into_iter()
+        .chain(stall_args)
+        .collect::<Vec<_>>(),
         &work.join("sink.log"),
     )?;
     let _master = spawn(
@@ -259,9 +282,24 @@ tasks:
     let pid = rowhook.child.id();
     let deadline = started + Duration::from_secs(step.seconds + 60);
     let mut peak_rss = 0u64;
+    // Peak RSS before, during and after a sink stall (by time since rowhook started;
+    // the sink's stall clock starts at its first request, a moment later).
+    let mut phases = [0u64; 3];
     let mut done_at = None;
     while Instant::now() < deadline {
-        peak_rss = peak_rss.max(proc_usage(pid).1);
+        let rss = proc_usage(pid).1;
+        peak_rss = peak_rss.max(rss);
+        if let Some((at, length)) = step.stall {
+            let t = started.elapsed().as_secs_f64();
+            let phase = if t < at as f64 {
+                0
+            } else if t < (at + length) as f64 + 1.0 {
+                1
+            } else {
+                2
+            };
+            phases[phase] = phases[phase].max(rss);
+        }
         if let Ok(Some(status)) = rowhook.child.try_wait() {
             return Err(format!(
                 "rowhook exited ({status}) during {name}; see {}",
@@ -301,6 +339,12 @@ tasks:
         "sink": report,
         "rowhook_cpu_us_per_event": cpu * 1e6 / verified.max(1) as f64,
         "rowhook_peak_rss_mb": peak_rss as f64 / 1024.0,
+        "stall": step.stall.map(|(at, length)| json!({
+            "at_s": at, "for_s": length,
+            "rss_mb_before": phases[0] as f64 / 1024.0,
+            "rss_mb_during": phases[1] as f64 / 1024.0,
+            "rss_mb_after": phases[2] as f64 / 1024.0,
+        })),
         "rowhook_stages": histograms["stages"].as_object().map(|m| {
             m.iter().map(|(k, v)| (k.clone(), json!({"p50_us": v["p50_us"], "p99_us": v["p99_us"], "p999_us": v["p999_us"]}))).collect::<serde_json::Map<_, _>>()
         }),
@@ -407,12 +451,21 @@ fn markdown(steps: &[Value], decode: &Value, ceiling: &Value, machine: &str) -> 
     let _ = writeln!(md, "\nDecode only (one pinned core, `loadgen binlog` file, 4 tables, mix 70:20:10): **{:.0} rows/s**, {:.1} binlog MB/s.\n", f(&decode["rows_per_s"]), f(&decode["binlog_mb_per_s"]));
     let p99_10k = steps
         .iter()
-        .find(|s| s["rate"] == 10_000 && s["batch_size"] == 1)
+        .find(|s| s["rate"] == 10_000 && s["batch_size"] == 1 && s["stall"].is_null())
         .map(|s| f(&s["sink"]["latency_ms"]["p99"]));
     let rss = steps
         .iter()
         .map(|s| f(&s["rowhook_peak_rss_mb"]))
         .fold(0.0, f64::max);
+    for st in steps.iter().filter(|s| !s["stall"].is_null()) {
+        let x = &st["stall"];
+        let _ = writeln!(
+            md,
+            "Stall: the sink held every answer for {} s at {} rows/s — rowhook RSS {:.1} MB before, {:.1} MB during, {:.1} MB after; lost {}, reorders {}, duplicates {} once it recovered.\n",
+            x["for_s"], st["rate"], f(&x["rss_mb_before"]), f(&x["rss_mb_during"]), f(&x["rss_mb_after"]),
+            st["sink"]["lost"], st["sink"]["reorders"], st["sink"]["duplicates"]
+        );
+    }
     md.push_str("Targets:\n\n");
     let verdict = |ok: bool| if ok { "met" } else { "not met" };
     if let Some(p) = p99_10k {
@@ -436,7 +489,7 @@ fn markdown(steps: &[Value], decode: &Value, ceiling: &Value, machine: &str) -> 
     let ceiling_rate = f(&ceiling["requests_per_s"]);
     let best = steps
         .iter()
-        .filter(|s| s["batch_size"] == 1)
+        .filter(|s| s["batch_size"] == 1 && s["stall"].is_null())
         .map(|s| f(&s["delivered_per_s"]))
         .fold(0.0, f64::max);
     let _ = writeln!(
@@ -491,7 +544,12 @@ pub fn main(args: &[String]) -> ExitCode {
     // Before the decode step pins this thread to one core.
     let machine = crate::machine();
     for step in &steps {
-        if step.rate == 0 {
+        if let Some((at, length)) = step.stall {
+            eprintln!(
+                "bench: {} rows/s for {} s, the sink stalls {length} s after {at} s ...",
+                step.rate, step.seconds
+            );
+        } else if step.rate == 0 {
             eprintln!(
                 "bench: {} rows as fast as they go, batch_size {} ...",
                 step.rows, step.batch
