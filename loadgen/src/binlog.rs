@@ -5,6 +5,7 @@
 //! Each table is `loadgen.t{i}`: `id BIGINT PRIMARY KEY, seq BIGINT, sent_ns BIGINT,
 //! payload VARCHAR(row_bytes)`.
 
+use rowhook::mysql::handshake::put_lenenc as lenenc;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -56,24 +57,6 @@ pub struct Encoder {
     pub server_id: u32,
     /// Bytes of the payload column.
     pub row_bytes: usize,
-}
-
-fn lenenc(out: &mut Vec<u8>, n: u64) {
-    match n {
-        0..=250 => out.push(n as u8),
-        251..=0xffff => {
-            out.push(0xfc);
-            out.extend_from_slice(&(n as u16).to_le_bytes());
-        }
-        0x1_0000..=0xff_ffff => {
-            out.push(0xfd);
-            out.extend_from_slice(&(n as u32).to_le_bytes()[..3]);
-        }
-        _ => {
-            out.push(0xfe);
-            out.extend_from_slice(&n.to_le_bytes());
-        }
-    }
 }
 
 /// Table id of table `t`.

@@ -4,6 +4,7 @@
 //! queries, registers, and dumps from the position it asks for — following the
 //! files as they grow, with heartbeats when idle, like a real primary.
 
+use rowhook::mysql::handshake::put_lenenc as lenenc;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -574,16 +575,4 @@ fn read_event_at(file: &std::fs::File, at: u64) -> std::io::Result<Vec<u8>> {
     event[..19].copy_from_slice(&head);
     file.read_exact_at(&mut event[19..], at + 19)?;
     Ok(event)
-}
-
-fn lenenc(out: &mut Vec<u8>, n: u64) {
-    if n < 251 {
-        out.push(n as u8);
-    } else if n <= 0xffff {
-        out.push(0xfc);
-        out.extend_from_slice(&(n as u16).to_le_bytes());
-    } else {
-        out.push(0xfd);
-        out.extend_from_slice(&(n as u32).to_le_bytes()[..3]);
-    }
 }

@@ -258,6 +258,7 @@ fn health(admin: &Admin) -> Reply {
         "status": if up { "UP" } else { "DOWN" },
         "reasons": reasons,
         "monitor_running": p.connected.get(),
+        // A shard that stops ends `run` (ShardGone): while this answers, delivery runs.
         "dispatcher_running": true,
         "event_queue_size": p.in_flight.get(),
         "last_event_time": (p.event_time.get() > 0).then(|| time_text(p.event_time.get())),
