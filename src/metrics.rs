@@ -72,10 +72,27 @@ impl Latency {
         s[stage as usize].saturating_record(nanos.clamp(1, HIGHEST));
     }
 
+    /// Records the time since each of `starts` for `stage`, under one lock.
+    pub fn record_all_since(
+        &self,
+        slot: usize,
+        stage: Stage,
+        starts: impl Iterator<Item = std::time::Instant>,
+    ) {
+        let Some(s) = self.slots.get(slot) else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
+        for start in starts {
+            let nanos = u64::try_from(now.duration_since(start).as_nanos()).unwrap_or(u64::MAX);
+            s[stage as usize].saturating_record(nanos.clamp(1, HIGHEST));
+        }
+    }
+
     /// Records the time since `since` for `stage`.
     pub fn record_since(&self, slot: usize, stage: Stage, since: std::time::Instant) {
-        let nanos = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.record(slot, stage, nanos);
+        self.record_all_since(slot, stage, std::iter::once(since));
     }
 
     /// All threads' histograms of `stage` merged.

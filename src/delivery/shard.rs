@@ -69,9 +69,9 @@ impl ShardCtx {
 
     /// Reports `batch` as done (delivered or dead-lettered) to the source.
     pub fn ack(&self, batch: &[Delivery]) {
+        self.latency
+            .record_all_since(self.slot(), Stage::EndToEnd, batch.iter().map(|d| d.made));
         for d in batch {
-            self.latency
-                .record_since(self.slot(), Stage::EndToEnd, d.made);
             // The source outlives the shards; a closed channel means shutdown.
             let _ = self.acks.send(Ack {
                 task: d.task,
