@@ -9,18 +9,23 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Options of `loadgen blast`.
-#[derive(Debug, Clone)]
+/// Options of `loadgen blast` (also its command line).
+#[derive(Debug, Clone, clap::Args)]
 pub struct BlastArgs {
-    /// host:port of the receiver.
+    /// The receiver, host:port.
+    #[arg(long, default_value = "127.0.0.1:18080")]
     pub target: String,
     /// Request path.
+    #[arg(long, default_value = "/blast")]
     pub path: String,
-    /// Concurrent keep-alive connections.
+    /// Keep-alive connections, one request in flight on each.
+    #[arg(long, default_value_t = 16)]
     pub connections: usize,
     /// Bytes of each body's payload field.
+    #[arg(long, default_value_t = 64)]
     pub row_bytes: usize,
-    /// How long to send.
+    /// How long to send (e.g. 10s).
+    #[arg(long, value_parser = crate::parse_duration, default_value = "10s")]
     pub duration: Duration,
 }
 

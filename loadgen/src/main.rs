@@ -30,11 +30,11 @@ enum Command {
     /// Writes the master's stream to a binlog file (for decode benchmarks).
     Binlog(BinlogCli),
     /// A webhook receiver that verifies, times and (with --print) shows what it gets.
-    Sink(SinkCli),
+    Sink(sink::SinkArgs),
     /// The same traffic as real INSERT / UPDATE statements on a real server.
     Sql(SqlCli),
     /// The HTTP ceiling: keep-alive POSTs of webhook-shaped bodies as fast as a receiver answers.
-    Blast(BlastCli),
+    Blast(blast::BlastArgs),
     /// Prints the version.
     Version,
 }
@@ -113,65 +113,6 @@ struct SqlCli {
     shape: ShapeCli,
 }
 
-#[derive(Debug, Args)]
-struct BlastCli {
-    /// The receiver, host:port.
-    #[arg(long, default_value = "127.0.0.1:18080")]
-    target: String,
-    /// Request path.
-    #[arg(long, default_value = "/blast")]
-    path: String,
-    /// Keep-alive connections, one request in flight on each.
-    #[arg(long, default_value_t = 16)]
-    connections: usize,
-    /// Bytes of each body's payload field.
-    #[arg(long, default_value_t = 64)]
-    row_bytes: usize,
-    /// How long to send (e.g. 10s).
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
-    duration: Duration,
-}
-
-#[derive(Debug, Args)]
-struct SinkCli {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:18080")]
-    listen: String,
-    /// Print every body on stdout.
-    #[arg(long)]
-    print: bool,
-    /// Fraction of requests answered --status instead of 200 (0..1).
-    #[arg(long, default_value_t = 0.0)]
-    fail_rate: f64,
-    /// Status of injected failures.
-    #[arg(long, default_value_t = 500)]
-    status: u16,
-    /// Delay before every answer (e.g. 5ms).
-    #[arg(long, value_parser = parse_duration, default_value = "0s")]
-    delay: Duration,
-    /// Fraction of requests whose connection is reset without an answer (0..1).
-    #[arg(long, default_value_t = 0.0)]
-    reset_rate: f64,
-    /// Close each connection after N answers.
-    #[arg(long)]
-    close_after: Option<u64>,
-    /// Hold every answer for this long (a stalled receiver) ...
-    #[arg(long, value_parser = parse_duration, default_value = "0s")]
-    stall_for: Duration,
-    /// ... starting this long after the first request.
-    #[arg(long, value_parser = parse_duration, default_value = "0s")]
-    stall_at: Duration,
-    /// Print the report and exit after this long.
-    #[arg(long, value_parser = parse_duration)]
-    exit_after: Option<Duration>,
-    /// Also write PREFIX.json, PREFIX.hgrm and PREFIX.hdr at exit.
-    #[arg(long, value_name = "PREFIX")]
-    out: Option<String>,
-    /// Rows per run the sink should see (lost = expected - verified).
-    #[arg(long)]
-    expect_rows: Option<u64>,
-}
-
 /// Nanoseconds since the epoch (CLOCK_REALTIME).
 pub fn unix_nanos() -> u64 {
     std::time::SystemTime::now()
@@ -179,7 +120,8 @@ pub fn unix_nanos() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Parses `500ms`, `30s`, `2m`, `1h` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -222,20 +164,7 @@ fn main() -> ExitCode {
             println!("loadgen {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Command::Sink(s) => sink::run(&sink::SinkArgs {
-            listen: s.listen,
-            print: s.print,
-            fail_rate: s.fail_rate,
-            status: s.status,
-            delay: s.delay,
-            reset_rate: s.reset_rate,
-            close_after: s.close_after,
-            stall_for: s.stall_for,
-            stall_at: s.stall_at,
-            exit_after: s.exit_after,
-            out: s.out,
-            expect_rows: s.expect_rows,
-        }),
+        Command::Sink(s) => sink::run(&s),
         Command::Master(m) => shape(&m.shape).and_then(|shape| {
             master::run(&master::MasterArgs {
                 listen: m.listen,
@@ -253,13 +182,7 @@ fn main() -> ExitCode {
                 connections: q.connections,
             })
         }),
-        Command::Blast(b) => blast::run(&blast::BlastArgs {
-            target: b.target,
-            path: b.path,
-            connections: b.connections,
-            row_bytes: b.row_bytes,
-            duration: b.duration,
-        }),
+        Command::Blast(b) => blast::run(&b),
         Command::Binlog(b) => shape(&b.shape).and_then(|shape| write_binlog(&b.out, &shape)),
     };
     match result {

@@ -17,32 +17,44 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use simd_json::prelude::*;
 
-/// Sink options.
-#[derive(Debug, Clone, Default)]
+/// Sink options (also its command line).
+#[derive(Debug, Clone, clap::Args)]
 pub struct SinkArgs {
     /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:18080")]
     pub listen: String,
     /// Print every body on stdout.
+    #[arg(long)]
     pub print: bool,
-    /// Fraction of requests answered `status` instead of 200.
+    /// Fraction of requests answered --status instead of 200 (0..1).
+    #[arg(long, default_value_t = 0.0)]
     pub fail_rate: f64,
     /// Status of injected failures.
+    #[arg(long, default_value_t = 500)]
     pub status: u16,
-    /// Delay before every answer.
+    /// Delay before every answer (e.g. 5ms).
+    #[arg(long, value_parser = crate::parse_duration, default_value = "0s")]
     pub delay: Duration,
-    /// Fraction of requests whose connection is reset without an answer.
+    /// Fraction of requests whose connection is reset without an answer (0..1).
+    #[arg(long, default_value_t = 0.0)]
     pub reset_rate: f64,
-    /// Close each connection after this many answers.
+    /// Close each connection after N answers.
+    #[arg(long)]
     pub close_after: Option<u64>,
-    /// Hold every answer for this long, starting `stall_at` after the first request.
+    /// Hold every answer for this long (a stalled receiver) ...
+    #[arg(long, value_parser = crate::parse_duration, default_value = "0s")]
     pub stall_for: Duration,
-    /// When the stall starts, after the first request.
+    /// ... starting this long after the first request.
+    #[arg(long, value_parser = crate::parse_duration, default_value = "0s")]
     pub stall_at: Duration,
-    /// Exit (with the report) after this long.
+    /// Print the report and exit after this long.
+    #[arg(long, value_parser = crate::parse_duration)]
     pub exit_after: Option<Duration>,
-    /// Write the report files with this prefix.
+    /// Also write PREFIX.json, PREFIX.hgrm and PREFIX.hdr at exit.
+    #[arg(long, value_name = "PREFIX")]
     pub out: Option<String>,
-    /// Rows the run should deliver (lost = expected − verified when set).
+    /// Rows per run the sink should see (lost = expected - verified).
+    #[arg(long)]
     pub expect_rows: Option<u64>,
 }
 
