@@ -51,6 +51,26 @@ fn spawn(args: &[&str]) -> Process {
     )
 }
 
+/// Runs `cmd` to the end, asserting it succeeded; its stdout.
+fn succeeds(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The row image that carries a change's seq: the after image of an update.
+fn image(row: &Value) -> &Value {
+    if row["event"] == "update" {
+        &row["new_data"]
+    } else {
+        &row["data"]
+    }
+}
+
 fn wait_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -85,40 +105,30 @@ fn report(port: u16) -> Value {
 fn loadgen_binlog_decodes_the_same_in_rowhook_and_mysql_common() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gen.bin");
-    let out = Command::new(loadgen())
-        .args(["binlog", "--out"])
-        .arg(&file)
-        .args([
-            "--rows",
-            "3000",
-            "--txn-rows",
-            "7",
-            "--tables",
-            "3",
-            "--keys",
-            "50",
-        ])
-        .args(["--mix", "5:3:2", "--row-bytes", "300", "--rate", "0"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeds(
+        Command::new(loadgen())
+            .args(["binlog", "--out"])
+            .arg(&file)
+            .args([
+                "--rows",
+                "3000",
+                "--txn-rows",
+                "7",
+                "--tables",
+                "3",
+                "--keys",
+                "50",
+            ])
+            .args(["--mix", "5:3:2", "--row-bytes", "300", "--rate", "0"]),
     );
 
     // rowhook: every row, with gapless per-table sequences.
-    let tail = Command::new(env!("CARGO_BIN_EXE_rowhook"))
-        .args(["tail", "--file"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        tail.status.success(),
-        "{}",
-        String::from_utf8_lossy(&tail.stderr)
+    let tail = succeeds(
+        Command::new(env!("CARGO_BIN_EXE_rowhook"))
+            .args(["tail", "--file"])
+            .arg(&file),
     );
-    let rows: Vec<Value> = String::from_utf8_lossy(&tail.stdout)
+    let rows: Vec<Value> = String::from_utf8_lossy(&tail)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -126,11 +136,7 @@ fn loadgen_binlog_decodes_the_same_in_rowhook_and_mysql_common() {
     let mut per_table: HashMap<String, Vec<u64>> = HashMap::new();
     let mut kinds: HashMap<String, usize> = HashMap::new();
     for r in &rows {
-        let image = if r["event"] == "update" {
-            &r["new_data"]
-        } else {
-            &r["data"]
-        };
+        let image = image(r);
         assert_eq!(r["database"], "loadgen");
         assert_eq!(
             image["id"], r["primary_id"],
@@ -174,11 +180,7 @@ fn loadgen_binlog_decodes_the_same_in_rowhook_and_mysql_common() {
     }
     assert_eq!(theirs.len(), rows.len());
     for (r, t) in rows.iter().zip(&theirs) {
-        let image = if r["event"] == "update" {
-            &r["new_data"]
-        } else {
-            &r["data"]
-        };
+        let image = image(r);
         assert!(t.contains(&format!("({})", image["seq"])), "{t} vs {image}");
     }
 }
@@ -335,31 +337,26 @@ tasks:
         state.path().display()
     ));
     common::rowhook::wait_streaming(&db);
-    let out = Command::new(loadgen())
-        .args([
-            "sql",
-            "--mysql",
-            &format!("mysql://root@127.0.0.1:{}", db.port),
-        ])
-        .args([
-            "--rate",
-            "3000",
-            "--rows",
-            "3000",
-            "--connections",
-            "3",
-            "--tables",
-            "2",
-        ])
-        .args(["--keys", "300", "--mix", "7:3:0", "--txn-rows", "2"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeds(
+        Command::new(loadgen())
+            .args([
+                "sql",
+                "--mysql",
+                &format!("mysql://root@127.0.0.1:{}", db.port),
+            ])
+            .args([
+                "--rate",
+                "3000",
+                "--rows",
+                "3000",
+                "--connections",
+                "3",
+                "--tables",
+                "2",
+            ])
+            .args(["--keys", "300", "--mix", "7:3:0", "--txn-rows", "2"]),
     );
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(summary["rows"], 3000, "{summary}");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
