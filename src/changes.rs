@@ -23,6 +23,8 @@ pub struct Changes {
     ended_gtid: Option<String>,
     /// Events decoded.
     pub events: u64,
+    /// Reused buffer for the inner events of compressed transactions.
+    inflated: Vec<u8>,
 }
 
 impl Changes {
@@ -41,6 +43,7 @@ impl Changes {
             columns: HashMap::new(),
             ended_gtid: None,
             events: 0,
+            inflated: Vec::new(),
         }
     }
 
@@ -72,14 +75,58 @@ impl Changes {
         event: &[u8],
         mut each: impl FnMut(&Row<'_>, &Route) -> Result<(), E>,
     ) -> Result<bool, E> {
+        let at = |file: &str, source| PositionedError {
+            file: file.to_owned(),
+            pos,
+            source,
+        };
+        let (header, ev) = self.decoder.decode(event).map_err(|e| at(&self.file, e))?;
+        self.events += 1;
+        let Event::Compressed(payload) = ev else {
+            return self
+                .apply(pos, header, ev, 0, &mut each)
+                .map(|(end, _)| end);
+        };
+        // A compressed transaction: its inner events all sit at the outer event's
+        // position, so rows are numbered across them to keep webhook ids unique.
+        let mut inflated = std::mem::take(&mut self.inflated);
+        let result = (|| {
+            payload
+                .inflate(&mut inflated)
+                .map_err(|e| at(&self.file, e))?;
+            let (mut ended, mut rows) = (false, 0u32);
+            for inner in crate::binlog::compressed::events(&inflated) {
+                let inner = inner.map_err(|e| at(&self.file, e))?;
+                let (header, ev) = self
+                    .decoder
+                    .decode_inner(inner)
+                    .map_err(|e| at(&self.file, e))?;
+                let (end, n) = self.apply(pos, header, ev, rows, &mut each)?;
+                ended |= end;
+                rows += n;
+            }
+            Ok(ended)
+        })();
+        self.inflated = inflated;
+        result
+    }
+
+    /// Applies one decoded event; rows are numbered from `first_row`. Returns
+    /// whether it ends a transaction and how many rows it had.
+    fn apply<E: From<PositionedError>>(
+        &mut self,
+        pos: u64,
+        header: crate::binlog::event::EventHeader,
+        ev: Event<'_>,
+        first_row: u32,
+        each: &mut impl FnMut(&Row<'_>, &Route) -> Result<(), E>,
+    ) -> Result<(bool, u32), E> {
         let file = &self.file;
         let at = |source| PositionedError {
             file: file.clone(),
             pos,
             source,
         };
-        let (header, ev) = self.decoder.decode(event).map_err(at)?;
-        self.events += 1;
         match ev {
             Event::Rotate { file, .. } => self.file = file,
             Event::Gtid(g) => self.gtid = Some(g),
@@ -108,14 +155,15 @@ impl Changes {
                 };
                 let wanted = |r: &&Route| router.is_none_or(|x| x.wants(r.task, rows.kind));
                 if !routes.iter().any(|r| wanted(&r)) {
-                    return Ok(false);
+                    return Ok((false, 0));
                 }
+                let mut count = 0u32;
                 for (index, change) in rows.rows(table).map_err(at)?.enumerate() {
                     let row = Row {
                         at: RowPosition {
                             file: &self.file,
                             pos,
-                            index: index as u32,
+                            index: first_row.saturating_add(index as u32),
                             timestamp: header.timestamp,
                             gtid: self.gtid.as_deref(),
                         },
@@ -126,17 +174,26 @@ impl Changes {
                     for route in routes.iter().filter(wanted) {
                         each(&row, route)?;
                     }
+                    count += 1;
                 }
+                return Ok((false, count));
             }
-            Event::Xid(_) => return Ok(self.end_transaction()),
+            Event::Xid(_) => return Ok((self.end_transaction(), 0)),
             // DDL and COMMIT end a transaction; BEGIN starts one.
             Event::Query { sql, .. } if !sql.eq_ignore_ascii_case("BEGIN") => {
-                return Ok(self.end_transaction())
+                return Ok((self.end_transaction(), 0))
+            }
+            Event::Compressed(_) => {
+                return Err(at(crate::binlog::DecodeError::malformed(
+                    "transaction payload",
+                    "nested payload",
+                ))
+                .into())
             }
             Event::Query { .. } | Event::FormatDescription | Event::Heartbeat | Event::Other(_) => {
             }
         }
-        Ok(false)
+        Ok((false, 0))
     }
 
     fn end_transaction(&mut self) -> bool {

@@ -28,6 +28,29 @@ fn exercise(decoder: &mut Decoder, writer: &mut PayloadWriter, event: &[u8]) -> 
     let Ok((header, ev)) = decoder.decode(event) else {
         return false;
     };
+    if let Event::Compressed(payload) = ev {
+        let mut inner = Vec::new();
+        if payload.inflate(&mut inner).is_err() {
+            return false;
+        }
+        return rowhook::binlog::compressed::events(&inner).all(|e| {
+            e.is_ok_and(|e| {
+                decoder
+                    .decode_inner(e)
+                    .is_ok_and(|(_, ev)| rows_ok(decoder, writer, header, ev))
+            })
+        });
+    }
+    rows_ok(decoder, writer, header, ev)
+}
+
+/// Writes every payload of a rows event; false when a row does not decode.
+fn rows_ok(
+    decoder: &Decoder,
+    writer: &mut PayloadWriter,
+    header: rowhook::binlog::event::EventHeader,
+    ev: Event<'_>,
+) -> bool {
     if let Event::Rows(rows) = ev {
         let Some(table) = decoder.table(rows.table_id) else {
             return false;

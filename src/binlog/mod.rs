@@ -1,6 +1,7 @@
 //! Binlog events -> row changes -> JSON (DESIGN.md data path steps 2-5).
 //! Everything here is sans-I/O except `file`, which reads a binlog from disk.
 
+pub mod compressed;
 mod cursor;
 mod decimal;
 pub mod error;

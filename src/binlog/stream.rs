@@ -38,6 +38,9 @@ pub enum Event<'a> {
         /// The statement text.
         sql: String,
     },
+    /// A compressed transaction: its inner events are decoded with
+    /// [`Decoder::decode_inner`] after inflating.
+    Compressed(super::compressed::Payload<'a>),
     /// Replication heartbeat (no data).
     Heartbeat,
     /// Anything else; skipped by its length.
@@ -89,6 +92,25 @@ impl Decoder {
     /// Mutable access to a table map (to fill in names from information_schema).
     pub fn table_mut(&mut self, table_id: u64) -> Option<&mut TableMap> {
         self.tables.get_mut(&table_id)
+    }
+
+    /// Decodes one event from inside a compressed transaction (they carry no
+    /// checksum, and may not nest).
+    pub fn decode_inner<'a>(
+        &mut self,
+        bytes: &'a [u8],
+    ) -> Result<(EventHeader, Event<'a>), DecodeError> {
+        let inner_kind = EventHeader::parse(bytes)?.kind;
+        let checksum = std::mem::replace(&mut self.fde.checksum, false);
+        let decoded = match inner_kind {
+            kind::FORMAT_DESCRIPTION | kind::TRANSACTION_PAYLOAD => Err(DecodeError::malformed(
+                "transaction payload",
+                "holds a format description or another payload",
+            )),
+            _ => self.decode(bytes),
+        };
+        self.fde.checksum = checksum;
+        decoded
     }
 
     /// Decodes one whole event (header through checksum).
@@ -150,9 +172,7 @@ impl Decoder {
                 ))
             }
             kind::TRANSACTION_PAYLOAD => {
-                return Err(DecodeError::UnsupportedEvent(
-                    "TRANSACTION_PAYLOAD (binlog_transaction_compression=ON) is not decoded yet".into(),
-                ))
+                Event::Compressed(super::compressed::Payload::parse(body)?)
             }
             kind::MARIA_QUERY_COMPRESSED..=kind::MARIA_DELETE_ROWS_COMPRESSED => {
                 return Err(DecodeError::UnsupportedEvent(format!(
