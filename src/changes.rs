@@ -25,6 +25,8 @@ pub struct Changes {
     pub events: u64,
     /// Reused buffer for the inner events of compressed transactions.
     inflated: Vec<u8>,
+    /// A PREVIOUS_GTIDS event's set, until taken.
+    previous_gtids: Option<crate::gtid::GtidSet>,
 }
 
 impl Changes {
@@ -44,6 +46,7 @@ impl Changes {
             ended_gtid: None,
             events: 0,
             inflated: Vec::new(),
+            previous_gtids: None,
         }
     }
 
@@ -130,6 +133,7 @@ impl Changes {
         match ev {
             Event::Rotate { file, .. } => self.file = file,
             Event::Gtid(g) => self.gtid = Some(g),
+            Event::PreviousGtids(set) => self.previous_gtids = Some(set),
             Event::TableMap(id) => {
                 if let (Some(cols), Some(map)) = (self.columns.get(&id), self.decoder.table_mut(id))
                 {
@@ -199,6 +203,11 @@ impl Changes {
     fn end_transaction(&mut self) -> bool {
         self.ended_gtid = self.gtid.take();
         true
+    }
+
+    /// The set of a PREVIOUS_GTIDS event just fed (MySQL, start of a file).
+    pub fn take_previous_gtids(&mut self) -> Option<crate::gtid::GtidSet> {
+        self.previous_gtids.take()
     }
 
     /// The GTID of the transaction the last boundary ended (when the server has GTIDs).

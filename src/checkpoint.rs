@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::gtid::GtidSet;
 use crate::mysql::replica::{BinlogPosition, ServerInfo};
 
 /// A durable position and the source it belongs to.
@@ -18,6 +19,10 @@ pub struct Checkpoint {
     pub pos: u64,
     /// GTID of that transaction, when the server uses GTIDs.
     pub gtid: Option<String>,
+    /// Every GTID up to that position (MySQL set or MariaDB domain state), when
+    /// known: lets a restart resume on another server of the same cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid_set: Option<String>,
     /// `mysql` or `mariadb`.
     pub flavor: String,
     /// The source's `server_id`.
@@ -59,11 +64,16 @@ pub enum CheckpointError {
 
 impl Checkpoint {
     /// A checkpoint at `at` on the server described by `info`.
-    pub fn new(at: &BinlogPosition, gtid: Option<String>, info: &ServerInfo) -> Self {
+    pub fn new(at: &Done, info: &ServerInfo) -> Self {
         Checkpoint {
-            file: at.file.clone(),
-            pos: at.pos,
-            gtid,
+            file: at.position.file.clone(),
+            pos: at.position.pos,
+            gtid: at.gtid.clone(),
+            gtid_set: at
+                .gtid_set
+                .as_ref()
+                .map(ToString::to_string)
+                .filter(|s| !s.is_empty()),
             flavor: flavor_name(info),
             server_id: info.server_id,
             server_uuid: info.server_uuid.clone(),
@@ -88,13 +98,27 @@ impl Checkpoint {
             }
     }
 
-    /// Refuses a checkpoint taken on another server: its positions mean nothing here.
+    /// Whether a restart on `info`, another server, can resume from this
+    /// checkpoint's GTID set (same flavor, set known).
+    pub fn fails_over_to(&self, info: &ServerInfo) -> bool {
+        let here = flavor_name(info);
+        !self.belongs_to(&here, info.server_id, info.server_uuid.as_deref())
+            && self.flavor == here
+            && self
+                .gtid_set
+                .as_deref()
+                .is_some_and(|s| !s.trim().is_empty())
+    }
+
+    /// Refuses a checkpoint taken on another server, unless its GTID set lets the
+    /// stream resume there: its positions mean nothing here.
     pub fn check_source(&self, dir: &Path, info: &ServerInfo) -> Result<(), CheckpointError> {
         if self.belongs_to(
             &flavor_name(info),
             info.server_id,
             info.server_uuid.as_deref(),
-        ) {
+        ) || self.fails_over_to(info)
+        {
             return Ok(());
         }
         let describe = |flavor: &str, id: u32, uuid: &Option<String>| match uuid {
@@ -168,14 +192,29 @@ struct Txn {
     end: Option<(BinlogPosition, Option<String>)>,
 }
 
+/// The end of the last transaction whose events are all done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Done {
+    /// Where the next transaction starts.
+    pub position: BinlogPosition,
+    /// The transaction's GTID.
+    pub gtid: Option<String>,
+    /// Every GTID up to here, when known.
+    pub gtid_set: Option<GtidSet>,
+}
+
 /// Transactions in binlog order with their events still in flight; the front ones
-/// that are complete make the checkpoint move.
+/// that are complete make the checkpoint move, and their GTIDs join the set.
 #[derive(Debug, Default)]
 pub struct AckWindow {
     /// Ordinal of `txns[0]`.
     front: u64,
     txns: VecDeque<Txn>,
-    done: Option<(BinlogPosition, Option<String>)>,
+    done: Option<Done>,
+    /// The GTID set as of `done` (or of the stream's start).
+    executed: Option<GtidSet>,
+    /// A set learned from the stream, true just before transaction `.0`.
+    learned: Option<(u64, GtidSet)>,
 }
 
 impl AckWindow {
@@ -215,20 +254,51 @@ impl AckWindow {
         self.advance();
     }
 
+    /// `set` holds every GTID before transaction `txn` (a start set, or a
+    /// PREVIOUS_GTIDS event read just before it).
+    pub fn learn(&mut self, txn: u64, set: GtidSet) {
+        self.learned = Some((txn, set));
+        self.advance();
+    }
+
+    /// Whether the GTID set is known or about to be.
+    pub fn knows_gtids(&self) -> bool {
+        self.executed.is_some() || self.learned.is_some()
+    }
+
+    fn take_learned(&mut self) {
+        if self.learned.as_ref().is_some_and(|(t, _)| *t == self.front) {
+            self.executed = self.learned.take().map(|(_, s)| s);
+        }
+    }
+
     fn advance(&mut self) {
+        self.take_learned();
         while let Some(t) = self.txns.front() {
             if t.outstanding > 0 || t.end.is_none() {
                 break;
             }
-            if let Some(t) = self.txns.pop_front() {
-                self.done = t.end;
+            if let Some(Txn {
+                end: Some((position, gtid)),
+                ..
+            }) = self.txns.pop_front()
+            {
+                if let (Some(set), Some(g)) = (&mut self.executed, &gtid) {
+                    set.add(g);
+                }
+                self.done = Some(Done {
+                    position,
+                    gtid,
+                    gtid_set: self.executed.clone(),
+                });
             }
             self.front += 1;
+            self.take_learned();
         }
     }
 
     /// The end of the last transaction whose events are all done.
-    pub fn position(&self) -> Option<&(BinlogPosition, Option<String>)> {
+    pub fn position(&self) -> Option<&Done> {
         self.done.as_ref()
     }
 
@@ -264,17 +334,44 @@ mod tests {
         w.ack(0);
         assert_eq!(w.position(), None);
         w.ack(0);
-        assert_eq!(w.position().map(|p| p.0.pos), Some(300));
+        assert_eq!(w.position().map(|p| p.position.pos), Some(300));
         assert_eq!(w.pending(), 0);
         // An event of a transaction still being read keeps it open.
         w.add(3);
         w.ack(3);
-        assert_eq!(w.position().map(|p| p.0.pos), Some(300));
+        assert_eq!(w.position().map(|p| p.position.pos), Some(300));
         w.end(3, at(400), None);
-        assert_eq!(w.position().map(|p| p.0.pos), Some(400));
+        assert_eq!(w.position().map(|p| p.position.pos), Some(400));
         // Late or foreign ordinals are ignored, not panics.
         w.ack(1);
         w.ack(u64::MAX);
+    }
+
+    #[test]
+    fn the_gtid_set_follows_the_checkpoint_not_the_reader() {
+        let u = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        let mut w = AckWindow::default();
+        // A start from a file position: the set is unknown until PREVIOUS_GTIDS,
+        // which arrives before transaction 1 while transaction 0 is in flight.
+        w.add(0);
+        w.end(0, at(100), Some(format!("{u}:10")));
+        w.learn(1, GtidSet::parse_mysql(&format!("{u}:1-10")).unwrap());
+        w.add(1);
+        w.end(1, at(200), Some(format!("{u}:11")));
+        w.add(2);
+        w.end(2, at(300), Some(format!("{u}:12")));
+        assert_eq!(w.position(), None);
+        w.ack(0);
+        assert_eq!(w.position().unwrap().gtid_set, None, "set not known at 100");
+        w.ack(2);
+        assert_eq!(w.position().unwrap().position.pos, 100);
+        w.ack(1);
+        let done = w.position().unwrap();
+        assert_eq!(done.position.pos, 300);
+        assert_eq!(
+            done.gtid_set.as_ref().unwrap().to_string(),
+            format!("{u}:1-12")
+        );
     }
 
     #[test]
@@ -285,6 +382,7 @@ mod tests {
             file: "binlog.000007".into(),
             pos: 1234,
             gtid: Some("0-1-99".into()),
+            gtid_set: Some("0-1-99,1-2-7".into()),
             flavor: "mariadb".into(),
             server_id: 1,
             server_uuid: None,

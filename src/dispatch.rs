@@ -269,8 +269,11 @@ impl crate::source::EventSink for Dispatch {
         &mut self,
         info: &ServerInfo,
         from: &BinlogPosition,
+        gtids: Option<&crate::gtid::GtidSet>,
     ) -> Result<(), DispatchError> {
-        self.ledger.borrow_mut().on_connect(info, from)?;
+        self.ledger
+            .borrow_mut()
+            .on_connect(info, from, gtids.cloned(), self.txn)?;
         let p = &self.progress;
         if p.server.borrow().is_some() {
             p.reconnects.set(p.reconnects.get() + 1);
@@ -343,6 +346,9 @@ impl crate::source::EventSink for Dispatch {
             ledger.sent(route.task, *txn);
             Ok::<(), DispatchError>(())
         })?;
+        if let Some(set) = changes.take_previous_gtids() {
+            ledger.previous_gtids(*txn, set);
+        }
         drop(ledger);
         if routed {
             self.latency.record_since(0, Stage::Decode, began);

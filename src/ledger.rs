@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use crate::checkpoint::{self, AckWindow, Checkpoint, CheckpointError};
+use crate::checkpoint::{self, AckWindow, Checkpoint, CheckpointError, Done};
 use crate::delivery::Ack;
 use crate::dispatch::Progress;
+use crate::gtid::GtidSet;
 use crate::mysql::replica::{BinlogPosition, ServerInfo};
 
 /// How often the keeper takes in acks when no binlog event wakes the source.
@@ -50,10 +51,22 @@ impl Ledger {
         progress: Rc<Progress>,
     ) -> Self {
         *progress.checkpoint.borrow_mut() = saved.as_ref().map(Checkpoint::position);
+        let mut window = AckWindow::default();
+        // The saved set is true where the stream resumes: before the first transaction.
+        if let Some(cp) = &saved {
+            if let Some(text) = &cp.gtid_set {
+                match GtidSet::parse(text, cp.flavor == "mariadb") {
+                    Ok(set) => window.learn(0, set),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the checkpoint's GTID set is unreadable; it is rebuilt once the stream tells it")
+                    }
+                }
+            }
+        }
         Ledger {
             acks,
             total: 0,
-            window: AckWindow::default(),
+            window,
             progress,
             durable: Durable {
                 dir,
@@ -67,24 +80,36 @@ impl Ledger {
         }
     }
 
-    /// A (re)connection to `info` streams from `from`: refuses a server the saved
-    /// checkpoint does not belong to, and pins the first start's position.
+    /// A (re)connection to `info` streams from `from`, where `gtids` (when known)
+    /// holds every GTID before transaction `next_txn`: refuses a server the saved
+    /// checkpoint does not belong to (and cannot fail over to), and pins the first
+    /// start's position.
     pub fn on_connect(
         &mut self,
         info: &ServerInfo,
         from: &BinlogPosition,
+        gtids: Option<GtidSet>,
+        next_txn: u64,
     ) -> Result<(), CheckpointError> {
         let d = &mut self.durable;
         if let Some(saved) = &d.saved {
             saved.check_source(&d.dir, info)?;
         }
         d.info = Some(info.clone());
+        if let Some(set) = &gtids {
+            self.window.learn(next_txn, set.clone());
+        }
         // (A GTID start has no file position yet; until its first transaction
         // completes, a restart starts from the same GTIDs.)
         if d.written.is_none() && !from.file.is_empty() {
             // The first start without a checkpoint: pin where it begins, so a crash
             // before the first transaction completes resumes here, not at `latest`.
-            checkpoint::store(&d.dir, &Checkpoint::new(from, None, info))?;
+            let at = Done {
+                position: from.clone(),
+                gtid: None,
+                gtid_set: gtids,
+            };
+            checkpoint::store(&d.dir, &Checkpoint::new(&at, info))?;
             d.written = Some(from.clone());
             *self.progress.checkpoint.borrow_mut() = Some(from.clone());
             tracing::info!(checkpoint = %from, "initial checkpoint written");
@@ -103,6 +128,14 @@ impl Ledger {
         }
         self.total += 1;
         self.window.add(txn);
+    }
+
+    /// A PREVIOUS_GTIDS event before transaction `txn` told the set, used when
+    /// it is not known yet (a start from a file position).
+    pub fn previous_gtids(&mut self, txn: u64, set: GtidSet) {
+        if !self.window.knows_gtids() {
+            self.window.learn(txn, set);
+        }
     }
 
     /// Transaction `txn` ended; resuming at `end` repeats none of it.
@@ -134,13 +167,14 @@ impl Ledger {
         if d.writing.get() || d.last_write.elapsed() < d.interval {
             return;
         }
-        let (Some((pos, gtid)), Some(info)) = (self.window.position(), &d.info) else {
+        let (Some(done), Some(info)) = (self.window.position(), &d.info) else {
             return;
         };
+        let pos = &done.position;
         if d.written.as_ref() == Some(pos) {
             return;
         }
-        let cp = Checkpoint::new(pos, gtid.clone(), info);
+        let cp = Checkpoint::new(done, info);
         d.written = Some(pos.clone());
         d.last_write = Instant::now();
         d.writing.set(true);
@@ -193,11 +227,12 @@ pub async fn store_now(
         progress,
         ..
     } = &mut *l;
-    let (Some((pos, gtid)), Some(info)) = (window.position(), &durable.info) else {
+    let (Some(done), Some(info)) = (window.position(), &durable.info) else {
         return Ok(None);
     };
+    let pos = &done.position;
     if durable.written.as_ref() != Some(pos) {
-        checkpoint::store(&durable.dir, &Checkpoint::new(pos, gtid.clone(), info))?;
+        checkpoint::store(&durable.dir, &Checkpoint::new(done, info))?;
         durable.written = Some(pos.clone());
         *progress.checkpoint.borrow_mut() = Some(pos.clone());
     }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod delivery;
 pub mod dispatch;
 pub mod dlq;
+pub mod gtid;
 pub mod http;
 pub mod ledger;
 pub mod logging;

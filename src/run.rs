@@ -115,6 +115,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
     );
     let saved = checkpoint::load(&config.state.dir)?;
     let start = saved.as_ref().map(Checkpoint::position);
+    let resume_from = saved.clone();
     match &start {
         Some(at) => tracing::info!(checkpoint = %at, "resuming from the checkpoint"),
         None => {
@@ -168,7 +169,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             glommio::spawn_local(admin::serve(listener, Rc::new(view))).detach();
         }
         let followed = futures_lite::future::or(
-            async { Some(crate::source::follow(config, &mut sink, start.clone(), true).await) },
+            async { Some(crate::source::follow(config, &mut sink, resume_from.as_ref(), true).await) },
             async {
                 while !stop.load(Ordering::Relaxed) {
                     glommio::timer::sleep(Duration::from_millis(50)).await;

@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use crate::binlog::event::{kind, EventHeader, HEADER_LEN};
-use crate::config::Config;
+use crate::checkpoint::Checkpoint;
+use crate::config::{Config, StartPosition};
+use crate::gtid::GtidSet;
 use crate::mysql::replica::{self, BinlogPosition, ReplicaOptions, ServerInfo};
 use crate::mysql::{Connection, MysqlError};
 use crate::schema::{self, ColumnInfo, SchemaCache};
@@ -21,8 +23,14 @@ pub trait EventSink {
     /// Why the sink gives up.
     type Error: std::error::Error;
 
-    /// A (re)connection is about to stream events; an error stops following.
-    fn on_connect(&mut self, info: &ServerInfo, from: &BinlogPosition) -> Result<(), Self::Error>;
+    /// A (re)connection is about to stream events from `from`; `gtids`, when
+    /// known, is every GTID before it. An error stops following.
+    fn on_connect(
+        &mut self,
+        info: &ServerInfo,
+        from: &BinlogPosition,
+        gtids: Option<&GtidSet>,
+    ) -> Result<(), Self::Error>;
 
     /// The link to the server failed; a reconnect follows after a backoff.
     fn on_disconnect(&mut self, _error: &MysqlError) {}
@@ -53,13 +61,24 @@ pub enum SourceError<E: std::error::Error + 'static> {
     Sink(E),
 }
 
-/// Follows the binlog from `start` (else `source.start`) until the sink fails or a
-/// non-transient error occurs. `retry_first` decides whether a failing first
-/// connection is retried (a service) or reported at once (an interactive tool).
+/// Where the next connection starts.
+#[derive(Debug, Clone)]
+struct Resume {
+    /// The last transaction boundary read (or the checkpoint's position).
+    at: Option<BinlogPosition>,
+    /// Without `at`: start after this GTID set (`source.start: {gtid}`, or a
+    /// checkpoint of another server of the cluster).
+    gtids: Option<String>,
+}
+
+/// Follows the binlog from the `saved` checkpoint (else `source.start`) until the
+/// sink fails or a non-transient error occurs. `retry_first` decides whether a
+/// failing first connection is retried (a service) or reported at once (an
+/// interactive tool).
 pub async fn follow<S: EventSink>(
     config: &Config,
     sink: &mut S,
-    start: Option<BinlogPosition>,
+    saved: Option<&Checkpoint>,
     retry_first: bool,
 ) -> Result<(), SourceError<S::Error>>
 where
@@ -69,17 +88,30 @@ where
         server_id: config.database.server_id,
         heartbeat: config.source.heartbeat,
     };
-    let mut resume: Option<BinlogPosition> = start;
+    let mut resume = Resume {
+        at: saved.map(Checkpoint::position),
+        gtids: match &config.source.start {
+            StartPosition::Gtid(set) => Some(set.clone()),
+            _ => None,
+        },
+    };
     let mut connected_before = false;
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         let started = Instant::now();
-        let err =
-            match stream_once(config, &options, &mut resume, &mut connected_before, sink).await {
-                Ok(()) => return Ok(()),
-                Err(SourceError::Sink(e)) => return Err(SourceError::Sink(e)),
-                Err(SourceError::Mysql(e)) => e,
-            };
+        let streamed = stream_once(
+            config,
+            &options,
+            saved,
+            &mut resume,
+            &mut connected_before,
+            sink,
+        );
+        let err = match streamed.await {
+            Ok(()) => return Ok(()),
+            Err(SourceError::Sink(e)) => return Err(SourceError::Sink(e)),
+            Err(SourceError::Mysql(e)) => e,
+        };
         sink.on_disconnect(&err);
         if !err.is_transient() || (!connected_before && !retry_first) {
             return Err(err.into());
@@ -89,9 +121,11 @@ where
             backoff.reset();
         }
         let delay = backoff.next_delay();
-        let at = resume
-            .as_ref()
-            .map_or_else(|| "the configured start".to_owned(), ToString::to_string);
+        let at = match (&resume.at, &resume.gtids) {
+            (Some(p), _) => p.to_string(),
+            (None, Some(g)) => format!("after GTIDs {g}"),
+            (None, None) => "the configured start".to_owned(),
+        };
         tracing::warn!(error = %err, retry_in = ?delay, resume = %at, "replication link lost; reconnecting");
         glommio::timer::sleep(delay).await;
     }
@@ -100,7 +134,8 @@ where
 async fn stream_once<S: EventSink>(
     config: &Config,
     options: &ReplicaOptions,
-    resume: &mut Option<BinlogPosition>,
+    saved: Option<&Checkpoint>,
+    resume: &mut Resume,
     connected: &mut bool,
     sink: &mut S,
 ) -> Result<(), SourceError<S::Error>>
@@ -113,26 +148,58 @@ where
     if !info.row_image.eq_ignore_ascii_case("FULL") {
         tracing::warn!(binlog_row_image = %info.row_image, "old_data and deletes carry only some columns; set binlog_row_image=FULL for whole rows");
     }
-    let (from, gtid) = match (resume.clone(), &config.source.start) {
-        (Some(p), _) => (p, None),
-        (None, crate::config::StartPosition::Gtid(set)) => (
-            replica::resolve_start(&mut conn, &config.source.start).await?,
-            Some(set.as_str()),
-        ),
-        (None, start) => (replica::resolve_start(&mut conn, start).await?, None),
+    let mariadb = info.flavor == crate::config::Flavor::Mariadb;
+    // A checkpoint of another server of the cluster: its file positions mean
+    // nothing here, its GTID set does.
+    if let Some(cp) = saved.filter(|cp| !*connected && cp.fails_over_to(&info)) {
+        tracing::warn!(
+            checkpoint_server = %cp.server_uuid.clone().unwrap_or_else(|| cp.server_id.to_string()),
+            server_id = info.server_id,
+            gtid_set = %cp.gtid_set.as_deref().unwrap_or_default(),
+            "the checkpoint was written on another server; resuming here after its GTID set"
+        );
+        resume.at = None;
+        resume.gtids = cp.gtid_set.clone();
+    }
+    let (from, gtid_start, seed) = match (&resume.at, &resume.gtids) {
+        (Some(p), _) => (p.clone(), None, None),
+        (None, Some(text)) => {
+            let set = GtidSet::parse(text, mariadb).map_err(|e| MysqlError::NotUsable {
+                problem: e.to_string(),
+                fix: if mariadb {
+                    "write domain-server-sequence triples, e.g. 0-1-100 or 0-1-100,1-2-7 (see SELECT @@gtid_binlog_pos)".into()
+                } else {
+                    "write uuid:interval sets, e.g. 3e11fa47-71ca-11e1-9e33-c80aa9429562:1-100 (see SELECT @@GLOBAL.gtid_executed)".into()
+                },
+            })?;
+            // The dump names no file; the server's ROTATE tells it.
+            let from = BinlogPosition {
+                file: String::new(),
+                pos: 4,
+            };
+            (from, Some(set.clone()), Some(set))
+        }
+        (None, None) => {
+            let (from, seed) =
+                replica::resolve_start(&mut conn, &config.source.start, &info).await?;
+            (from, None, seed)
+        }
     };
     // The sink may refuse this server (a checkpoint from another one) before any
     // position of it is asked for.
-    sink.on_connect(&info, &from).map_err(SourceError::Sink)?;
-    replica::start_dump(&mut conn, &info, options, &from, gtid).await?;
+    sink.on_connect(&info, &from, seed.as_ref())
+        .map_err(SourceError::Sink)?;
+    replica::start_dump(&mut conn, &info, options, &from, gtid_start.as_ref()).await?;
     // Heartbeats arrive every `heartbeat` when idle; three missed ones mean dead.
     conn.set_read_timeout(Some(config.source.heartbeat * 3))?;
-    let shown = gtid.map_or_else(|| from.to_string(), |g| format!("after GTID {g}"));
+    let shown = gtid_start
+        .as_ref()
+        .map_or_else(|| from.to_string(), |g| format!("after GTIDs {g}"));
     tracing::info!(server = %info.version, from = %shown, row_metadata = %info.row_metadata, "streaming binlog");
     // A GTID start has no file yet: until the first boundary, a reconnect starts
     // from the GTIDs again.
-    if gtid.is_none() {
-        *resume = Some(from.clone());
+    if gtid_start.is_none() {
+        resume.at = Some(from.clone());
     }
     *connected = true;
     let mut file = from.file.clone();
@@ -156,13 +223,13 @@ where
             .map_err(SourceError::Sink)?;
         sink.ready().await.map_err(SourceError::Sink)?;
         if boundary && header.log_pos != 0 {
-            *resume = Some(BinlogPosition {
+            resume.at = Some(BinlogPosition {
                 file: file.clone(),
                 pos: u64::from(header.log_pos),
             });
-        } else if header.kind == kind::ROTATE {
+        } else if header.kind == kind::ROTATE && (resume.at.is_some() || gtid_start.is_none()) {
             if let Some(p) = rotate_position(&event, info.checksum) {
-                *resume = Some(BinlogPosition {
+                resume.at = Some(BinlogPosition {
                     file: file.clone(),
                     pos: p,
                 });

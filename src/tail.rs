@@ -94,6 +94,7 @@ impl<W: Write> crate::source::EventSink for Tail<W> {
         &mut self,
         info: &crate::mysql::replica::ServerInfo,
         from: &crate::mysql::replica::BinlogPosition,
+        _gtids: Option<&crate::gtid::GtidSet>,
     ) -> Result<(), TailError> {
         self.changes.on_connect(info.checksum, &from.file);
         Ok(())

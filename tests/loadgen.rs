@@ -6,61 +6,16 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::loadgen::{http, loadgen, report, spawn, succeeds, wait_port};
 use common::mariadb::free_port;
 use common::rowhook::Rowhook;
 use mysql_common::binlog::consts::BinlogVersion;
 use mysql_common::binlog::events::EventData;
 use mysql_common::binlog::BinlogFile;
 use serde_json::Value;
-
-/// The loadgen binary `cargo test --workspace` built beside rowhook.
-fn loadgen() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_rowhook")).with_file_name("loadgen");
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` (or `cargo build -p loadgen` first)",
-        path.display()
-    );
-    path
-}
-
-/// A loadgen process, killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(args: &[&str]) -> Process {
-    Process(
-        Command::new(loadgen())
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-/// Runs `cmd` to the end, asserting it succeeded; its stdout.
-fn succeeds(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
 
 /// The row image that carries a change's seq: the after image of an update.
 fn image(row: &Value) -> &Value {
@@ -69,36 +24,6 @@ fn image(row: &Value) -> &Value {
     } else {
         &row["data"]
     }
-}
-
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    (status, body)
-}
-
-fn report(port: u16) -> Value {
-    serde_json::from_str(&http(port, "GET", "/report", "").1).unwrap()
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! at a size limit; and the HEARTBEAT / fake ROTATE events a dump sends.
 //!
 //! Each table is `loadgen.t{i}`: `id BIGINT PRIMARY KEY, seq BIGINT, sent_ns BIGINT,
-//! payload VARCHAR(row_bytes)`.
+//! payload VARCHAR(row_bytes)`, plus `doc JSON` with [`Mysql8`] features, which also
+//! add GTID / PREVIOUS_GTIDS events and optionally compress each transaction into a
+//! TRANSACTION_PAYLOAD event (zstd), as MySQL 8 does.
 
 use rowhook::mysql::handshake::put_lenenc as lenenc;
 use std::fs::File;
@@ -33,6 +35,9 @@ pub mod kind {
     pub const WRITE_ROWS: u8 = 30;
     pub const UPDATE_ROWS: u8 = 31;
     pub const DELETE_ROWS: u8 = 32;
+    pub const GTID: u8 = 33;
+    pub const PREVIOUS_GTIDS: u8 = 35;
+    pub const TRANSACTION_PAYLOAD: u8 = 40;
 }
 
 const HEADER_LEN: usize = 19;
@@ -40,7 +45,11 @@ const HEADER_LEN: usize = 19;
 const ARTIFICIAL: u16 = 0x20;
 /// STMT_END_F on the last rows event of a statement.
 const STMT_END: u16 = 0x1;
-const COLUMNS: usize = 4;
+/// MySQL 8.0.36 as `immediate_server_version`.
+const SERVER_VERSION_ID: u32 = 80036;
+/// A GTID event with a 9-byte transaction length: 19 header + 42 post-header +
+/// 7 commit timestamp + 9 length + 4 server version + 4 CRC.
+const GTID_EVENT_LEN: u64 = 85;
 /// utf8mb4_0900_ai_ci.
 const UTF8MB4: u64 = 255;
 
@@ -57,6 +66,43 @@ pub struct Encoder {
     pub server_id: u32,
     /// Bytes of the payload column.
     pub row_bytes: usize,
+    /// MySQL 8 features; `None` is the plain stream (no GTIDs, no JSON).
+    pub mysql8: Option<Mysql8>,
+}
+
+/// What `--flavor mysql8` adds to the stream.
+#[derive(Debug, Clone)]
+pub struct Mysql8 {
+    /// The UUID of the GTIDs written (`source_uuid:1`, `:2`, ...).
+    pub source: [u8; 16],
+    /// Compress each transaction into a TRANSACTION_PAYLOAD event.
+    pub compress: bool,
+}
+
+/// Parses `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
+pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+    let hex: Vec<u8> = text.bytes().filter(|&b| b != b'-').collect();
+    if hex.len() != 32 || text.len() != 36 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The text form of a UUID.
+pub fn uuid_text(u: &[u8; 16]) -> String {
+    let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// Table id of table `t`.
@@ -158,12 +204,19 @@ impl Encoder {
         b.push(name.len() as u8);
         b.extend_from_slice(name.as_bytes());
         b.push(0);
-        lenenc(&mut b, COLUMNS as u64);
+        let json = self.mysql8.is_some();
+        lenenc(&mut b, self.columns() as u64);
         b.extend_from_slice(&[8, 8, 8, 15]); // LONGLONG x3, VARCHAR
+        if json {
+            b.push(245); // JSON
+        }
         let max_bytes = (self.row_bytes * 4).min(65_535) as u16;
-        lenenc(&mut b, 2);
+        lenenc(&mut b, if json { 3 } else { 2 });
         b.extend_from_slice(&max_bytes.to_le_bytes());
-        b.push(0b0000_1110); // nullable: all but id
+        if json {
+            b.push(4); // the JSON value's length takes 4 bytes
+        }
+        b.push(0b0001_1110); // nullable: all but id
                              // Optional metadata (binlog_row_metadata=FULL).
         let tlv = |b: &mut Vec<u8>, t: u8, v: &[u8]| {
             b.push(t);
@@ -175,7 +228,10 @@ impl Encoder {
         lenenc(&mut charset, UTF8MB4);
         tlv(&mut b, 2, &charset); // DEFAULT_CHARSET, no exceptions
         let mut names = Vec::new();
-        for n in ["id", "seq", "sent_ns", "payload"] {
+        for n in ["id", "seq", "sent_ns", "payload", "doc"]
+            .into_iter()
+            .take(self.columns())
+        {
             lenenc(&mut names, n.len() as u64);
             names.extend_from_slice(n.as_bytes());
         }
@@ -196,6 +252,20 @@ impl Encoder {
             b.push(len as u8);
         }
         b.extend(std::iter::repeat_n(b'p', len));
+        if self.mysql8.is_some() {
+            let doc = crate::jsonb::encode(&crate::jsonb::row_document(key, seq));
+            b.extend_from_slice(&(doc.len() as u32).to_le_bytes());
+            b.extend_from_slice(&doc);
+        }
+    }
+
+    /// Columns of every table.
+    fn columns(&self) -> usize {
+        if self.mysql8.is_some() {
+            5
+        } else {
+            4
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -214,10 +284,11 @@ impl Encoder {
         b.extend_from_slice(&table_id(table).to_le_bytes()[..6]);
         b.extend_from_slice(&(if last { STMT_END } else { 0 }).to_le_bytes());
         b.extend_from_slice(&2u16.to_le_bytes()); // extra data: none
-        lenenc(&mut b, COLUMNS as u64);
-        b.push(0x0f); // every column present
+        lenenc(&mut b, self.columns() as u64);
+        let present = (1u8 << self.columns()) - 1; // every column
+        b.push(present);
         if kind == Kind::Update {
-            b.push(0x0f);
+            b.push(present);
         }
         for c in changes {
             if kind == Kind::Update {
@@ -234,8 +305,10 @@ impl Encoder {
         self.event(out, code, timestamp, Some(at), 0, &b)
     }
 
-    /// One transaction at `at`: BEGIN, a TABLE_MAP per table used, rows events
-    /// (consecutive changes of one table and kind share one), XID. Returns the end.
+    /// One transaction at `at`: with MySQL 8 features a GTID event (number `xid`)
+    /// first; then BEGIN, a TABLE_MAP per table used, rows events (consecutive
+    /// changes of one table and kind share one), XID — or all of those compressed
+    /// into one TRANSACTION_PAYLOAD. Returns the end.
     pub fn transaction(
         &self,
         out: &mut Vec<u8>,
@@ -244,6 +317,98 @@ impl Encoder {
         sent_ns: u64,
         xid: u64,
     ) -> u64 {
+        let Some(m) = &self.mysql8 else {
+            return self.body(out, at, changes, sent_ns, xid);
+        };
+        let start = out.len();
+        let timestamp = (sent_ns / 1_000_000_000) as u32;
+        let gtid_end = self.gtid(out, timestamp, at, &m.source, xid, sent_ns / 1000, 0);
+        let end = if m.compress {
+            let mut inner = Vec::with_capacity(256 + changes.len() * (64 + self.row_bytes));
+            self.body(&mut inner, 0, changes, sent_ns, xid);
+            let inner = strip_for_payload(&inner);
+            let packed = zstd::bulk::compress(&inner, 3).unwrap_or_else(|_| inner.clone());
+            let algorithm = if packed.len() < inner.len() { 0 } else { 255 };
+            let data = if algorithm == 0 { &packed } else { &inner };
+            let mut b = Vec::with_capacity(data.len() + 32);
+            let mut field = |t: u64, v: u64| {
+                let mut value = Vec::new();
+                lenenc(&mut value, v);
+                lenenc(&mut b, t);
+                lenenc(&mut b, value.len() as u64);
+                b.extend_from_slice(&value);
+            };
+            field(1, data.len() as u64);
+            field(2, algorithm);
+            field(3, inner.len() as u64);
+            b.push(0);
+            b.extend_from_slice(data);
+            self.event(
+                out,
+                kind::TRANSACTION_PAYLOAD,
+                timestamp,
+                Some(gtid_end),
+                0,
+                &b,
+            )
+        } else {
+            self.body(out, gtid_end, changes, sent_ns, xid)
+        };
+        // Now that the transaction's length is known, put it in the GTID event.
+        let gtid = &mut out[start..start + GTID_EVENT_LEN as usize];
+        gtid[HEADER_LEN + 42 + 7 + 1..HEADER_LEN + 42 + 7 + 9]
+            .copy_from_slice(&(end - at).to_le_bytes());
+        let crc = crc32fast::hash(&gtid[..GTID_EVENT_LEN as usize - 4]);
+        gtid[GTID_EVENT_LEN as usize - 4..].copy_from_slice(&crc.to_le_bytes());
+        end
+    }
+
+    /// GTID_LOG_EVENT for `source:gno`, committed at `commit_us`, with a
+    /// transaction length to be filled in.
+    #[allow(clippy::too_many_arguments)]
+    fn gtid(
+        &self,
+        out: &mut Vec<u8>,
+        timestamp: u32,
+        at: u64,
+        source: &[u8; 16],
+        gno: u64,
+        commit_us: u64,
+        length: u64,
+    ) -> u64 {
+        let mut b = Vec::with_capacity(66);
+        b.push(0); // flags: row-based only
+        b.extend_from_slice(source);
+        b.extend_from_slice(&gno.to_le_bytes());
+        b.push(2); // logical timestamps follow
+        b.extend_from_slice(&gno.saturating_sub(1).to_le_bytes()); // last_committed
+        b.extend_from_slice(&gno.to_le_bytes()); // sequence_number
+                                                 // immediate_commit_timestamp, 56 bits; the top bit clear says the original
+                                                 // commit timestamp is the same.
+        b.extend_from_slice(&(commit_us & 0x7f_ffff_ffff_ffff).to_le_bytes()[..7]);
+        b.push(0xfe); // transaction length as a 9-byte packed integer
+        b.extend_from_slice(&length.to_le_bytes());
+        b.extend_from_slice(&SERVER_VERSION_ID.to_le_bytes());
+        self.event(out, kind::GTID, timestamp, Some(at), 0, &b)
+    }
+
+    /// PREVIOUS_GTIDS: `source:1-upto` (empty when nothing was written yet).
+    pub fn previous_gtids(&self, out: &mut Vec<u8>, timestamp: u32, at: u64, upto: u64) -> u64 {
+        let mut b = Vec::with_capacity(48);
+        match &self.mysql8 {
+            Some(m) if upto > 0 => {
+                b.extend_from_slice(&1u64.to_le_bytes());
+                b.extend_from_slice(&m.source);
+                b.extend_from_slice(&1u64.to_le_bytes());
+                b.extend_from_slice(&1u64.to_le_bytes());
+                b.extend_from_slice(&(upto + 1).to_le_bytes()); // end is exclusive
+            }
+            _ => b.extend_from_slice(&0u64.to_le_bytes()),
+        }
+        self.event(out, kind::PREVIOUS_GTIDS, timestamp, Some(at), 0, &b)
+    }
+
+    fn body(&self, out: &mut Vec<u8>, at: u64, changes: &[Change], sent_ns: u64, xid: u64) -> u64 {
         let timestamp = (sent_ns / 1_000_000_000) as u32;
         let mut pos = self.query(out, timestamp, at, "BEGIN");
         let mut mapped: Vec<u32> = Vec::new();
@@ -277,6 +442,25 @@ impl Encoder {
     }
 }
 
+/// The events of a transaction as they sit inside a TRANSACTION_PAYLOAD: no CRC32,
+/// and log_pos 0 (they have no position of their own).
+fn strip_for_payload(events: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(events.len());
+    let mut at = 0;
+    while let Some(size) = events
+        .get(at + 9..at + 13)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    {
+        let event = &events[at..at + size];
+        let start = out.len();
+        out.extend_from_slice(&event[..size - 4]);
+        out[start + 9..start + 13].copy_from_slice(&((size - 4) as u32).to_le_bytes());
+        out[start + 13..start + 17].copy_from_slice(&0u32.to_le_bytes());
+        at += size;
+    }
+    out
+}
+
 /// Appends transactions to binlog files in a directory, rotating at a size limit.
 pub struct Writer {
     dir: PathBuf,
@@ -299,7 +483,7 @@ impl Writer {
     /// Starts `binlog.000001` in `dir`.
     pub fn create(dir: &Path, enc: Encoder, max_size: u64) -> std::io::Result<Writer> {
         std::fs::create_dir_all(dir)?;
-        let (file, pos) = Self::open(dir, &enc, 1)?;
+        let (file, pos) = Self::open(dir, &enc, 1, 0)?;
         Ok(Writer {
             dir: dir.to_owned(),
             enc,
@@ -312,13 +496,22 @@ impl Writer {
         })
     }
 
-    fn open(dir: &Path, enc: &Encoder, index: u32) -> std::io::Result<(File, u64)> {
+    /// Starts file `index`: magic, FDE and (MySQL 8) the GTIDs before it.
+    fn open(dir: &Path, enc: &Encoder, index: u32, gtids: u64) -> std::io::Result<(File, u64)> {
         let mut file = File::create(dir.join(file_name(index)))?;
         let mut head = MAGIC.to_vec();
-        let now = crate::unix_nanos() / 1_000_000_000;
-        let end = enc.format_description(&mut head, now as u32, Some(4));
+        let now = (crate::unix_nanos() / 1_000_000_000) as u32;
+        let mut end = enc.format_description(&mut head, now, Some(4));
+        if enc.mysql8.is_some() {
+            end = enc.previous_gtids(&mut head, now, end, gtids);
+        }
         file.write_all(&head)?;
         Ok((file, end))
+    }
+
+    /// Transactions written so far (the last GTID number).
+    pub fn transactions(&self) -> u64 {
+        self.xid
     }
 
     /// The current file and its length.
@@ -339,7 +532,7 @@ impl Writer {
             self.enc.rotate(&mut self.buf, Some(self.pos), &next, 4);
             self.file.write_all(&self.buf)?;
             self.index += 1;
-            let (file, pos) = Self::open(&self.dir, &self.enc, self.index)?;
+            let (file, pos) = Self::open(&self.dir, &self.enc, self.index, self.xid)?;
             self.file = file;
             self.pos = pos;
         } else {
@@ -358,6 +551,7 @@ mod tests {
         let enc = Encoder {
             server_id: 7,
             row_bytes: 100,
+            mysql8: None,
         };
         let mut out = MAGIC.to_vec();
         let end = enc.format_description(&mut out, 1, Some(4));

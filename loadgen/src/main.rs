@@ -2,8 +2,10 @@
 //! (SPEC section 8): a fake MySQL 8 primary streaming synthetic row changes, the
 //! same stream as a binlog file, and a webhook sink.
 
+mod auth;
 mod binlog;
 mod blast;
+mod jsonb;
 mod master;
 mod sink;
 mod sql;
@@ -71,6 +73,50 @@ struct ShapeCli {
     seed: u64,
 }
 
+/// Which server the stream imitates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Flavor {
+    /// mysql_native_password with any credentials, no GTIDs, no JSON (the bench's stream).
+    Basic,
+    /// MySQL 8.0 defaults: caching_sha2_password, GTIDs, a JSON column per table.
+    Mysql8,
+}
+
+#[derive(Debug, Args)]
+struct FlavorCli {
+    /// What the primary imitates.
+    #[arg(long, value_enum, default_value = "basic")]
+    flavor: Flavor,
+    /// (mysql8) Compress each transaction, as binlog_transaction_compression=ON does.
+    #[arg(long)]
+    compress: bool,
+    /// (mysql8) UUID of the GTIDs written (default: this primary's server_uuid). Give a
+    /// second primary the first one's to imitate a failover pair.
+    #[arg(long)]
+    gtid_source: Option<String>,
+}
+
+impl FlavorCli {
+    fn mysql8(&self, server_id: u32) -> Result<Option<binlog::Mysql8>, String> {
+        if self.flavor == Flavor::Basic {
+            if self.compress || self.gtid_source.is_some() {
+                return Err("--compress and --gtid-source need --flavor mysql8".into());
+            }
+            return Ok(None);
+        }
+        let text = self
+            .gtid_source
+            .clone()
+            .unwrap_or_else(|| master::server_uuid(server_id));
+        let source = binlog::parse_uuid(&text)
+            .ok_or_else(|| format!("--gtid-source {text:?} is not a UUID"))?;
+        Ok(Some(binlog::Mysql8 {
+            source,
+            compress: self.compress,
+        }))
+    }
+}
+
 #[derive(Debug, Args)]
 struct MasterCli {
     /// Address to listen on.
@@ -78,6 +124,24 @@ struct MasterCli {
     listen: String,
     #[command(flatten)]
     shape: ShapeCli,
+    #[command(flatten)]
+    flavor: FlavorCli,
+    /// (mysql8) The password every user must give.
+    #[arg(long, default_value = "rowhook")]
+    password: String,
+    /// (mysql8) cold: the first login of a user needs full authentication (as after
+    /// a server restart); warm: every user is in the cache (fast path at once).
+    #[arg(long, value_parser = ["cold", "warm"], default_value = "cold")]
+    auth_cache: String,
+    /// (mysql8) RSA private key (PEM) for the password exchange; generated when unset.
+    #[arg(long)]
+    rsa_key: Option<PathBuf>,
+    /// (mysql8) Certificate chain (PEM) to offer TLS with.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// (mysql8) Private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Directory for the binlog files (default: a fresh one under the temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -99,6 +163,8 @@ struct BinlogCli {
     out: PathBuf,
     #[command(flatten)]
     shape: ShapeCli,
+    #[command(flatten)]
+    flavor: FlavorCli,
 }
 
 #[derive(Debug, Args)]
@@ -165,16 +231,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Sink(s) => sink::run(&s),
-        Command::Master(m) => shape(&m.shape).and_then(|shape| {
-            master::run(&master::MasterArgs {
-                listen: m.listen,
-                shape,
-                dir: m.dir,
-                max_binlog_size: m.max_binlog_size,
-                server_id: m.server_id,
-                no_wait: m.no_wait,
-            })
-        }),
+        Command::Master(m) => master_args(m).and_then(|args| master::run(&args)),
         Command::Sql(q) => shape(&q.shape).and_then(|shape| {
             sql::run(&sql::SqlArgs {
                 url: q.mysql,
@@ -183,7 +240,9 @@ fn main() -> ExitCode {
             })
         }),
         Command::Blast(b) => blast::run(&b),
-        Command::Binlog(b) => shape(&b.shape).and_then(|shape| write_binlog(&b.out, &shape)),
+        Command::Binlog(b) => {
+            shape(&b.shape).and_then(|shape| write_binlog(&b.out, &shape, b.flavor.mysql8(1)?))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -194,8 +253,46 @@ fn main() -> ExitCode {
     }
 }
 
+fn master_args(m: MasterCli) -> Result<master::MasterArgs, String> {
+    let mysql8 = m.flavor.mysql8(m.server_id)?;
+    let auth = match &mysql8 {
+        None => None,
+        Some(_) => {
+            let started = std::time::Instant::now();
+            let tls = m.tls_cert.as_deref().zip(m.tls_key.as_deref());
+            let auth = auth::Auth::new(
+                &m.password,
+                m.auth_cache == "warm",
+                m.rsa_key.as_deref(),
+                tls,
+            )?;
+            if m.rsa_key.is_none() {
+                eprintln!(
+                    "loadgen master: generated an RSA key in {:.1} s (--rsa-key skips this)",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Some(std::sync::Arc::new(auth))
+        }
+    };
+    Ok(master::MasterArgs {
+        listen: m.listen,
+        shape: shape(&m.shape)?,
+        dir: m.dir,
+        max_binlog_size: m.max_binlog_size,
+        server_id: m.server_id,
+        no_wait: m.no_wait,
+        mysql8,
+        auth,
+    })
+}
+
 /// `loadgen binlog`: the master's stream, unpaced, into one file.
-fn write_binlog(out: &std::path::Path, shape: &traffic::Shape) -> Result<(), String> {
+fn write_binlog(
+    out: &std::path::Path,
+    shape: &traffic::Shape,
+    mysql8: Option<binlog::Mysql8>,
+) -> Result<(), String> {
     if shape.rows.is_none() {
         return Err("binlog: --rows is required".into());
     }
@@ -203,6 +300,7 @@ fn write_binlog(out: &std::path::Path, shape: &traffic::Shape) -> Result<(), Str
     let enc = binlog::Encoder {
         server_id: 1,
         row_bytes: shape.row_bytes,
+        mysql8,
     };
     let mut writer = binlog::Writer::create(&dir, enc, u64::MAX)
         .map_err(|e| format!("{}: {e}", dir.display()))?;

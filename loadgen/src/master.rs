@@ -1,8 +1,14 @@
 //! `loadgen master`: a fake MySQL 8 primary. A generator thread writes the
 //! synthetic traffic into binlog files at the paced rate; each replica connection
-//! (a thread) logs in with any credentials, gets plausible answers to the start-up
-//! queries, registers, and dumps from the position it asks for — following the
-//! files as they grow, with heartbeats when idle, like a real primary.
+//! (a thread) logs in, gets plausible answers to the start-up queries, registers,
+//! and dumps from the position (or, `--flavor mysql8`, the GTID set) it asks for —
+//! following the files as they grow, with heartbeats when idle, like a real primary.
+//!
+//! `--flavor basic` accepts any credentials with mysql_native_password and writes
+//! no GTIDs. `--flavor mysql8` speaks as MySQL 8.0 does by default:
+//! caching_sha2_password (fast path for a cached password, full authentication
+//! over TLS or with the RSA key exchange otherwise), GTIDs, a JSON column, and with
+//! `--compress` zstd-compressed transactions.
 
 use rowhook::mysql::handshake::put_lenenc as lenenc;
 use std::io::{Read, Write};
@@ -12,11 +18,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::auth::{Auth, Stream};
 use crate::binlog::{self, Encoder, Writer};
 use crate::traffic::{Generator, Shape};
 
 /// Options of `loadgen master`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MasterArgs {
     /// Address to listen on.
     pub listen: String,
@@ -30,13 +37,17 @@ pub struct MasterArgs {
     pub server_id: u32,
     /// Start generating at once instead of at the first dump.
     pub no_wait: bool,
+    /// MySQL 8 features (GTIDs, JSON column, compression); `None` = basic.
+    pub mysql8: Option<binlog::Mysql8>,
+    /// How replicas log in.
+    pub auth: Option<Arc<Auth>>,
 }
 
 /// The binlog as the generator leaves it: what dumps may read.
 struct Log {
     dir: PathBuf,
-    /// (current file index, its committed length).
-    end: Mutex<(u32, u64)>,
+    /// (current file index, its committed length, transactions written).
+    end: Mutex<(u32, u64, u64)>,
     grown: Condvar,
     /// A replica started dumping.
     dumping: AtomicBool,
@@ -48,7 +59,7 @@ struct Log {
 }
 
 impl Log {
-    fn wait_grown(&self, seen: (u32, u64), timeout: Duration) -> (u32, u64) {
+    fn wait_grown(&self, seen: (u32, u64, u64), timeout: Duration) -> (u32, u64, u64) {
         let guard = self.end.lock().unwrap_or_else(|p| p.into_inner());
         let (guard, _) = self
             .grown
@@ -57,12 +68,12 @@ impl Log {
         *guard
     }
 
-    fn current(&self) -> (u32, u64) {
+    fn current(&self) -> (u32, u64, u64) {
         *self.end.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn files(&self) -> Vec<(String, u64)> {
-        let (last, _) = self.current();
+        let (last, _, _) = self.current();
         (1..=last)
             .map(|i| {
                 let name = binlog::file_name(i);
@@ -84,14 +95,23 @@ pub fn run(args: &MasterArgs) -> Result<(), String> {
     let enc = Encoder {
         server_id: args.server_id,
         row_bytes: args.shape.row_bytes,
+        mysql8: args.mysql8.clone(),
     };
     let writer = Writer::create(&dir, enc.clone(), args.max_binlog_size)
         .map_err(|e| format!("cannot write binlogs in {}: {e}", dir.display()))?;
     let listener = TcpListener::bind(&args.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     eprintln!(
-        "loadgen master: MySQL {} on {} (binlogs in {}), {} rows/s, {} row(s)/txn, {} table(s), {} keys, {} B rows",
+        "loadgen master: MySQL {} ({}) on {} (binlogs in {}), {} rows/s, {} row(s)/txn, {} table(s), {} keys, {} B rows",
         binlog::SERVER_VERSION,
+        match (&args.mysql8, &args.auth) {
+            (Some(m), _) => format!(
+                "mysql8: caching_sha2_password, GTIDs from {}{}",
+                binlog::uuid_text(&m.source),
+                if m.compress { ", compressed transactions" } else { "" }
+            ),
+            (None, _) => "basic: mysql_native_password, no GTIDs".into(),
+        },
         args.listen,
         dir.display(),
         args.shape.rate,
@@ -101,7 +121,7 @@ pub fn run(args: &MasterArgs) -> Result<(), String> {
         args.shape.row_bytes
     );
     let log = Arc::new(Log {
-        end: Mutex::new((1, writer.position().1)),
+        end: Mutex::new((1, writer.position().1, 0)),
         grown: Condvar::new(),
         dumping: AtomicBool::new(args.no_wait),
         finished: AtomicBool::new(false),
@@ -115,6 +135,7 @@ pub fn run(args: &MasterArgs) -> Result<(), String> {
     };
     let server_id = args.server_id;
     let accept_log = log.clone();
+    let (auth, gtids) = (args.auth.clone(), args.mysql8.as_ref().map(|m| m.source));
     std::thread::spawn(move || {
         let mut next_id = 1u32;
         for stream in listener.incoming() {
@@ -122,8 +143,10 @@ pub fn run(args: &MasterArgs) -> Result<(), String> {
             let log = accept_log.clone();
             next_id += 1;
             let id = next_id;
+            let auth = auth.clone();
             std::thread::spawn(move || {
-                if let Err(e) = Session::new(stream, log, id, server_id).serve() {
+                let session = Session::new(stream, log, id, server_id, auth, gtids);
+                if let Err(e) = session.serve() {
                     eprintln!("loadgen master: connection {id}: {e}");
                 }
             });
@@ -140,6 +163,11 @@ pub fn run(args: &MasterArgs) -> Result<(), String> {
         Ok(Err(e)) => Err(e),
         Err(_) => Err("the generator thread panicked".into()),
     }
+}
+
+/// The primary's `server_uuid`, derived from its server id.
+pub fn server_uuid(server_id: u32) -> String {
+    format!("10ad9e00-0000-4000-8000-{server_id:012x}")
 }
 
 /// Nanoseconds since the epoch.
@@ -191,7 +219,7 @@ fn generate(log: &Log, mut writer: Writer, shape: &Shape) -> Result<String, Stri
             .next()
             .and_then(|n| n.parse().ok())
             .unwrap_or(1);
-        *log.end.lock().unwrap_or_else(|p| p.into_inner()) = (index, pos);
+        *log.end.lock().unwrap_or_else(|p| p.into_inner()) = (index, pos, writer.transactions());
         log.grown.notify_all();
     }
     log.finished.store(true, Ordering::Relaxed);
@@ -222,26 +250,39 @@ fn sleep_until(at: Instant) {
 
 /// One replica connection.
 struct Session {
-    stream: TcpStream,
+    stream: Stream,
     log: Arc<Log>,
     id: u32,
     server_id: u32,
     seq: u8,
     heartbeat: Duration,
+    /// `None`: any login is accepted with mysql_native_password.
+    auth: Option<Arc<Auth>>,
+    /// The source UUID of the GTIDs written (`--flavor mysql8`).
+    gtids: Option<[u8; 16]>,
 }
 
 const MAX_PACKET: usize = 0xff_ffff;
 
 impl Session {
-    fn new(stream: TcpStream, log: Arc<Log>, id: u32, server_id: u32) -> Self {
+    fn new(
+        stream: TcpStream,
+        log: Arc<Log>,
+        id: u32,
+        server_id: u32,
+        auth: Option<Arc<Auth>>,
+        gtids: Option<[u8; 16]>,
+    ) -> Self {
         let _ = stream.set_nodelay(true);
         Session {
-            stream,
+            stream: Stream::Plain(stream),
             log,
             id,
             server_id,
             seq: 0,
             heartbeat: Duration::from_secs(30),
+            auth,
+            gtids,
         }
     }
 
@@ -299,11 +340,11 @@ impl Session {
         self.write_packet(&p)
     }
 
-    fn greet(&mut self) -> std::io::Result<()> {
-        let nonce: Vec<u8> = (0..20u8)
-            .map(|i| b'a' + (i * 7 + self.id as u8) % 26)
-            .collect();
-        let caps: u32 = 0x1 | 0x4 | 0x8 | 0x200 | 0x2000 | 0x8000 | 0x8_0000 | 0x20_0000;
+    fn greet(&mut self, nonce: &[u8]) -> std::io::Result<()> {
+        let mut caps: u32 = 0x1 | 0x4 | 0x8 | 0x200 | 0x2000 | 0x8000 | 0x8_0000 | 0x20_0000;
+        if self.auth.as_ref().is_some_and(|a| a.tls.is_some()) {
+            caps |= crate::auth::CLIENT_SSL;
+        }
         let mut p = vec![10];
         p.extend_from_slice(binlog::SERVER_VERSION.as_bytes());
         p.push(0);
@@ -318,21 +359,50 @@ impl Session {
         p.extend_from_slice(&[0; 10]);
         p.extend_from_slice(&nonce[8..]);
         p.push(0);
-        p.extend_from_slice(b"mysql_native_password\0");
+        let plugin: &[u8] = if self.auth.is_some() {
+            b"caching_sha2_password\0"
+        } else {
+            b"mysql_native_password\0"
+        };
+        p.extend_from_slice(plugin);
         self.seq = 0;
         self.write_packet(&p)
     }
 
+    /// Greets, logs the client in, and answers commands until it leaves or dumps.
     fn serve(mut self) -> std::io::Result<()> {
-        self.greet()?;
-        // Any user and password are welcome: the response is read and accepted.
-        let _login = match self.read_packet() {
+        let nonce = crate::auth::nonce(self.id);
+        self.greet(&nonce)?;
+        let mut login = match self.read_packet() {
             Ok(p) => p,
             // A client that hangs up after the greeting (a port probe) is no error.
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         };
-        self.ok()?;
+        match self.auth.clone() {
+            // Any user and password are welcome: the response is read and accepted.
+            None => self.ok()?,
+            Some(auth) => {
+                if crate::auth::is_ssl_request(&login) {
+                    let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone)
+                    else {
+                        return Err(std::io::Error::other("TLS requested twice"));
+                    };
+                    self.stream = auth.accept_tls(tcp)?;
+                    login = self.read_packet()?;
+                }
+                match auth.login(&mut self, &login, &nonce)? {
+                    Ok(how) => {
+                        eprintln!("loadgen master: connection {}: {how}", self.id);
+                        self.ok()?;
+                    }
+                    Err((code, message)) => {
+                        eprintln!("loadgen master: connection {}: {message}", self.id);
+                        return self.err(code, &message);
+                    }
+                }
+            }
+        }
         loop {
             let packet = match self.read_packet() {
                 Ok(p) => p,
@@ -347,6 +417,7 @@ impl Session {
                 }
                 Some(0x0e) | Some(0x15) => self.ok()?,
                 Some(0x12) => return self.dump(&packet[1..]),
+                Some(0x1e) if self.gtids.is_some() => return self.dump_gtid(&packet[1..]),
                 Some(c) => self.err(
                     1047,
                     &format!("loadgen master: command 0x{c:02x} not supported"),
@@ -394,8 +465,10 @@ impl Session {
                 "binlog_row_image" | "binlog_row_metadata" => "FULL".to_owned(),
                 "binlog_checksum" => "CRC32".to_owned(),
                 "server_id" => self.server_id.to_string(),
-                "server_uuid" => format!("10ad9e00-0000-4000-8000-{:012x}", self.server_id),
+                "server_uuid" => server_uuid(self.server_id),
+                "gtid_mode" if self.gtids.is_some() => "ON".to_owned(),
                 "gtid_mode" => "OFF".to_owned(),
+                "gtid_executed" => self.executed(self.log.current().2),
                 other => return self.err(1193, &format!("Unknown system variable '{other}'")),
             };
             return self.result_set(&[&format!("@@GLOBAL.{var}")], &[vec![value]]);
@@ -411,13 +484,13 @@ impl Session {
             return self.ok();
         }
         if lower == "show master status" || lower == "show binary log status" {
-            let (index, pos) = self.log.current();
+            let (index, pos, gno) = self.log.current();
             let row = vec![
                 binlog::file_name(index),
                 pos.to_string(),
                 String::new(),
                 String::new(),
-                String::new(),
+                self.executed(gno),
             ];
             return self.result_set(
                 &[
@@ -448,8 +521,15 @@ impl Session {
         )
     }
 
-    /// COM_BINLOG_DUMP: fake ROTATE, the file's FDE, then events from `pos` on,
-    /// following the files; heartbeats when nothing comes.
+    /// `source_uuid:1-gno`, or empty before the first transaction (or without GTIDs).
+    fn executed(&self, gno: u64) -> String {
+        match self.gtids {
+            Some(u) if gno > 0 => format!("{}:1-{gno}", binlog::uuid_text(&u)),
+            _ => String::new(),
+        }
+    }
+
+    /// COM_BINLOG_DUMP: from a file and position.
     fn dump(&mut self, args: &[u8]) -> std::io::Result<()> {
         let pos = args.get(..4).map_or(4, |b| {
             u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -471,6 +551,66 @@ impl Session {
         if pos < 4 || pos > size {
             return self.err(1236, &format!("Client requested master to start replication from position > file size ({name}:{pos})"));
         }
+        self.stream_from(index, pos, None)
+    }
+
+    /// COM_BINLOG_DUMP_GTID: everything the replica's GTID set lacks. Streams from
+    /// the newest file whose PREVIOUS_GTIDS the set covers, skipping transactions
+    /// already in the set, as MySQL does.
+    fn dump_gtid(&mut self, args: &[u8]) -> std::io::Result<()> {
+        let Some(source) = self.gtids else {
+            return self.err(1236, "this primary has no GTIDs");
+        };
+        let Some(sids) = crate::auth::parse_dump_gtid(args) else {
+            return self.err(1236, "malformed COM_BINLOG_DUMP_GTID");
+        };
+        let have: Vec<(u64, u64)> = sids
+            .into_iter()
+            .filter(|(u, _)| *u == source)
+            .flat_map(|(_, i)| i)
+            .collect();
+        let written = self.log.current().2;
+        if have.iter().any(|&(_, end)| end > written + 1) {
+            return self.err(1236, &format!(
+                "Slave has more GTIDs than the master has, using the master's SERVER_UUID ({}:1-{written} here)",
+                binlog::uuid_text(&source)
+            ));
+        }
+        // 1..=prefix is all in the set.
+        let mut prefix = 0;
+        while let Some(&(_, end)) = have
+            .iter()
+            .find(|&&(s, e)| s <= prefix + 1 && e > prefix + 1)
+        {
+            prefix = end - 1;
+        }
+        let last = self.log.current().0;
+        let mut index = 1;
+        for i in (1..=last).rev() {
+            if previous_gtids(&open(&self.log.dir, i)?)? <= prefix {
+                index = i;
+                break;
+            }
+        }
+        eprintln!(
+            "loadgen master: connection {}: GTID dump, replica has {}:1-{prefix}; from {}",
+            self.id,
+            binlog::uuid_text(&source),
+            binlog::file_name(index)
+        );
+        self.stream_from(index, 4, Some(have))
+    }
+
+    /// Fake ROTATE, the file's FDE, then events from `pos` on, following the files;
+    /// heartbeats when nothing comes. With `skip`, transactions whose GTID number
+    /// lies in one of its [start, end) ranges are left out.
+    fn stream_from(
+        &mut self,
+        index: u32,
+        pos: u64,
+        skip: Option<Vec<(u64, u64)>>,
+    ) -> std::io::Result<()> {
+        let name = binlog::file_name(index);
         self.log.dumping.store(true, Ordering::Relaxed);
         let enc = self.log.enc.clone();
         let mut out = Vec::with_capacity(1 << 16);
@@ -492,8 +632,9 @@ impl Session {
         self.stream.write_all(&out)?;
         let mut last_sent = Instant::now();
         let mut buf = Vec::new();
+        let mut skipping = false;
         loop {
-            let (end_index, end_pos) = self.log.current();
+            let (end_index, end_pos, end_gno) = self.log.current();
             let limit = if index < end_index {
                 file.metadata()?.len()
             } else {
@@ -508,8 +649,25 @@ impl Session {
                 let mut rotated = false;
                 while let Some(size) = event_size(&buf[off..]) {
                     let event = &buf[off..off + size];
-                    self.frame(&mut out, Some(0), event);
                     off += size;
+                    if let Some(have) = &skip {
+                        if event[4] == binlog::kind::GTID {
+                            let gno = event
+                                .get(19 + 17..19 + 25)
+                                .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+                            skipping = have.iter().any(|&(s, e)| s <= gno && gno < e);
+                        }
+                        if skipping {
+                            if matches!(
+                                event[4],
+                                binlog::kind::XID | binlog::kind::TRANSACTION_PAYLOAD
+                            ) {
+                                skipping = false;
+                            }
+                            continue;
+                        }
+                    }
+                    self.frame(&mut out, Some(0), event);
                     if event[4] == binlog::kind::ROTATE {
                         rotated = true;
                         break;
@@ -542,9 +700,24 @@ impl Session {
                 last_sent = Instant::now();
                 continue;
             }
-            self.log.wait_grown((end_index, end_pos), wait);
+            self.log.wait_grown((end_index, end_pos, end_gno), wait);
         }
     }
+}
+
+/// The last GTID number before a file (its PREVIOUS_GTIDS), 0 when it has none.
+fn previous_gtids(file: &std::fs::File) -> std::io::Result<u64> {
+    let fde = read_event_at(file, 4)?;
+    let event = read_event_at(file, 4 + fde.len() as u64)?;
+    if event[4] != binlog::kind::PREVIOUS_GTIDS {
+        return Ok(0);
+    }
+    // n_sids, then uuid, n_intervals, start, end (exclusive) of our one interval.
+    Ok(event
+        .get(19 + 8 + 16 + 8 + 8..19 + 8 + 16 + 8 + 16)
+        .map_or(0, |b| {
+            u64::from_le_bytes(b.try_into().unwrap_or([0; 8])).saturating_sub(1)
+        }))
 }
 
 /// Bytes of binlog read per look.
@@ -575,4 +748,18 @@ fn read_event_at(file: &std::fs::File, at: u64) -> std::io::Result<Vec<u8>> {
     event[..19].copy_from_slice(&head);
     file.read_exact_at(&mut event[19..], at + 19)?;
     Ok(event)
+}
+
+impl crate::auth::Packets for Session {
+    fn read(&mut self) -> std::io::Result<Vec<u8>> {
+        self.read_packet()
+    }
+
+    fn write(&mut self, payload: &[u8]) -> std::io::Result<()> {
+        self.write_packet(payload)
+    }
+
+    fn is_tls(&self) -> bool {
+        matches!(self.stream, Stream::Tls(_))
+    }
 }

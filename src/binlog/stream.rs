@@ -31,6 +31,8 @@ pub enum Event<'a> {
     Xid(u64),
     /// The next transaction's GTID (`uuid:gno` for MySQL, `domain-server-seq` for MariaDB).
     Gtid(String),
+    /// MySQL's PREVIOUS_GTIDS at the start of a file: every GTID before it.
+    PreviousGtids(crate::gtid::GtidSet),
     /// A statement: BEGIN, COMMIT, DDL, or statement-based DML.
     Query {
         /// Default schema of the statement.
@@ -165,6 +167,11 @@ impl Decoder {
                 let domain = c.u32("mariadb gtid domain")?;
                 Event::Gtid(format!("{domain}-{}-{seq}", header.server_id))
             }
+            kind::PREVIOUS_GTIDS => match crate::gtid::GtidSet::from_previous_gtids(body) {
+                Some(set) => Event::PreviousGtids(set),
+                // Tagged (MySQL 8.4) or unreadable: the set stays unknown.
+                None => Event::Other(kind::PREVIOUS_GTIDS),
+            },
             kind::HEARTBEAT | kind::HEARTBEAT_V2 => Event::Heartbeat,
             kind::PARTIAL_UPDATE_ROWS => {
                 return Err(DecodeError::UnsupportedEvent(

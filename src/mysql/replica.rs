@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::conn::Connection;
 use super::error::MysqlError;
 use crate::config::{Flavor, StartPosition};
+use crate::gtid::GtidSet;
 
 /// A binlog file and byte offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,16 +117,23 @@ pub async fn inspect(conn: &mut Connection, wanted: Flavor) -> Result<ServerInfo
     })
 }
 
-/// Where `start` points on this server right now.
+/// Where `start` points on this server right now, and the GTID set executed
+/// before that point when the server can tell (MySQL at its current end; MariaDB
+/// anywhere, from BINLOG_GTID_POS). MySQL learns it otherwise from the next
+/// PREVIOUS_GTIDS event.
 pub async fn resolve_start(
     conn: &mut Connection,
     start: &StartPosition,
-) -> Result<BinlogPosition, MysqlError> {
-    match start {
-        StartPosition::FilePos { file, pos } => Ok(BinlogPosition {
-            file: file.clone(),
-            pos: *pos,
-        }),
+    info: &ServerInfo,
+) -> Result<(BinlogPosition, Option<GtidSet>), MysqlError> {
+    let (at, executed) = match start {
+        StartPosition::FilePos { file, pos } => (
+            BinlogPosition {
+                file: file.clone(),
+                pos: *pos,
+            },
+            None,
+        ),
         StartPosition::Latest => {
             let rows = match conn.query("SHOW MASTER STATUS").await {
                 // MySQL 8.4 renamed it.
@@ -138,7 +146,9 @@ pub async fn resolve_start(
                 problem: "SHOW MASTER STATUS returned nothing (binary logging off, or no REPLICATION CLIENT privilege)".into(),
                 fix: "GRANT REPLICATION CLIENT ON *.* TO the rowhook user".into(),
             })?;
-            position_of(&row)
+            // Executed_Gtid_Set, read with the position: both describe the same point.
+            let executed = row.get(4).cloned().flatten();
+            (position_of(&row)?, executed)
         }
         StartPosition::Earliest => {
             let file = binlog_files(conn)
@@ -149,45 +159,86 @@ pub async fn resolve_start(
                     problem: "SHOW BINARY LOGS returned nothing".into(),
                     fix: "check that binary logging is on".into(),
                 })?;
-            Ok(BinlogPosition { file, pos: 4 })
+            (BinlogPosition { file, pos: 4 }, None)
         }
         // The dump itself carries the GTIDs (see `start_dump`); no file yet.
-        StartPosition::Gtid(_) => Ok(BinlogPosition {
-            file: String::new(),
-            pos: 4,
-        }),
+        StartPosition::Gtid(_) => (
+            BinlogPosition {
+                file: String::new(),
+                pos: 4,
+            },
+            None,
+        ),
+    };
+    let seed = match info.flavor {
+        Flavor::Mariadb => mariadb_gtid_pos(conn, &at).await,
+        // An empty Executed_Gtid_Set is a true empty set when GTIDs are on.
+        _ if gtid_mode_on(conn).await => executed.and_then(|t| GtidSet::parse_mysql(&t).ok()),
+        _ => None,
+    };
+    Ok((at, seed))
+}
+
+/// Whether a MySQL server writes GTIDs (`gtid_mode` ON).
+async fn gtid_mode_on(conn: &mut Connection) -> bool {
+    match conn.query("SELECT @@GLOBAL.gtid_mode").await {
+        Ok(rows) => one(rows).is_some_and(|m| m.eq_ignore_ascii_case("ON")),
+        Err(_) => false,
     }
 }
 
-/// Asks a MariaDB primary to stream from just after the GTIDs in `set` (the dump
-/// that follows names no file). MySQL's COM_BINLOG_DUMP_GTID is not built yet.
+/// MariaDB's GTID position at `at`, if it can say (NULL before GTIDs, or for a
+/// file it does not have; a missing privilege only loses the set).
+async fn mariadb_gtid_pos(conn: &mut Connection, at: &BinlogPosition) -> Option<GtidSet> {
+    if at.file.is_empty() || at.file.contains(['\'', '\\']) {
+        return None;
+    }
+    let sql = format!("SELECT BINLOG_GTID_POS('{}', {})", at.file, at.pos);
+    match conn.query(&sql).await {
+        Ok(rows) => one(rows).and_then(|t| GtidSet::parse_mariadb(&t).ok()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the GTID position; the checkpoint keeps file positions only");
+            None
+        }
+    }
+}
+
+/// Asks the primary to stream everything after the GTIDs in `set`: MariaDB
+/// through `@slave_connect_state` (the dump that follows names no file), MySQL
+/// with COM_BINLOG_DUMP_GTID. Returns whether the dump command was sent.
 async fn start_at_gtid(
     conn: &mut Connection,
     info: &ServerInfo,
-    set: &str,
-) -> Result<(), MysqlError> {
-    if info.flavor != Flavor::Mariadb {
-        return Err(MysqlError::NotUsable {
-            problem: "source.start: {gtid: ...} is only supported on MariaDB in this build".into(),
-            fix: "start from latest, earliest or {file, pos} on MySQL".into(),
-        });
+    options: &ReplicaOptions,
+    set: &GtidSet,
+) -> Result<bool, MysqlError> {
+    match (info.flavor, set) {
+        (Flavor::Mariadb, GtidSet::Mariadb(_)) => {
+            // Printed from the parsed set: digits, dashes and commas only.
+            conn.exec(&format!("SET @slave_connect_state = '{set}'"))
+                .await?;
+            conn.exec("SET @slave_gtid_strict_mode = 1").await?;
+            conn.exec("SET @slave_gtid_ignore_duplicates = 0").await?;
+            Ok(false)
+        }
+        (Flavor::Mariadb, _) | (_, GtidSet::Mariadb(_)) => Err(MysqlError::NotUsable {
+            problem: format!("the GTID set {set} is not of this server's flavor"),
+            fix: "give the GTIDs as the server prints them (SELECT @@gtid_binlog_pos on MariaDB, @@GLOBAL.gtid_executed on MySQL)".into(),
+        }),
+        _ => {
+            // flags BINLOG_THROUGH_GTID, no file name, position 4, the sid block.
+            let block = set.sid_block();
+            let mut dump = vec![0x1e];
+            dump.extend_from_slice(&4u16.to_le_bytes());
+            dump.extend_from_slice(&options.server_id.to_le_bytes());
+            dump.extend_from_slice(&0u32.to_le_bytes());
+            dump.extend_from_slice(&4u64.to_le_bytes());
+            dump.extend_from_slice(&(block.len() as u32).to_le_bytes());
+            dump.extend_from_slice(&block);
+            conn.send_command(&dump).await?;
+            Ok(true)
+        }
     }
-    // Domain-server-sequence triples: digits, dashes, commas. Anything else would
-    // also be unsafe inside the SQL string below.
-    if set.is_empty()
-        || !set
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b"-, ".contains(&b))
-    {
-        return Err(MysqlError::NotUsable {
-            problem: format!("source.start.gtid {set:?} is not a MariaDB GTID list"),
-            fix: "write domain-server-sequence triples, e.g. 0-1-100 or 0-1-100,1-2-7 (see SELECT @@gtid_binlog_pos)".into(),
-        });
-    }
-    conn.exec(&format!("SET @slave_connect_state = '{set}'"))
-        .await?;
-    conn.exec("SET @slave_gtid_strict_mode = 1").await?;
-    conn.exec("SET @slave_gtid_ignore_duplicates = 0").await
 }
 
 /// The binlog files the server has, oldest first.
@@ -226,7 +277,7 @@ pub async fn start_dump(
     info: &ServerInfo,
     options: &ReplicaOptions,
     from: &BinlogPosition,
-    gtid: Option<&str>,
+    gtid: Option<&GtidSet>,
 ) -> Result<(), MysqlError> {
     // Tell the server we verify checksums, so it sends them.
     conn.exec("SET @master_binlog_checksum = @@global.binlog_checksum")
@@ -255,7 +306,9 @@ pub async fn start_dump(
     }
 
     if let Some(set) = gtid {
-        start_at_gtid(conn, info, set).await?;
+        if start_at_gtid(conn, info, options, set).await? {
+            return Ok(());
+        }
     }
     let pos = u32::try_from(from.pos).map_err(|_| MysqlError::NotUsable {
         problem: format!("position {from} is beyond 4 GiB, which COM_BINLOG_DUMP cannot address"),

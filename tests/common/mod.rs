@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod loadgen;
 pub mod mariadb;
 pub mod oracle;
 pub mod receiver;
