@@ -51,7 +51,7 @@ pub enum CheckpointError {
         reason: String,
     },
     /// The checkpoint was written for another server.
-    #[error("{path} was written for {saved}, but the configured source is {now}\n  fix: point database.host at the server the checkpoint came from, or move the file away to start this server at source.start")]
+    #[error("{path} was written for {saved}, but the configured source is {now}, and it holds no GTID set to resume by there\n  fix: point database.host at the server the checkpoint came from, or move the file away to start this server at source.start (with GTIDs on, checkpoints carry a gtid_set and resume on any server of the cluster)")]
     OtherSource {
         /// The file.
         path: String,

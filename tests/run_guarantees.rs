@@ -1,7 +1,8 @@
 //! What `rowhook run` promises across stops: a graceful stop drains and writes the
 //! checkpoint (nothing repeats on restart); kill -9, again and again, loses nothing;
 //! a checkpoint whose position the server no longer has, or that belongs to another
-//! server, stops with a clear error instead of skipping.
+//! server and has no GTID state, stops with a clear error instead of skipping; with
+//! its GTID state it resumes on a replica that took over.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::mariadb::MariaDb;
+use common::mariadb::{MariaDb, RowMetadata};
 use common::receiver::{Receiver, Reply, Request};
 use common::rowhook::{source_yaml, wait_streaming, Rowhook};
 
@@ -343,4 +344,99 @@ fn starts_right_after_a_mariadb_gtid() {
     let (code, log) = wait_exit(&mut rowhook);
     assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("is not a MariaDB GTID set"), "{log}");
+}
+
+#[test]
+fn resumes_on_a_replica_after_the_primary_is_gone_by_gtid_state() {
+    let primary = MariaDb::start();
+    let replica = MariaDb::start_with_options(
+        RowMetadata::Full,
+        &["--server-id=2".into(), "--log-slave-updates=ON".into()],
+    );
+    replica.sql(&format!(
+        "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='root', \
+         MASTER_USE_GTID=slave_pos; START SLAVE;",
+        primary.port
+    ));
+    primary.sql("CREATE DATABASE shop; CREATE TABLE shop.seq (id INT PRIMARY KEY);");
+    let receiver = Receiver::ok();
+    let state = tempfile::tempdir().unwrap();
+    let on_primary = config(&primary, &receiver, state.path(), "");
+    let first = Rowhook::run(&on_primary);
+    // (The replica's own dump thread would satisfy wait_streaming.)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !first.log().contains("streaming binlog") {
+        assert!(Instant::now() < deadline, "{}", first.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for id in 1..=40 {
+        primary.sql(&format!("INSERT INTO shop.seq VALUES ({id})"));
+    }
+    receiver.wait_until(Duration::from_secs(30), |r| r.len() >= 40);
+    let mut first = first;
+    first.terminate();
+    let (code, log) = first.exit_within(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{log}");
+    // More changes while rowhook is down; the replica applies them, then the
+    // primary is lost.
+    for id in 41..=70 {
+        primary.sql(&format!("INSERT INTO shop.seq VALUES ({id})"));
+    }
+    let target = primary.value("SELECT @@gtid_binlog_pos");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while replica.value("SELECT @@gtid_binlog_pos") != target {
+        assert!(
+            Instant::now() < deadline,
+            "the replica does not catch up:\n{}",
+            replica.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(primary);
+    let cp: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(state.path().join("checkpoint.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cp["server_id"], 1, "{cp}");
+    assert!(
+        cp["gtid_set"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("0-1-")),
+        "{cp}"
+    );
+
+    let started = Instant::now();
+    let on_replica = config(&replica, &receiver, state.path(), "");
+    let second = Rowhook::run(&on_replica);
+    receiver.wait_until(Duration::from_secs(30), |r| r.len() >= 70);
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    let counts = counts(&receiver.requests());
+    let missing: Vec<i64> = (1..=70).filter(|id| !counts.contains_key(id)).collect();
+    assert!(missing.is_empty(), "lost {missing:?}\n{}", second.log());
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "a graceful stop then a failover repeats nothing: {counts:?}"
+    );
+    assert!(
+        second.log().contains("resuming here after its GTID set"),
+        "{}",
+        second.log()
+    );
+    eprintln!(
+        "failover to the replica: rows 41..=70 delivered {:.2} s after the start",
+        took.as_secs_f64()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let cp: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(state.path().join("checkpoint.json")).unwrap(),
+        )
+        .unwrap();
+        if cp["server_id"] == 2 && cp["gtid_set"] == target.as_str() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{cp} vs {target}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
