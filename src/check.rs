@@ -251,7 +251,21 @@ async fn saved_checkpoint(
             .ok()
             .and_then(|r| r.into_iter().next()?.into_iter().next()?)
     };
-    if their_id.is_none_or(|id| !saved.belongs_to(flavor, id, uuid.as_deref())) {
+    let ours = their_id.is_some_and(|id| saved.belongs_to(flavor, id, uuid.as_deref()));
+    if !ours && saved.resumable_by_gtids(flavor) {
+        return vec![bad(
+            Level::Warn,
+            format!(
+                "{} was written for {} server_id {}: run resumes on this server after its GTID set {} (failover)",
+                path.display(),
+                saved.flavor,
+                saved.server_id,
+                saved.gtid_set.as_deref().unwrap_or_default()
+            ),
+            "nothing, if this server took over from that one; otherwise point database.host back at it",
+        )];
+    }
+    if !ours {
         return vec![bad(
             Level::Fail,
             format!(

@@ -103,7 +103,12 @@ impl Checkpoint {
     pub fn fails_over_to(&self, info: &ServerInfo) -> bool {
         let here = flavor_name(info);
         !self.belongs_to(&here, info.server_id, info.server_uuid.as_deref())
-            && self.flavor == here
+            && self.resumable_by_gtids(&here)
+    }
+
+    /// Whether a server of `flavor` can resume from the GTID set alone.
+    pub fn resumable_by_gtids(&self, flavor: &str) -> bool {
+        self.flavor == flavor
             && self
                 .gtid_set
                 .as_deref()

@@ -243,11 +243,11 @@ fn parse_uuid(text: &str) -> [u8; 16] {
 }
 
 #[test]
-fn json_documents_gtids_and_compressed_transactions_decode_right() {
+fn json_documents_gtids_compressed_transactions_and_partial_updates_decode_right() {
     let dir = tempfile::tempdir().unwrap();
     let mut decoded = Vec::new();
-    for compress in [false, true] {
-        let file = dir.path().join(format!("m8-{compress}.bin"));
+    for extra in [None, Some("--compress"), Some("--partial-json")] {
+        let file = dir.path().join(format!("m8{}.bin", extra.unwrap_or("")));
         let mut args = vec![
             "binlog",
             "--flavor",
@@ -265,28 +265,33 @@ fn json_documents_gtids_and_compressed_transactions_decode_right() {
             "--out",
         ];
         args.push(file.to_str().unwrap());
-        if compress {
-            args.push("--compress");
-        }
+        args.extend(extra);
         succeeds(Command::new(loadgen()).args(&args));
         let rows = rows_of(&file);
-        assert_eq!(rows.len(), 600, "compress={compress}");
+        assert_eq!(rows.len(), 600, "{extra:?}");
+        // With --partial-json every update's document is the before image's with
+        // the logged diffs applied: it must come out whole all the same.
         for (table, event, key, seq, doc) in &rows {
             assert_eq!(
                 doc,
                 &expected_doc(*key, *seq),
-                "{table} {event} seq {seq} (compress={compress})"
+                "{table} {event} seq {seq} ({extra:?})"
             );
         }
         // mysql_common agrees on the rows, sees one GTID per transaction, numbered
         // 1..=200, and (compressed) one payload per transaction.
         let (gnos, payloads, oracle_rows) = oracle(&file);
-        assert_eq!(oracle_rows, 600, "compress={compress}");
+        assert_eq!(oracle_rows, 600, "{extra:?}");
         assert_eq!(gnos, (1..=200).collect::<Vec<u64>>());
-        assert_eq!(payloads, if compress { 200 } else { 0 });
+        let compressed = extra == Some("--compress");
+        assert_eq!(payloads, if compressed { 200 } else { 0 });
         decoded.push(rows);
     }
     assert_eq!(decoded[0], decoded[1], "compression changed the payloads");
+    assert_eq!(
+        decoded[0], decoded[2],
+        "partial updates changed the payloads"
+    );
 }
 
 /// Reads `path` until it holds a line containing `needle` (or 30 s pass).

@@ -405,8 +405,21 @@ fn resumes_on_a_replica_after_the_primary_is_gone_by_gtid_state() {
         "{cp}"
     );
 
-    let started = Instant::now();
     let on_replica = config(&replica, &receiver, state.path(), "");
+    // `check` tells the operator what `run` is about to do.
+    let file = state.path().join("replica.yaml");
+    std::fs::write(&file, &on_replica).unwrap();
+    let checked = std::process::Command::new(env!("CARGO_BIN_EXE_rowhook"))
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        report.contains("run resumes on this server after its GTID set"),
+        "{report}"
+    );
+    let started = Instant::now();
     let second = Rowhook::run(&on_replica);
     receiver.wait_until(Duration::from_secs(30), |r| r.len() >= 70);
     let took = started.elapsed();

@@ -36,6 +36,7 @@ pub mod kind {
     pub const UPDATE_ROWS: u8 = 31;
     pub const DELETE_ROWS: u8 = 32;
     pub const GTID: u8 = 33;
+    pub const PARTIAL_UPDATE_ROWS: u8 = 39;
     pub const PREVIOUS_GTIDS: u8 = 35;
     pub const TRANSACTION_PAYLOAD: u8 = 40;
 }
@@ -77,6 +78,9 @@ pub struct Mysql8 {
     pub source: [u8; 16],
     /// Compress each transaction into a TRANSACTION_PAYLOAD event.
     pub compress: bool,
+    /// Log updates as PARTIAL_UPDATE_ROWS with JSON diffs
+    /// (`binlog_row_value_options=PARTIAL_JSON`, FULL before images).
+    pub partial_json: bool,
 }
 
 /// Parses `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
@@ -240,7 +244,9 @@ impl Encoder {
         self.event(out, kind::TABLE_MAP, timestamp, Some(at), 0, &b)
     }
 
-    fn row_image(&self, b: &mut Vec<u8>, key: u64, seq: u64, sent_ns: u64) {
+    /// A whole row image; with `diffs`, the JSON column holds the diffs that turn
+    /// the before image's document into this row's (a partial update).
+    fn row_image(&self, b: &mut Vec<u8>, key: u64, seq: u64, sent_ns: u64, diffs: bool) {
         b.push(0); // null bitmap: nothing null
         b.extend_from_slice(&key.to_le_bytes());
         b.extend_from_slice(&seq.to_le_bytes());
@@ -253,7 +259,11 @@ impl Encoder {
         }
         b.extend(std::iter::repeat_n(b'p', len));
         if self.mysql8.is_some() {
-            let doc = crate::jsonb::encode(&crate::jsonb::row_document(key, seq));
+            let doc = if diffs {
+                crate::jsonb::seq_diffs(seq)
+            } else {
+                crate::jsonb::encode(&crate::jsonb::row_document(key, seq))
+            };
             b.extend_from_slice(&(doc.len() as u32).to_le_bytes());
             b.extend_from_slice(&doc);
         }
@@ -290,15 +300,21 @@ impl Encoder {
         if kind == Kind::Update {
             b.push(present);
         }
+        let partial = kind == Kind::Update && self.mysql8.as_ref().is_some_and(|m| m.partial_json);
         for c in changes {
             if kind == Kind::Update {
                 // The before image: an older version of the row.
-                self.row_image(&mut b, c.key, 0, 0);
+                self.row_image(&mut b, c.key, 0, 0, false);
             }
-            self.row_image(&mut b, c.key, c.seq, sent_ns);
+            if partial {
+                // Shared image: PARTIAL_JSON_UPDATES, and the one JSON column has diffs.
+                b.extend_from_slice(&[1, 0b1]);
+            }
+            self.row_image(&mut b, c.key, c.seq, sent_ns, partial);
         }
         let code = match kind {
             Kind::Insert => kind::WRITE_ROWS,
+            Kind::Update if partial => kind::PARTIAL_UPDATE_ROWS,
             Kind::Update => kind::UPDATE_ROWS,
             Kind::Delete => kind::DELETE_ROWS,
         };

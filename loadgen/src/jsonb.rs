@@ -167,6 +167,36 @@ pub fn row_document(key: u64, seq: u64) -> Json {
     ])
 }
 
+/// The diff list (as a partial update logs it) that turns `row_document(key, 0)`
+/// into `row_document(key, seq)`: replace `$.seq`, `$.ok`, `$.ratio`, `$.tags[2]`.
+pub fn seq_diffs(seq: u64) -> Vec<u8> {
+    let doc = row_document(0, seq);
+    let Json::Object(fields) = &doc else {
+        return Vec::new();
+    };
+    let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    let tags = match field("tags") {
+        Some(Json::Array(items)) => items.get(2),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    for (path, value) in [
+        ("$.seq", field("seq")),
+        ("$.ok", field("ok")),
+        ("$.ratio", field("ratio")),
+        ("$.tags[2]", tags),
+    ] {
+        let Some(value) = value else { continue };
+        let bytes = encode(value);
+        out.push(0); // REPLACE
+        out.push(path.len() as u8);
+        out.extend_from_slice(path.as_bytes());
+        out.push(bytes.len() as u8); // scalars: well under 251 bytes
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,6 +90,10 @@ struct FlavorCli {
     /// (mysql8) Compress each transaction, as binlog_transaction_compression=ON does.
     #[arg(long)]
     compress: bool,
+    /// (mysql8) Log updates as partial JSON updates (PARTIAL_UPDATE_ROWS), as
+    /// binlog_row_value_options=PARTIAL_JSON does.
+    #[arg(long)]
+    partial_json: bool,
     /// (mysql8) UUID of the GTIDs written (default: this primary's server_uuid). Give a
     /// second primary the first one's to imitate a failover pair.
     #[arg(long)]
@@ -99,8 +103,10 @@ struct FlavorCli {
 impl FlavorCli {
     fn mysql8(&self, server_id: u32) -> Result<Option<binlog::Mysql8>, String> {
         if self.flavor == Flavor::Basic {
-            if self.compress || self.gtid_source.is_some() {
-                return Err("--compress and --gtid-source need --flavor mysql8".into());
+            if self.compress || self.partial_json || self.gtid_source.is_some() {
+                return Err(
+                    "--compress, --partial-json and --gtid-source need --flavor mysql8".into(),
+                );
             }
             return Ok(None);
         }
@@ -113,6 +119,7 @@ impl FlavorCli {
         Ok(Some(binlog::Mysql8 {
             source,
             compress: self.compress,
+            partial_json: self.partial_json,
         }))
     }
 }

@@ -9,6 +9,7 @@ pub mod event;
 pub mod fde;
 pub mod file;
 mod json;
+mod json_diff;
 mod jsonb;
 pub mod rows;
 pub mod stream;

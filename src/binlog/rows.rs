@@ -5,7 +5,7 @@ use super::cursor::Cursor;
 use super::error::DecodeError;
 use super::event::kind;
 use super::json;
-use super::table_map::TableMap;
+use super::table_map::{ColumnType, TableMap};
 use super::value::{value_len, write_value};
 
 /// What a rows event does.
@@ -57,7 +57,24 @@ pub struct RowsEvent<'a> {
     present_before: &'a [u8],
     present_after: &'a [u8],
     rows: &'a [u8],
+    /// PARTIAL_UPDATE_ROWS: after images may carry JSON diffs.
+    pub partial: bool,
 }
+
+/// What a partial after image needs: which JSON columns hold diffs, and the
+/// before image they apply to.
+#[derive(Debug, Clone, Copy)]
+pub struct Partial<'a> {
+    /// Bitmap over the table's JSON columns (in column order).
+    pub json_columns: &'a [u8],
+    /// Column bitmap of the before image.
+    pub before_present: &'a [u8],
+    /// Bytes of the before image.
+    pub before_bytes: &'a [u8],
+}
+
+/// `PARTIAL_JSON_UPDATES` in the value options of a shared image.
+const PARTIAL_JSON_UPDATES: u64 = 1;
 
 /// One row image: the null bitmap and values of the present columns.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +83,8 @@ pub struct RowImage<'a> {
     pub present: &'a [u8],
     /// The image bytes: null bitmap then values.
     pub bytes: &'a [u8],
+    /// Set on the after image of a partial update.
+    pub partial: Option<Partial<'a>>,
 }
 
 /// One changed row.
@@ -127,6 +146,7 @@ impl<'a> RowsEvent<'a> {
             present_before,
             present_after,
             rows: c.rest(),
+            partial: false,
         })
     }
 
@@ -149,6 +169,7 @@ impl<'a> RowsEvent<'a> {
             present_before: self.present_before,
             present_after: self.present_after,
             rest: self.rows,
+            partial: self.partial,
         })
     }
 }
@@ -160,9 +181,34 @@ pub struct RowIter<'a, 't> {
     present_before: &'a [u8],
     present_after: &'a [u8],
     rest: &'a [u8],
+    partial: bool,
 }
 
 impl<'a> RowIter<'a, '_> {
+    /// The shared image ahead of a partial after image: value options, and with
+    /// PARTIAL_JSON_UPDATES a bitmap over the table's JSON columns.
+    fn shared_image(&mut self, before: RowImage<'a>) -> Result<Option<Partial<'a>>, DecodeError> {
+        let mut c = Cursor::new(self.rest);
+        let options = c.lenenc("partial update value options")?;
+        let partial = if options & PARTIAL_JSON_UPDATES != 0 {
+            let json = self
+                .table
+                .columns
+                .iter()
+                .filter(|col| matches!(col.ty, ColumnType::Json { .. }))
+                .count();
+            Some(Partial {
+                json_columns: c.take(json.div_ceil(8), "partial update JSON bitmap")?,
+                before_present: before.present,
+                before_bytes: before.bytes,
+            })
+        } else {
+            None
+        };
+        self.rest = c.rest();
+        Ok(partial)
+    }
+
     fn image(&mut self, present: &'a [u8]) -> Result<RowImage<'a>, DecodeError> {
         let len = image_len(self.table, present, self.rest)?;
         // An image with no columns takes no bytes: iterating would never end.
@@ -174,7 +220,11 @@ impl<'a> RowIter<'a, '_> {
         }
         let (bytes, rest) = self.rest.split_at(len);
         self.rest = rest;
-        Ok(RowImage { present, bytes })
+        Ok(RowImage {
+            present,
+            bytes,
+            partial: None,
+        })
     }
 }
 
@@ -195,7 +245,13 @@ impl<'a> Iterator for RowIter<'a, '_> {
                 after: None,
             }),
             RowsKind::Update => self.image(self.present_before).and_then(|b| {
-                let a = self.image(self.present_after)?;
+                let partial = if self.partial {
+                    self.shared_image(b)?
+                } else {
+                    None
+                };
+                let mut a = self.image(self.present_after)?;
+                a.partial = partial;
                 Ok(RowChange {
                     before: Some(b),
                     after: Some(a),
@@ -300,6 +356,8 @@ pub fn write_image(
             let start = out.len();
             if is_null {
                 out.extend_from_slice(b"null");
+            } else if let Some(p) = image.partial.filter(|p| holds_diffs(table, p, i)) {
+                write_patched(out, table, &p, i, value)?;
             } else {
                 write_value(out, col, value)?;
             }
@@ -320,6 +378,87 @@ pub fn write_image(
     }
     out.push(b'}');
     Ok(())
+}
+
+/// Whether column `i` of a partial after image holds JSON diffs.
+fn holds_diffs(table: &TableMap, p: &Partial<'_>, i: usize) -> bool {
+    let is_json = |c: &super::table_map::Column| matches!(c.ty, ColumnType::Json { .. });
+    if !table.columns.get(i).is_some_and(is_json) {
+        return false;
+    }
+    let nth = table.columns[..i].iter().filter(|c| is_json(c)).count();
+    p.json_columns
+        .get(nth / 8)
+        .is_some_and(|b| b & (1 << (nth % 8)) != 0)
+}
+
+/// Writes column `i`'s document: the before image's, with the diffs in `value`
+/// (a JSON column value: length, then the diff list) applied; or, when the
+/// before image lacks it, the diffs themselves.
+fn write_patched(
+    out: &mut Vec<u8>,
+    table: &TableMap,
+    p: &Partial<'_>,
+    i: usize,
+    value: &[u8],
+) -> Result<(), DecodeError> {
+    let col = &table.columns[i];
+    let ColumnType::Json { len_bytes } = col.ty else {
+        return Err(DecodeError::malformed(
+            "partial update",
+            "not a JSON column",
+        ));
+    };
+    let before = RowImage {
+        present: p.before_present,
+        bytes: p.before_bytes,
+        partial: None,
+    };
+    let diffs = value.get(usize::from(len_bytes)..).unwrap_or_default();
+    // binlog_row_image=MINIMAL leaves the document out of the before image.
+    let Some(old) = column_value(table, before, i)? else {
+        return super::json_diff::write_diffs(out, diffs);
+    };
+    let mut doc = Vec::with_capacity(old.len() * 2);
+    write_value(&mut doc, col, old)?;
+    super::json_diff::apply(out, &doc, diffs)
+}
+
+/// The bytes of column `i` in `image`; `None` when absent or NULL.
+fn column_value<'b>(
+    table: &TableMap,
+    image: RowImage<'b>,
+    i: usize,
+) -> Result<Option<&'b [u8]>, DecodeError> {
+    if !bit(image.present, i) {
+        return Ok(None);
+    }
+    let n_present = (0..table.columns.len())
+        .filter(|&j| bit(image.present, j))
+        .count();
+    let null_len = n_present.div_ceil(8);
+    let nulls = image.bytes.get(..null_len).ok_or(DecodeError::Truncated {
+        what: "row null bitmap",
+        needed: null_len,
+    })?;
+    let (mut pos, mut k) = (null_len, 0);
+    for (j, col) in table.columns.iter().enumerate().take(i + 1) {
+        if !bit(image.present, j) {
+            continue;
+        }
+        let is_null = bit(nulls, k);
+        k += 1;
+        let len = if is_null {
+            0
+        } else {
+            value_len(col, &image.bytes[pos..])?
+        };
+        if j == i {
+            return Ok((!is_null).then(|| &image.bytes[pos..pos + len]));
+        }
+        pos += len;
+    }
+    Ok(None)
 }
 
 /// Writes `"name":`, or `"@N":` (1-based, as mysqlbinlog) when names are unknown.

@@ -136,7 +136,11 @@ impl Decoder {
         let event = match header.kind {
             kind::ROTATE => {
                 let mut c = Cursor::new(body);
-                let pos = if post >= 8 || post == 0 { c.u64("rotate position")? } else { 4 };
+                let pos = if post >= 8 || post == 0 {
+                    c.u64("rotate position")?
+                } else {
+                    4
+                };
                 let name = c.rest();
                 Event::Rotate {
                     file: String::from_utf8_lossy(name).into_owned(),
@@ -174,9 +178,17 @@ impl Decoder {
             },
             kind::HEARTBEAT | kind::HEARTBEAT_V2 => Event::Heartbeat,
             kind::PARTIAL_UPDATE_ROWS => {
-                return Err(DecodeError::UnsupportedEvent(
-                    "PARTIAL_UPDATE_ROWS (binlog_row_value_options=PARTIAL_JSON); set it to '' on the source".into(),
-                ))
+                let mut rows = RowsEvent::parse(
+                    body,
+                    RowsKind::Update,
+                    true,
+                    self.fde.table_id_len(header.kind),
+                )?;
+                rows.partial = true;
+                if !self.tables.contains_key(&rows.table_id) {
+                    return Err(DecodeError::UnknownTable(rows.table_id));
+                }
+                Event::Rows(rows)
             }
             kind::TRANSACTION_PAYLOAD => {
                 Event::Compressed(super::compressed::Payload::parse(body)?)
