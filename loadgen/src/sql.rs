@@ -2,9 +2,10 @@
 //! commit-to-webhook runs. Several connections, each on its own thread, paced
 //! open-loop; every statement changes exactly one row (so every seq reaches the
 //! binlog): inserts take keys that do not exist, updates keys that do. Keys are
-//! split between connections, so no two connections touch one row. Deletes are
-//! refused: a deleted row's binlog image carries the seq of the version it removes,
-//! so a delete cannot carry a sequence number of its own.
+//! split between connections, so no two connections touch one row. A deleted
+//! row's binlog image is the row as stored, so before its transaction the row is
+//! given the delete's own seq and send time with `sql_log_bin = 0` (not logged:
+//! needs SUPER or BINLOG ADMIN); the DELETE then carries them like any change.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,9 +57,6 @@ struct Seqs(Vec<AtomicU64>);
 
 /// Runs the traffic; prints a JSON summary.
 pub fn run(args: &SqlArgs) -> Result<(), String> {
-    if args.shape.mix[2] != 0 {
-        return Err("sql: --mix must have 0 deletes (insert:update:0): a deleted row's image carries the seq of the version it removes, so the sink could not check it".into());
-    }
     let db = database(&args.url)?;
     let shape = args.shape.clone();
     let conns = args.connections.max(1);
@@ -181,25 +179,37 @@ async fn drive(
         }
         let sent = start_ns + due.as_nanos() as u64;
         let n = shape.txn_rows.max(1);
-        if n > 1 {
-            c.exec("BEGIN").await.map_err(|e| e.to_string())?;
-        }
+        // Plan the transaction first: deletes need their rows prepared before it.
+        let mut plan = Vec::with_capacity(n as usize);
+        let mut touched = BTreeSet::new();
         for _ in 0..n {
-            if share_rows.is_some_and(|limit| made >= limit) {
+            if share_rows.is_some_and(|limit| made + plan.len() as u64 >= limit) {
                 break;
             }
             let t = (next() % u64::from(tables)) as usize;
             let pick = (next() % u64::from(total)) as u32;
             let mut kind = if pick < shape.mix[0] {
                 Kind::Insert
-            } else {
+            } else if pick < shape.mix[0] + shape.mix[1] {
                 Kind::Update
+            } else {
+                Kind::Delete
             };
             // This connection's keys: index, index + conns, index + 2·conns, ...
             let slots = (shape.keys / u64::from(conns)).max(1);
+            // A delete needs a live row this transaction has not touched (its
+            // prepared seq would be overwritten).
+            let deletable: Vec<u64> = live[t]
+                .iter()
+                .filter(|k| !touched.contains(&(t, **k)))
+                .copied()
+                .collect();
             if live[t].is_empty() {
                 kind = Kind::Insert;
-            } else if live[t].len() as u64 >= slots {
+            } else if live[t].len() as u64 >= slots && kind == Kind::Insert {
+                kind = Kind::Update;
+            }
+            if kind == Kind::Delete && deletable.is_empty() {
                 kind = Kind::Update;
             }
             let key = match kind {
@@ -209,20 +219,47 @@ async fn drive(
                         break k;
                     }
                 },
-                _ => {
+                Kind::Update => {
                     let i = (next() % live[t].len() as u64) as usize;
                     *live[t].iter().nth(i).unwrap_or(&1)
                 }
+                Kind::Delete => deletable[(next() % deletable.len() as u64) as usize],
             };
+            match kind {
+                Kind::Insert => live[t].insert(key),
+                Kind::Delete => live[t].remove(&key),
+                Kind::Update => true,
+            };
+            touched.insert((t, key));
             let seq = seqs.0[t].fetch_add(1, Ordering::Relaxed) + 1;
+            plan.push((t, kind, key, seq));
+        }
+        if plan.iter().any(|p| p.1 == Kind::Delete) {
+            c.exec("SET SESSION sql_log_bin = 0").await.map_err(|e| {
+                format!("deletes need SET sql_log_bin (SUPER or BINLOG ADMIN), to give the row its seq unlogged first; without it use --mix I:U:0: {e}")
+            })?;
+            for (t, _, key, seq) in plan.iter().filter(|p| p.1 == Kind::Delete) {
+                let sql = format!(
+                    "UPDATE loadgen.t{t} SET seq = {seq}, sent_ns = {sent} WHERE id = {key}"
+                );
+                c.exec(&sql).await.map_err(|e| format!("{sql}: {e}"))?;
+            }
+            c.exec("SET SESSION sql_log_bin = 1")
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        if n > 1 {
+            c.exec("BEGIN").await.map_err(|e| e.to_string())?;
+        }
+        for (t, kind, key, seq) in plan {
             let sql = match kind {
                 Kind::Insert => {
-                    live[t].insert(key);
                     format!("INSERT INTO loadgen.t{t} VALUES ({key}, {seq}, {sent}, '{payload}')")
                 }
-                _ => format!(
+                Kind::Update => format!(
                     "UPDATE loadgen.t{t} SET seq = {seq}, sent_ns = {sent} WHERE id = {key}"
                 ),
+                Kind::Delete => format!("DELETE FROM loadgen.t{t} WHERE id = {key}"),
             };
             c.exec(&sql).await.map_err(|e| format!("{sql}: {e}"))?;
             made += 1;
