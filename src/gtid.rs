@@ -196,7 +196,8 @@ fn mariadb_gtid(text: &str) -> Option<(u32, u32, u64)> {
     it.next().is_none().then_some((domain, server, seq))
 }
 
-fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+/// Parses `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
+pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
     let hex: Vec<u8> = text.bytes().filter(|&b| b != b'-').collect();
     if text.len() != 36 || hex.len() != 32 {
         return None;

@@ -322,15 +322,8 @@ pub fn write_image(
     keep: &dyn Fn(usize) -> bool,
     keys: &mut KeyValues,
 ) -> Result<(), DecodeError> {
-    let n_present = (0..table.columns.len())
-        .filter(|&i| bit(image.present, i))
-        .count();
-    let null_len = n_present.div_ceil(8);
-    let nulls = image.bytes.get(..null_len).ok_or(DecodeError::Truncated {
-        what: "row null bitmap",
-        needed: null_len,
-    })?;
-    let mut pos = null_len;
+    let nulls = null_bitmap(table, image)?;
+    let mut pos = nulls.len();
     let mut k = 0;
     let mut first = true;
     out.push(b'{');
@@ -378,6 +371,18 @@ pub fn write_image(
     }
     out.push(b'}');
     Ok(())
+}
+
+/// The null bitmap at the start of `image`: a bit per present column.
+fn null_bitmap<'b>(table: &TableMap, image: RowImage<'b>) -> Result<&'b [u8], DecodeError> {
+    let n_present = (0..table.columns.len())
+        .filter(|&i| bit(image.present, i))
+        .count();
+    let null_len = n_present.div_ceil(8);
+    image.bytes.get(..null_len).ok_or(DecodeError::Truncated {
+        what: "row null bitmap",
+        needed: null_len,
+    })
 }
 
 /// Whether column `i` of a partial after image holds JSON diffs.
@@ -433,15 +438,8 @@ fn column_value<'b>(
     if !bit(image.present, i) {
         return Ok(None);
     }
-    let n_present = (0..table.columns.len())
-        .filter(|&j| bit(image.present, j))
-        .count();
-    let null_len = n_present.div_ceil(8);
-    let nulls = image.bytes.get(..null_len).ok_or(DecodeError::Truncated {
-        what: "row null bitmap",
-        needed: null_len,
-    })?;
-    let (mut pos, mut k) = (null_len, 0);
+    let nulls = null_bitmap(table, image)?;
+    let (mut pos, mut k) = (nulls.len(), 0);
     for (j, col) in table.columns.iter().enumerate().take(i + 1) {
         if !bit(image.present, j) {
             continue;

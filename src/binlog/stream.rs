@@ -163,7 +163,7 @@ impl Decoder {
                 c.skip(1, "gtid flags")?;
                 let sid = c.take(16, "gtid uuid")?;
                 let gno = c.u64("gtid number")?;
-                Event::Gtid(format!("{}:{gno}", uuid_text(sid)))
+                Event::Gtid(format!("{}:{gno}", crate::gtid::uuid_text(sid)))
             }
             kind::MARIA_GTID => {
                 let mut c = Cursor::new(body);
@@ -234,16 +234,4 @@ pub fn query_statement(body: &[u8], post: usize) -> Result<(String, String), Dec
         String::from_utf8_lossy(schema).into_owned(),
         String::from_utf8_lossy(c.rest()).into_owned(),
     ))
-}
-
-fn uuid_text(b: &[u8]) -> String {
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
 }
