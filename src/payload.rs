@@ -83,10 +83,24 @@ impl PayloadWriter {
         self.before_keys.clear();
         self.after_keys.clear();
         if let Some(b) = change.before {
-            write_image(&mut self.before, table, b, &keep_fn, &mut self.before_keys)?;
+            write_image(
+                &mut self.before,
+                table,
+                b,
+                None,
+                &keep_fn,
+                &mut self.before_keys,
+            )?;
         }
         if let Some(a) = change.after {
-            write_image(&mut self.after, table, a, &keep_fn, &mut self.after_keys)?;
+            write_image(
+                &mut self.after,
+                table,
+                a,
+                change.before,
+                &keep_fn,
+                &mut self.after_keys,
+            )?;
         }
         self.key_from_after = change.after.is_some();
         let keys = if self.key_from_after {

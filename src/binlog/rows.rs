@@ -61,18 +61,6 @@ pub struct RowsEvent<'a> {
     pub partial: bool,
 }
 
-/// What a partial after image needs: which JSON columns hold diffs, and the
-/// before image they apply to.
-#[derive(Debug, Clone, Copy)]
-pub struct Partial<'a> {
-    /// Bitmap over the table's JSON columns (in column order).
-    pub json_columns: &'a [u8],
-    /// Column bitmap of the before image.
-    pub before_present: &'a [u8],
-    /// Bytes of the before image.
-    pub before_bytes: &'a [u8],
-}
-
 /// `PARTIAL_JSON_UPDATES` in the value options of a shared image.
 const PARTIAL_JSON_UPDATES: u64 = 1;
 
@@ -83,8 +71,9 @@ pub struct RowImage<'a> {
     pub present: &'a [u8],
     /// The image bytes: null bitmap then values.
     pub bytes: &'a [u8],
-    /// Set on the after image of a partial update.
-    pub partial: Option<Partial<'a>>,
+    /// The after image of a partial update: a bitmap over the table's JSON
+    /// columns marking those that hold diffs (empty otherwise).
+    pub json_diffs: &'a [u8],
 }
 
 /// One changed row.
@@ -187,26 +176,22 @@ pub struct RowIter<'a, 't> {
 impl<'a> RowIter<'a, '_> {
     /// The shared image ahead of a partial after image: value options, and with
     /// PARTIAL_JSON_UPDATES a bitmap over the table's JSON columns.
-    fn shared_image(&mut self, before: RowImage<'a>) -> Result<Option<Partial<'a>>, DecodeError> {
+    fn shared_image(&mut self) -> Result<&'a [u8], DecodeError> {
         let mut c = Cursor::new(self.rest);
         let options = c.lenenc("partial update value options")?;
-        let partial = if options & PARTIAL_JSON_UPDATES != 0 {
+        let bitmap = if options & PARTIAL_JSON_UPDATES != 0 {
             let json = self
                 .table
                 .columns
                 .iter()
                 .filter(|col| matches!(col.ty, ColumnType::Json { .. }))
                 .count();
-            Some(Partial {
-                json_columns: c.take(json.div_ceil(8), "partial update JSON bitmap")?,
-                before_present: before.present,
-                before_bytes: before.bytes,
-            })
+            c.take(json.div_ceil(8), "partial update JSON bitmap")?
         } else {
-            None
+            &[]
         };
         self.rest = c.rest();
-        Ok(partial)
+        Ok(bitmap)
     }
 
     fn image(&mut self, present: &'a [u8]) -> Result<RowImage<'a>, DecodeError> {
@@ -223,7 +208,7 @@ impl<'a> RowIter<'a, '_> {
         Ok(RowImage {
             present,
             bytes,
-            partial: None,
+            json_diffs: &[],
         })
     }
 }
@@ -245,13 +230,13 @@ impl<'a> Iterator for RowIter<'a, '_> {
                 after: None,
             }),
             RowsKind::Update => self.image(self.present_before).and_then(|b| {
-                let partial = if self.partial {
-                    self.shared_image(b)?
+                let diffs = if self.partial {
+                    self.shared_image()?
                 } else {
-                    None
+                    &[]
                 };
                 let mut a = self.image(self.present_after)?;
-                a.partial = partial;
+                a.json_diffs = diffs;
                 Ok(RowChange {
                     before: Some(b),
                     after: Some(a),
@@ -314,11 +299,13 @@ impl KeyValues {
 
 /// Writes `image` as a JSON object of `name: value`, keeping only the columns for
 /// which `keep(i)` is true, and collects primary-key values (kept or not) in `keys`.
-/// Hot path (bench: decode throughput).
+/// `before` is the row's before image when `image` is an after image (partial
+/// JSON updates apply to it). Hot path (bench: decode throughput).
 pub fn write_image(
     out: &mut Vec<u8>,
     table: &TableMap,
     image: RowImage<'_>,
+    before: Option<RowImage<'_>>,
     keep: &dyn Fn(usize) -> bool,
     keys: &mut KeyValues,
 ) -> Result<(), DecodeError> {
@@ -349,8 +336,8 @@ pub fn write_image(
             let start = out.len();
             if is_null {
                 out.extend_from_slice(b"null");
-            } else if let Some(p) = image.partial.filter(|p| holds_diffs(table, p, i)) {
-                write_patched(out, table, &p, i, value)?;
+            } else if !image.json_diffs.is_empty() && holds_diffs(table, image.json_diffs, i) {
+                write_patched(out, table, before, i, value)?;
             } else {
                 write_value(out, col, value)?;
             }
@@ -386,13 +373,13 @@ fn null_bitmap<'b>(table: &TableMap, image: RowImage<'b>) -> Result<&'b [u8], De
 }
 
 /// Whether column `i` of a partial after image holds JSON diffs.
-fn holds_diffs(table: &TableMap, p: &Partial<'_>, i: usize) -> bool {
+fn holds_diffs(table: &TableMap, json_diffs: &[u8], i: usize) -> bool {
     let is_json = |c: &super::table_map::Column| matches!(c.ty, ColumnType::Json { .. });
     if !table.columns.get(i).is_some_and(is_json) {
         return false;
     }
     let nth = table.columns[..i].iter().filter(|c| is_json(c)).count();
-    p.json_columns
+    json_diffs
         .get(nth / 8)
         .is_some_and(|b| b & (1 << (nth % 8)) != 0)
 }
@@ -403,7 +390,7 @@ fn holds_diffs(table: &TableMap, p: &Partial<'_>, i: usize) -> bool {
 fn write_patched(
     out: &mut Vec<u8>,
     table: &TableMap,
-    p: &Partial<'_>,
+    before: Option<RowImage<'_>>,
     i: usize,
     value: &[u8],
 ) -> Result<(), DecodeError> {
@@ -414,14 +401,13 @@ fn write_patched(
             "not a JSON column",
         ));
     };
-    let before = RowImage {
-        present: p.before_present,
-        bytes: p.before_bytes,
-        partial: None,
-    };
     let diffs = value.get(usize::from(len_bytes)..).unwrap_or_default();
+    let old = match before {
+        Some(b) => column_value(table, b, i)?,
+        None => None,
+    };
     // binlog_row_image=MINIMAL leaves the document out of the before image.
-    let Some(old) = column_value(table, before, i)? else {
+    let Some(old) = old else {
         return super::json_diff::write_diffs(out, diffs);
     };
     let mut doc = Vec::with_capacity(old.len() * 2);
