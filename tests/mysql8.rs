@@ -216,7 +216,7 @@ fn oracle(file: &Path) -> (Vec<u64>, usize, usize) {
         let event = event.unwrap();
         match event.read_data().unwrap() {
             Some(EventData::GtidEvent(g)) => {
-                assert_eq!(g.sid(), parse_uuid(UUID_1));
+                assert_eq!(Some(g.sid()), rowhook::gtid::parse_uuid(UUID_1));
                 assert!(g.immediate_commit_timestamp() > 0);
                 gnos.push(g.gno());
             }
@@ -231,15 +231,6 @@ fn oracle(file: &Path) -> (Vec<u64>, usize, usize) {
         }
     }
     (gnos, payloads, rows)
-}
-
-fn parse_uuid(text: &str) -> [u8; 16] {
-    let hex: String = text.chars().filter(|c| *c != '-').collect();
-    let mut out = [0u8; 16];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
-    }
-    out
 }
 
 #[test]
