@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use glommio::channels::shared_channel::ConnectedSender;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -49,7 +48,7 @@ pub struct ShardTx {
     /// Batches of events.
     pub events: Sender<Vec<Delivery>>,
     /// Wakes the shard after a push.
-    pub bell: ConnectedSender<()>,
+    pub bell: crate::delivery::bell::Ringer,
 }
 
 /// Turns the binlog stream into deliveries.
@@ -247,10 +246,7 @@ impl Dispatch {
             }
             let shard = &self.shards[i];
             match shard.events.try_send(std::mem::take(batch)) {
-                Ok(()) => {
-                    // A full bell already has a wake-up pending.
-                    let _ = shard.bell.try_send(());
-                }
+                Ok(()) => shard.bell.ring(),
                 Err(TrySendError::Full(b)) => {
                     *batch = b;
                     all = false;

@@ -1,5 +1,6 @@
 //! `rowhook run`: the source core on this thread, delivery shards on their own
-//! pinned threads, wired with crossbeam channels and glommio doorbells.
+//! pinned threads (or one shard as a task on the source core), wired with
+//! crossbeam channels and doorbells.
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::admin::{self, Admin};
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::Config;
+use crate::delivery::bell::{Doorbell, Ringer};
 use crate::delivery::shard::{self, ShardLink};
 use crate::delivery::stats::Stats;
 use crate::delivery::Plan;
@@ -73,11 +75,13 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
         });
     let cores = cpus.len();
+    // 0: one shard, run as a task on the source core (no cross-thread wake-ups).
     let shards = config.runtime.shard_count(cores) as usize;
-    let plan = Arc::new(Plan::new(config, shards).map_err(RunError::Plan)?);
+    let on_source = shards == 0;
+    let plan = Arc::new(Plan::new(config, shards.max(1)).map_err(RunError::Plan)?);
     let stats = Arc::new(Stats::new(plan.tasks.len()));
     // Slot 0 is the source core, slot i + 1 shard i.
-    let latency = Arc::new(Latency::new(shards + 1));
+    let latency = Arc::new(Latency::new(shards.max(1) + 1));
     // Acks never outnumber events in flight, which the budget bounds.
     let (ack_tx, ack_rx) = crossbeam_channel::unbounded();
     let capacity = config.dispatcher.max_inflight as usize + 64;
@@ -88,31 +92,43 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         let (bell_tx, bell_rx) = glommio::channels::shared_channel::new_bounded(1);
         let link = ShardLink {
             events: events_rx,
-            bell: bell_rx,
             acks: ack_tx.clone(),
         };
         let cpu = config.runtime.pin.then_some(cpus[(index + 1) % cores]);
         let (plan, stats, latency) = (plan.clone(), stats.clone(), latency.clone());
         // The start closure may be tried twice (pinned, then not); the link moves
         // into whichever attempt runs.
-        let link = Arc::new(std::sync::Mutex::new(Some(link)));
+        let link = Arc::new(std::sync::Mutex::new(Some((link, bell_rx))));
         let handle = spawn(&format!("rowhook-shard-{index}"), cpu, move || async move {
             let link = link.lock().ok().and_then(|mut l| l.take());
-            if let Some(link) = link {
-                shard::serve(index, plan, stats, latency, link).await;
+            if let Some((link, bell)) = link {
+                let bell = Doorbell::Shared(bell.connect().await);
+                shard::serve(index, plan, stats, latency, link, bell).await;
             }
         })?;
         handles.push(handle);
         senders.push((events_tx, bell_tx));
     }
+    let local_link = on_source.then(|| {
+        let (events_tx, events_rx) = crossbeam_channel::bounded(capacity);
+        let link = ShardLink {
+            events: events_rx,
+            acks: ack_tx.clone(),
+        };
+        (events_tx, link)
+    });
     drop(ack_tx);
-    tracing::info!(
-        shards,
-        tasks = plan.tasks.len(),
-        pinned = config.runtime.pin,
-        cpus = ?cpus,
-        "delivery shards started"
-    );
+    if on_source {
+        tracing::info!(tasks = plan.tasks.len(), pinned = config.runtime.pin, cpus = ?cpus, "delivery runs on the source core (runtime.shards: 0)");
+    } else {
+        tracing::info!(
+            shards,
+            tasks = plan.tasks.len(),
+            pinned = config.runtime.pin,
+            cpus = ?cpus,
+            "delivery shards started"
+        );
+    }
     let saved = checkpoint::load(&config.state.dir)?;
     let start = saved.as_ref().map(Checkpoint::position);
     let resume_from = saved.clone();
@@ -150,8 +166,14 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         for (events, bell) in senders {
             links.push(ShardTx {
                 events,
-                bell: bell.connect().await,
+                bell: Ringer::Shared(bell.connect().await),
             });
+        }
+        if let Some((events, link)) = local_link {
+            let (ring, bell) = Doorbell::local();
+            let serve = shard::serve(0, plan.clone(), stats.clone(), latency.clone(), link, bell);
+            glommio::spawn_local(serve).detach();
+            links.push(ShardTx { events, bell: ring });
         }
         let mut sink = Dispatch::new(
             config,

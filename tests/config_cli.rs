@@ -186,7 +186,7 @@ const BAD: &[Case] = &[
     ("unset env var", "database: {host: '${ROWHOOK_TEST_SURELY_UNSET}', user: u, server_id: 1}\ncallback_host: http://h\n", GOOD_TASKS, &["database.host", "ROWHOOK_TEST_SURELY_UNSET is not set"]),
     ("bad start position", concat!(good_db!(), "source: {start: yesterday}\n"), GOOD_TASKS, &["source.start", "not a start position"]),
     ("start with file but no pos", concat!(good_db!(), "source: {start: {file: binlog.000001}}\n"), GOOD_TASKS, &["source.start", "file and pos"]),
-    ("bad shards", concat!(good_db!(), "runtime: {shards: 0}\n"), GOOD_TASKS, &["runtime.shards", "between 1"]),
+    ("bad shards", concat!(good_db!(), "runtime: {shards: 2000}\n"), GOOD_TASKS, &["runtime.shards", "between 0"]),
     ("bad admin bind", concat!(good_db!(), "server: {bind: 'localhost:80'}\n"), GOOD_TASKS, &["server.bind", "not an IP address"]),
     ("bad callback_host", "database: {host: h, user: u, server_id: 1}\ncallback_host: 'hooks:3000'\n", GOOD_TASKS, &["callback_host"]),
     ("not YAML", "database: {host: h\n", GOOD_TASKS, &["config.yaml", "not valid YAML", "line"]),

@@ -165,12 +165,16 @@ fn sink_reports_injected_loss_duplicates_and_reorders() {
 }
 
 #[test]
-fn master_streams_to_rowhook_and_survives_kill9_and_resume_from_a_later_position() {
+fn master_streams_to_rowhook_and_survives_kill9_and_resume_from_a_later_position_on_the_source_core(
+) {
     let (mport, sport) = (free_port(), free_port());
+    let binlogs = tempfile::tempdir().unwrap();
     let master = spawn(&[
         "master",
         "--listen",
         &format!("127.0.0.1:{mport}"),
+        "--dir",
+        binlogs.path().to_str().unwrap(),
         "--rate",
         "2000",
         "--rows",
@@ -217,9 +221,10 @@ tasks:
     )
     .unwrap();
     assert!(checkpoint["pos"].as_u64().unwrap() > 4, "{checkpoint}");
-    // The master went on writing (and rotating every 200 kB) meanwhile.
+    // The master went on writing (and rotating every 200 kB) meanwhile. The same
+    // state resumes with delivery on the source core.
     std::thread::sleep(Duration::from_millis(500));
-    let second = Rowhook::run(&config);
+    let mut second = Rowhook::run(&format!("{config}runtime: {{shards: 0}}\n"));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let r = report(sport);
@@ -232,10 +237,34 @@ tasks:
         assert!(Instant::now() < deadline, "{r}\n{}", second.log());
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(
-        second.log().contains("resuming from the checkpoint"),
-        "{}",
-        second.log()
+    let log = second.log();
+    assert!(log.contains("resuming from the checkpoint"), "{log}");
+    assert!(log.contains("delivery runs on the source core"), "{log}");
+    assert!(!log.contains("delivery shards started"), "{log}");
+    // A graceful stop drains the source-core shard and records the end.
+    second.terminate();
+    let (code, log) = second.exit_within(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{log}");
+    let checkpoint: Value = serde_json::from_str(
+        &std::fs::read_to_string(state.path().join("checkpoint.json")).unwrap(),
+    )
+    .unwrap();
+    // The master wrote all 8,000 rows: its last file ends where delivery ended.
+    let last = std::fs::read_dir(binlogs.path())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().contains(".0"))
+        .max_by_key(|e| e.file_name())
+        .unwrap();
+    assert_eq!(
+        checkpoint["file"],
+        *last.file_name().to_string_lossy(),
+        "{checkpoint}"
+    );
+    assert_eq!(
+        checkpoint["pos"],
+        last.metadata().unwrap().len(),
+        "{checkpoint}"
     );
     drop(master);
 }

@@ -8,7 +8,8 @@ use super::fields::Fields;
 /// Threads and cores.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeConfig {
-    /// Delivery shards (one pinned thread each); `None` = cores − 1, at least 1.
+    /// Delivery shards (one pinned thread each); `None` = cores − 1, at least 1;
+    /// 0 = delivery as a task on the source core.
     pub shards: Option<u32>,
     /// Pin threads to cores.
     pub pin: bool,
@@ -26,7 +27,8 @@ impl Default for RuntimeConfig {
 impl RuntimeConfig {
     pub(crate) fn read(f: &mut Fields<'_, '_>) -> Self {
         // 1024 is far beyond any core count a single source can feed; it catches typos.
-        let shards = f.int("shards", 1, 1024).map(|n| n as u32);
+        // 0 runs delivery on the source core.
+        let shards = f.int("shards", 0, 1024).map(|n| n as u32);
         let pin = f.bool("pin", true);
         RuntimeConfig { shards, pin }
     }

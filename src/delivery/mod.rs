@@ -6,6 +6,7 @@
 //! shard and lane, so a later event for a key waits while an earlier one is in
 //! flight or being retried, and different keys proceed on other lanes.
 
+pub mod bell;
 pub mod lane;
 pub mod outcome;
 pub mod plan;

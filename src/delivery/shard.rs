@@ -1,7 +1,8 @@
-//! A delivery shard: one glommio executor on its own (pinned) thread. It takes
-//! batches of events from the source core's crossbeam channel — sleeping on a
-//! glommio doorbell when the channel is empty, never spinning — puts each event in
-//! its task's lane, and the lanes send and ack.
+//! A delivery shard: one glommio executor on its own (pinned) thread, or a task on
+//! the source core with `runtime.shards: 0`. It takes batches of events from the
+//! source core's crossbeam channel — sleeping on a doorbell when the channel is
+//! empty, never spinning — puts each event in its task's lane, and the lanes send
+//! and ack.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -10,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use glommio::channels::shared_channel::SharedReceiver;
 use hdrhistogram::Histogram;
 
+use super::bell::Doorbell;
 use super::lane::{self, Lane};
 use super::stats::Stats;
 use super::{Ack, Delivery, Plan};
@@ -23,8 +24,6 @@ use crate::metrics::{new_histogram, Latency, Stage};
 pub struct ShardLink {
     /// Batches of events from the source core.
     pub events: Receiver<Vec<Delivery>>,
-    /// Rung by the source after it pushes a batch.
-    pub bell: SharedReceiver<()>,
     /// Acks back to the source core.
     pub acks: Sender<Ack>,
 }
@@ -136,8 +135,8 @@ pub async fn serve(
     stats: Arc<Stats>,
     latency: Arc<Latency>,
     link: ShardLink,
+    bell: Doorbell,
 ) {
-    let bell = link.bell.connect().await;
     let ctx = Rc::new(ShardCtx {
         index,
         plan: plan.clone(),
@@ -177,7 +176,7 @@ pub async fn serve(
             Err(TryRecvError::Empty) => {
                 // The bell holds one token, so a ring between the empty check and
                 // this wait is not lost.
-                if bell.recv().await.is_none() {
+                if !bell.wait().await {
                     glommio::timer::sleep(Duration::from_millis(1)).await;
                 }
             }
