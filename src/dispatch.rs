@@ -59,6 +59,8 @@ pub struct Dispatch {
     plan: Arc<Plan>,
     shards: Vec<ShardTx>,
     pending: Vec<Vec<Delivery>>,
+    /// A shard on this thread got events it has not had a chance to send.
+    handed_local: bool,
     ledger: Rc<RefCell<Ledger>>,
     share: u32,
     limit: u64,
@@ -160,6 +162,7 @@ impl Dispatch {
             payloads: PayloadWriter::default(),
             scratch: Vec::with_capacity(4096),
             pending: shards.iter().map(|_| Vec::new()).collect(),
+            handed_local: false,
             ledger: Rc::new(RefCell::new(Ledger::new(
                 acks,
                 config.state.dir.clone(),
@@ -246,7 +249,10 @@ impl Dispatch {
             }
             let shard = &self.shards[i];
             match shard.events.try_send(std::mem::take(batch)) {
-                Ok(()) => shard.bell.ring(),
+                Ok(()) => {
+                    shard.bell.ring();
+                    self.handed_local |= shard.bell.is_local();
+                }
                 Err(TrySendError::Full(b)) => {
                     *batch = b;
                     all = false;
@@ -373,6 +379,12 @@ impl crate::source::EventSink for Dispatch {
                 l.maybe_checkpoint();
             }
             if self.flush()? && !self.over_budget() {
+                if std::mem::take(&mut self.handed_local) {
+                    // The shard shares this thread and runs only when the source
+                    // yields; reading on would decode a fast stream up to the
+                    // in-flight bound before the first request went out.
+                    futures_lite::future::yield_now().await;
+                }
                 return Ok(());
             }
             glommio::timer::sleep(ACK_POLL).await;

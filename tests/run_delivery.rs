@@ -373,6 +373,17 @@ tasks:
 
 #[test]
 fn keeps_per_key_order_under_random_failures_and_delays() {
+    per_key_order_under_failures("");
+}
+
+#[test]
+fn keeps_per_key_order_under_failures_with_delivery_on_the_source_core() {
+    per_key_order_under_failures("runtime: {shards: 0}\n");
+}
+
+/// Per-key order and exactly-once acknowledgement while ~30 % of attempts fail,
+/// with `runtime` added to the config.
+fn per_key_order_under_failures(runtime: &str) {
     let db = MariaDb::start();
     db.sql("CREATE DATABASE shop; CREATE TABLE shop.ev (k INT PRIMARY KEY, seq INT NOT NULL);");
     let accepted = std::sync::Arc::new(std::sync::Mutex::new(HashMap::<usize, bool>::new()));
@@ -392,15 +403,22 @@ fn keeps_per_key_order_under_random_failures_and_delays() {
         }
     });
     let config = format!(
-        "{}dispatcher: {{max_retries: -1, retry_base_delay: 20ms, retry_max_delay: 100ms, worker_count: 4}}
+        "{}{runtime}dispatcher: {{max_retries: -1, retry_base_delay: 20ms, retry_max_delay: 100ms, worker_count: 4}}
 tasks:
   - {{task_id: ev, table_name: shop.ev, events: [insert, update], callback_url: '{}'}}
 ",
         source_yaml(&db),
         receiver.url("/ev")
     );
-    let _rowhook = Rowhook::run(&config);
+    let rowhook = Rowhook::run(&config);
     wait_streaming(&db);
+    let on_source = rowhook.log().contains("delivery runs on the source core");
+    assert_eq!(
+        on_source,
+        runtime.contains("shards: 0"),
+        "{}",
+        rowhook.log()
+    );
     // Not a multiple of the lane count, so keys do not line up with lanes by chance.
     const KEYS: i64 = 7;
     const ROUNDS: i64 = 25;

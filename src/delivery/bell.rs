@@ -27,6 +27,11 @@ impl Ringer {
             }
         }
     }
+
+    /// Whether the shard runs on the ringing thread.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Ringer::Local(_))
+    }
 }
 
 /// The shard's end.
