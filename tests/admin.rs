@@ -199,6 +199,7 @@ fn every_endpoint_reports_the_running_instance() {
     let (status, m) = get_json(port, "/metrics.json");
     assert_eq!(status, 200);
     assert_eq!(m["dispatcher"]["delivered"], 50);
+    assert_eq!(m["dispatcher"]["shards_on_source_core"], false, "{m}");
     assert_eq!(m["monitor"]["events_read"], 50);
     assert!(m["system"]["memory_rss_bytes"].as_u64().unwrap() > 1 << 20);
     assert_eq!(m["tasks"][0]["task_id"], "seq");

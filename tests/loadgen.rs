@@ -110,6 +110,22 @@ fn loadgen_binlog_decodes_the_same_in_rowhook_and_mysql_common() {
     }
 }
 
+/// A sink that answers 503 to every request, and its port.
+fn failing_sink() -> (common::loadgen::Process, u16) {
+    let port = free_port();
+    let sink = spawn(&[
+        "sink",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--fail-rate",
+        "1",
+        "--status",
+        "503",
+    ]);
+    wait_port(port);
+    (sink, port)
+}
+
 #[test]
 fn sink_reports_injected_loss_duplicates_and_reorders() {
     let port = free_port();
@@ -149,19 +165,65 @@ fn sink_reports_injected_loss_duplicates_and_reorders() {
     assert_eq!(r["latency_ms"]["count"], 7, "{r}");
 
     // Injected failures answer the status and are not counted as delivered.
-    let port = free_port();
-    let _failing = spawn(&[
-        "sink",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--fail-rate",
-        "1",
-        "--status",
-        "503",
-    ]);
-    wait_port(port);
+    let (_failing, port) = failing_sink();
     assert_eq!(http(port, "POST", "/t", &row("t0", 1, 1)).0, 503);
     assert_eq!(report(port)["verified"], 0);
+}
+
+#[test]
+fn paced_blast_sends_every_request_on_schedule_and_survives_a_failing_receiver() {
+    let port = free_port();
+    let _sink = spawn(&["sink", "--listen", &format!("127.0.0.1:{port}")]);
+    wait_port(port);
+    let target = format!("127.0.0.1:{port}");
+    let out = succeeds(Command::new(loadgen()).args([
+        "blast",
+        "--target",
+        &target,
+        "--connections",
+        "4",
+        "--rate",
+        "2000",
+        "--duration",
+        "1s",
+    ]));
+    let blast: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(blast["requests"], 2000, "{blast}");
+    assert_eq!(blast["connection_failures"], 0, "{blast}");
+    // The last request is due 0.9995 s in: a pacer that did not wait ends sooner.
+    assert!(blast["seconds"].as_f64().unwrap() >= 0.999, "{blast}");
+    assert!(blast["lag_p99_ms"].as_f64().is_some(), "{blast}");
+    // Every body reached the sink whole: gapless per connection's table, with a
+    // due-time stamp the sink measured.
+    let r = report(port);
+    assert_eq!(r["verified"], 2000, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["duplicates"], 0, "{r}");
+    assert_eq!(r["latency_ms"]["count"], 2000, "{r}");
+    assert_eq!(r["tables"].as_array().unwrap().len(), 4, "{r}");
+
+    // A receiver that answers 503 to everything: counted as failures, the run
+    // still ends on time.
+    let (_failing, port) = failing_sink();
+    let started = Instant::now();
+    let out = succeeds(Command::new(loadgen()).args([
+        "blast",
+        "--target",
+        &format!("127.0.0.1:{port}"),
+        "--connections",
+        "2",
+        "--rate",
+        "200",
+        "--duration",
+        "1s",
+    ]));
+    let blast: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(blast["requests"], 0, "{blast}");
+    assert!(
+        blast["connection_failures"].as_u64().unwrap() >= 100,
+        "{blast}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15), "{blast}");
 }
 
 #[test]

@@ -1,10 +1,12 @@
-//! bench: rowhook's measurements. Today: `bench decode --file BINLOG`, the decode
-//! throughput of one pinned core from binlog bytes to finished webhook payloads.
-//! The orchestrated end-to-end run (loadgen + rowhook + report) comes with loadgen.
+//! bench: rowhook's measurements. `bench run` is the orchestrated end-to-end run
+//! (loadgen + rowhook + report), `bench plot` redraws a report's latency plot, and
+//! `bench decode --file BINLOG` is the decode throughput of one pinned core from
+//! binlog bytes to finished webhook payloads.
 
 mod decode;
 mod plot;
 mod run;
+mod wake;
 
 use std::process::ExitCode;
 
@@ -45,6 +47,7 @@ fn replot(dir: &std::path::Path) -> ExitCode {
             .as_array()
             .into_iter()
             .flatten()
+            .chain([&r["latency_floor"]])
             .filter_map(|s| s["step"].as_str().map(str::to_owned))
             .collect(),
         Err(e) => {

@@ -24,6 +24,10 @@ struct Step {
     stall: Option<(u64, u64)>,
     /// `runtime.shards` for rowhook; `None` = its default (cores − 1).
     shards: Option<u32>,
+    /// No rowhook and no master: `loadgen blast --rate` straight to the sink, the
+    /// latency floor. Run next to the rowhook step of the same rate, because the
+    /// machine's noise changes by the minute.
+    floor: bool,
 }
 
 fn ladder(profile: &str) -> Option<Vec<Step>> {
@@ -34,11 +38,16 @@ fn ladder(profile: &str) -> Option<Vec<Step>> {
         rows: rate * seconds,
         stall: None,
         shards: None,
+        floor: false,
     };
     // The same step with delivery on the source core (`runtime.shards: 0`).
     let on_source = |step: Step| Step {
         shards: Some(0),
         ..step
+    };
+    let bare = |rate: u64, seconds: u64| Step {
+        floor: true,
+        ..s(rate, seconds, 1)
     };
     let stalled = |rate: u64, seconds: u64, at, length| Step {
         stall: Some((at, length)),
@@ -51,10 +60,12 @@ fn ladder(profile: &str) -> Option<Vec<Step>> {
         rows,
         stall: None,
         shards: None,
+        floor: false,
     };
     match profile {
         "ci" => Some(vec![
             s(1_000, 8, 1),
+            bare(10_000, 8),
             s(10_000, 8, 1),
             on_source(s(10_000, 8, 1)),
             s(10_000, 8, 100),
@@ -63,6 +74,7 @@ fn ladder(profile: &str) -> Option<Vec<Step>> {
         ]),
         "full" => Some(vec![
             s(1_000, 30, 1),
+            bare(10_000, 30),
             s(10_000, 30, 1),
             on_source(s(10_000, 30, 1)),
             s(25_000, 30, 1),
@@ -187,6 +199,11 @@ fn machine_ticks() -> (u64, u64) {
     // time is already inside user.
     let total = ticks.iter().take(8).sum();
     (ticks.get(7).copied().unwrap_or(0), total)
+}
+
+/// The hypervisor's share of the machine's CPU time between two `machine_ticks`.
+fn steal_pct(before: (u64, u64), after: (u64, u64)) -> f64 {
+    100.0 * after.0.saturating_sub(before.0) as f64 / after.1.saturating_sub(before.1).max(1) as f64
 }
 
 /// (CPU seconds used, resident KiB) of a process, from /proc.
@@ -354,9 +371,7 @@ dispatcher: {{worker_count: 16, max_inflight: 10000, timeout: 10s, max_retries: 
         std::thread::sleep(Duration::from_millis(100));
     }
     let (cpu, _) = proc_usage(pid);
-    let ticks_after = machine_ticks();
-    let steal_pct = 100.0 * ticks_after.0.saturating_sub(ticks_before.0) as f64
-        / ticks_after.1.saturating_sub(ticks_before.1).max(1) as f64;
+    let steal_pct = steal_pct(ticks_before, machine_ticks());
     let histograms = get(aport, "/histograms").unwrap_or(Value::Null);
     rowhook.terminate();
     sink.terminate();
@@ -402,20 +417,30 @@ dispatcher: {{worker_count: 16, max_inflight: 10000, timeout: 10s, max_retries: 
     }))
 }
 
-/// The HTTP ceiling: `loadgen blast` with rowhook's connection count and body
-/// shape against a fresh sink.
-fn ceiling_step(bins: &Bins, out: &Path, seconds: u64) -> Result<Value, String> {
+/// `loadgen blast` (16 connections, rowhook's body shape; paced at `rate` when it
+/// is not 0) against a fresh sink whose log is `{name}-sink.log`, and whose
+/// .json/.hgrm/.hdr files are `{name}.*` when `record`: (blast's result, the
+/// sink's report, steal % during the blast).
+fn blast(
+    bins: &Bins,
+    out: &Path,
+    name: &str,
+    rate: u64,
+    seconds: u64,
+    record: bool,
+) -> Result<(Value, Value, f64), String> {
     let [port] = free_ports::<1>()?;
-    let mut sink = spawn(
-        &bins.loadgen,
-        &[
-            "sink".to_owned(),
-            "--listen".to_owned(),
-            format!("127.0.0.1:{port}"),
-        ],
-        &out.join("ceiling-sink.log"),
-    )?;
+    let mut args = vec![
+        "sink".to_owned(),
+        "--listen".to_owned(),
+        format!("127.0.0.1:{port}"),
+    ];
+    if record {
+        args.extend(["--out".to_owned(), out.join(name).display().to_string()]);
+    }
+    let mut sink = spawn(&bins.loadgen, &args, &out.join(format!("{name}-sink.log")))?;
     wait_port(port, "loadgen sink")?;
+    let ticks_before = machine_ticks();
     let blast = Command::new(&bins.loadgen)
         .args([
             "blast",
@@ -423,10 +448,13 @@ fn ceiling_step(bins: &Bins, out: &Path, seconds: u64) -> Result<Value, String> 
             &format!("127.0.0.1:{port}"),
             "--connections",
             "16",
+            "--rate",
+            &rate.to_string(),
         ])
         .args(["--row-bytes", "64", "--duration", &format!("{seconds}s")])
         .output()
         .map_err(|e| e.to_string())?;
+    let steal = steal_pct(ticks_before, machine_ticks());
     sink.terminate();
     if !blast.status.success() {
         return Err(format!(
@@ -434,7 +462,36 @@ fn ceiling_step(bins: &Bins, out: &Path, seconds: u64) -> Result<Value, String> 
             String::from_utf8_lossy(&blast.stderr)
         ));
     }
-    serde_json::from_slice(&blast.stdout).map_err(|e| format!("loadgen blast output: {e}"))
+    let mut text = String::new();
+    if let Some(mut o) = sink.child.stdout.take() {
+        let _ = o.read_to_string(&mut text);
+    }
+    let report: Value = serde_json::from_str(text.trim())
+        .map_err(|e| format!("sink report of {name}: {e}: {text:?}"))?;
+    let client: Value =
+        serde_json::from_slice(&blast.stdout).map_err(|e| format!("loadgen blast output: {e}"))?;
+    Ok((client, report, steal))
+}
+
+/// The HTTP ceiling: `loadgen blast` as fast as the sink answers.
+fn ceiling_step(bins: &Bins, out: &Path, seconds: u64) -> Result<Value, String> {
+    Ok(blast(bins, out, "ceiling", 0, seconds, false)?.0)
+}
+
+/// The latency floor: `loadgen blast --rate` (one thread, bodies stamped with
+/// their due time) against a fresh sink, nothing else running. The sink's latency
+/// is a bare webhook's at `rate`.
+fn floor_step(bins: &Bins, out: &Path, rate: u64, seconds: u64) -> Result<Value, String> {
+    let name = format!("floor-{rate}");
+    let (client, report, steal) = blast(bins, out, &name, rate, seconds, true)?;
+    Ok(json!({
+        "step": name,
+        "rate": rate,
+        "seconds": seconds,
+        "client": client,
+        "sink": report,
+        "steal_pct": steal,
+    }))
 }
 
 /// Decode-only rows/s on one core over a `loadgen binlog` file.
@@ -473,7 +530,21 @@ fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0)
 }
 
-fn markdown(steps: &[Value], decode: &Value, ceiling: &Value, machine: &str) -> String {
+/// What the machine itself allows, measured in the same run.
+struct Floors<'a> {
+    /// `wake::measure`.
+    wake: &'a Value,
+    /// `floor_step`.
+    floor: &'a Value,
+}
+
+fn markdown(
+    steps: &[Value],
+    decode: &Value,
+    ceiling: &Value,
+    floors: &Floors,
+    machine: &str,
+) -> String {
     let mut md = String::from("# rowhook bench report\n\n");
     let _ = writeln!(md, "Machine: {machine}\n");
     md.push_str("`loadgen master` → `rowhook run` (1 source core + shards, worker_count 16) → `loadgen sink`, all on this machine. Latency: row's scheduled send time → sink parsed the body. *generator p99*: how late the master itself made rows available (part of the latency, not rowhook's); *rowhook p99*: rowhook's own event decoded → webhook acknowledged. *steal %*: share of the machine's CPU time the hypervisor gave to other guests during the step (from /proc/stat); latency from a step with much of it says more about the neighbours than about rowhook. Steps named `-shards-0` run delivery on the source core (`runtime.shards: 0`); the others use the default, one source core and cores − 1 shards.\n\n");
@@ -534,13 +605,47 @@ fn markdown(steps: &[Value], decode: &Value, ceiling: &Value, machine: &str) -> 
             st["sink"]["lost"], st["sink"]["reorders"], st["sink"]["duplicates"]
         );
     }
+    let w = floors.wake;
+    let _ = writeln!(
+        md,
+        "What this machine allows, measured in this run:\n\n\
+         - wake-ups, nothing else running, {} a second: a thread sleeping until a due time ran p50 {:.0} µs / p99 {:.0} µs / max {:.0} µs late; a thread blocked on a channel ran p50 {:.0} µs / p99 {:.0} µs / max {:.0} µs after the send. Every hop of a webhook is such a wake-up.",
+        w["rate"],
+        f(&w["timer"]["p50_us"]),
+        f(&w["timer"]["p99_us"]),
+        f(&w["timer"]["max_us"]),
+        f(&w["thread"]["p50_us"]),
+        f(&w["thread"]["p99_us"]),
+        f(&w["thread"]["max_us"]),
+    );
+    let fl = &floors.floor["sink"]["latency_ms"];
+    let floor_p99 = (!floors.floor.is_null()).then(|| f(&fl["p99"]));
+    if floor_p99.is_some() {
+        let _ = writeln!(
+            md,
+            "- a bare webhook at {} a second, run just before rowhook's step at that rate (`loadgen blast --rate`: one thread, 16 keep-alive connections, the same sink and body shape, no binlog, no rowhook): p50 {:.3} ms, p90 {:.3} ms, **p99 {:.3} ms**, p99.9 {:.3} ms, max {:.3} ms (the sender's own lateness p99 {:.3} ms; steal {:.0} %). This is the `{}` curve in the plot.",
+            floors.floor["rate"],
+            f(&fl["p50"]),
+            f(&fl["p90"]),
+            f(&fl["p99"]),
+            f(&fl["p999"]),
+            f(&fl["max"]),
+            f(&floors.floor["client"]["lag_p99_ms"]),
+            f(&floors.floor["steal_pct"]),
+            floors.floor["step"].as_str().unwrap_or("floor"),
+        );
+    }
+    md.push('\n');
     md.push_str("Targets:\n\n");
     let verdict = |ok: bool| if ok { "met" } else { "not met" };
     for (shards, how) in [(Value::Null, "default shards"), (json!(0), "`shards: 0`")] {
         if let Some((p, lag)) = p99_10k(shards) {
             let _ = writeln!(
                 md,
-                "- P99 event → ack < 1 ms at 10k events/s ({how}): {p:.3} ms (generator's own p99 lateness {lag:.3} ms) — {}",
+                "- P99 event → ack < 1 ms at 10k events/s ({how}): {p:.3} ms (generator's own p99 lateness {lag:.3} ms{}) — {}",
+                floor_p99.map_or_else(String::new, |b| format!(
+                    "; a bare webhook at that rate here: p99 {b:.3} ms"
+                )),
                 verdict(p < 1.0)
             );
         }
@@ -613,7 +718,31 @@ pub fn main(args: &[String]) -> ExitCode {
     let mut results = Vec::new();
     // Before the decode step pins this thread to one core.
     let machine = crate::machine();
+    let ci = profile == "ci";
+    eprintln!("bench: wake-up latency of this machine, nothing else running ...");
+    let wake = match crate::wake::measure(10_000, if ci { 3 } else { 10 }) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("bench: wake-up latency: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut floor = Value::Null;
     for step in &steps {
+        if step.floor {
+            eprintln!(
+                "bench: a bare webhook at {} /s for {} s (loadgen blast --rate, no rowhook), the latency floor ...",
+                step.rate, step.seconds
+            );
+            match floor_step(&bins, &out, step.rate, step.seconds) {
+                Ok(f) => floor = f,
+                Err(e) => {
+                    eprintln!("bench: latency floor: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+            continue;
+        }
         if let Some((at, length)) = step.stall {
             eprintln!(
                 "bench: {} rows/s for {} s, the sink stalls {length} s after {at} s ...",
@@ -638,22 +767,31 @@ pub fn main(args: &[String]) -> ExitCode {
             }
         }
     }
-    let ceiling = match ceiling_step(&bins, &out, if profile == "ci" { 5 } else { 15 }) {
+    let ceiling = match ceiling_step(&bins, &out, if ci { 5 } else { 15 }) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("bench: HTTP ceiling: {e}");
             return ExitCode::from(1);
         }
     };
-    let decode = match decode_step(&bins, &out, if profile == "ci" { 3 } else { 10 }) {
+    let decode = match decode_step(&bins, &out, if ci { 3 } else { 10 }) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("bench: decode: {e}");
             return ExitCode::from(1);
         }
     };
-    let md = markdown(&results, &decode, &ceiling, &machine);
-    let report = json!({"profile": profile, "machine": machine, "steps": results, "decode": decode, "http_ceiling": ceiling});
+    let md = markdown(
+        &results,
+        &decode,
+        &ceiling,
+        &Floors {
+            wake: &wake,
+            floor: &floor,
+        },
+        &machine,
+    );
+    let report = json!({"profile": profile, "machine": machine, "steps": results, "decode": decode, "http_ceiling": ceiling, "wake": wake, "latency_floor": floor});
     let written = std::fs::write(out.join("report.md"), &md).and_then(|_| {
         std::fs::write(
             out.join("report.json"),
@@ -666,6 +804,7 @@ pub fn main(args: &[String]) -> ExitCode {
     }
     let names: Vec<String> = results
         .iter()
+        .chain([&floor])
         .filter_map(|s| s["step"].as_str().map(str::to_owned))
         .collect();
     // The plot is a view of the numbers above; without it the report still stands.

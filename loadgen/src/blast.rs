@@ -1,7 +1,8 @@
 //! `loadgen blast`: the HTTP ceiling. Keep-alive connections, one request in flight
 //! on each (as rowhook's lanes send), POSTing bodies shaped like rowhook's webhooks
 //! (with loadgen's seq and sent_ns, so a sink does the same work per request) as
-//! fast as the receiver answers. Prints requests/s.
+//! fast as the receiver answers. Prints requests/s. `--rate` paces instead (see
+//! `paced`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -27,10 +28,17 @@ pub struct BlastArgs {
     /// How long to send (e.g. 10s).
     #[arg(long, value_parser = crate::parse_duration, default_value = "10s")]
     pub duration: Duration,
+    /// Requests per second over all connections, paced from one thread, each body
+    /// stamped with its due time (the latency floor); 0 = as fast as answered.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
 }
 
 /// Runs the blast and prints the JSON result.
 pub fn run(args: &BlastArgs) -> Result<(), String> {
+    if args.rate > 0 {
+        return crate::paced::run(args);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));

@@ -182,14 +182,14 @@ fn generate(log: &Log, mut writer: Writer, shape: &Shape) -> Result<String, Stri
     while !log.dumping.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(1));
     }
-    precise_timers();
+    crate::precise_timers();
     let mut gen = Generator::new(shape);
     let mut txn = Vec::with_capacity(shape.txn_rows as usize);
     let started = Instant::now();
     let start_ns = now_ns();
     // How late each transaction reached the dump threads (µs): the part of the
     // sink's latency that is the generator's own.
-    let mut lag = hdrhistogram::Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
+    let mut lag = crate::lag_histogram()?;
     let mut bytes = 0u64;
     loop {
         let made = gen.made();
@@ -201,7 +201,7 @@ fn generate(log: &Log, mut writer: Writer, shape: &Shape) -> Result<String, Stri
         if shape.duration.is_some_and(|d| due >= d) || gen.done() {
             break;
         }
-        sleep_until(started + due);
+        crate::sleep_until(started + due);
         gen.transaction(&mut txn);
         if txn.is_empty() {
             break;
@@ -232,22 +232,6 @@ fn generate(log: &Log, mut writer: Writer, shape: &Shape) -> Result<String, Stri
         lag.value_at_quantile(0.99) as f64 / 1000.0,
         lag.max() as f64 / 1000.0
     ))
-}
-
-/// Sleeps until `at`. No spinning: the generator shares the machine with what
-/// it measures, and a yield loop there costs rowhook a core.
-fn sleep_until(at: Instant) {
-    let left = at.saturating_duration_since(Instant::now());
-    if !left.is_zero() {
-        std::thread::sleep(left);
-    }
-}
-
-/// Asks for exact timer wake-ups on this thread: the default 50 µs slack would
-/// bunch transactions due 100 µs apart.
-fn precise_timers() {
-    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and touches no memory.
-    let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0) };
 }
 
 /// One replica connection.

@@ -45,6 +45,8 @@ pub struct Admin {
     max_inflight: u32,
     worker_count: u32,
     shards: usize,
+    /// `runtime.shards: 0`: the one shard is a task on the source core's thread.
+    on_source_core: bool,
     /// Events waiting this long without any ack mean delivery is stuck.
     stuck_after: Duration,
 }
@@ -84,6 +86,7 @@ impl Admin {
             max_inflight: config.dispatcher.max_inflight,
             worker_count: config.dispatcher.worker_count,
             shards: plan.shards,
+            on_source_core: config.runtime.shards == Some(0),
             // A receiver gets its timeout and a retry or two before the instance
             // counts as stuck.
             stuck_after: (plan.timeout * 2).max(Duration::from_secs(60)),

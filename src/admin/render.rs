@@ -299,6 +299,7 @@ fn metrics_json(admin: &Admin) -> Reply {
         "dispatcher": {
             "running": true,
             "shards": admin.shards,
+            "shards_on_source_core": admin.on_source_core,
             "worker_count": admin.worker_count,
             "max_inflight": admin.max_inflight,
             "in_flight": p.in_flight.get(),
