@@ -47,7 +47,7 @@ fn replot(dir: &std::path::Path) -> ExitCode {
             .as_array()
             .into_iter()
             .flatten()
-            .chain([&r["latency_floor"]])
+            .chain([&r["bare_webhook"]])
             .filter_map(|s| s["step"].as_str().map(str::to_owned))
             .collect(),
         Err(e) => {

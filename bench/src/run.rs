@@ -24,8 +24,9 @@ struct Step {
     stall: Option<(u64, u64)>,
     /// `runtime.shards` for rowhook; `None` = its default (cores − 1).
     shards: Option<u32>,
-    /// No rowhook and no master: `loadgen blast --rate` straight to the sink, the
-    /// latency floor. Run next to the rowhook step of the same rate, because the
+    /// No rowhook and no master: `loadgen blast --rate` straight to the sink, a
+    /// bare webhook for reference (not a strict lower bound: the same minute's
+    /// noise hits it as hard as rowhook). Run next to the rowhook step of the same rate, because the
     /// machine's noise changes by the minute.
     floor: bool,
 }
@@ -478,11 +479,11 @@ fn ceiling_step(bins: &Bins, out: &Path, seconds: u64) -> Result<Value, String> 
     Ok(blast(bins, out, "ceiling", 0, seconds, false)?.0)
 }
 
-/// The latency floor: `loadgen blast --rate` (one thread, bodies stamped with
+/// A bare webhook for reference: `loadgen blast --rate` (one thread, bodies stamped with
 /// their due time) against a fresh sink, nothing else running. The sink's latency
 /// is a bare webhook's at `rate`.
 fn floor_step(bins: &Bins, out: &Path, rate: u64, seconds: u64) -> Result<Value, String> {
-    let name = format!("floor-{rate}");
+    let name = format!("bare-webhook-{rate}");
     let (client, report, steal) = blast(bins, out, &name, rate, seconds, true)?;
     Ok(json!({
         "step": name,
@@ -623,7 +624,7 @@ fn markdown(
     if floor_p99.is_some() {
         let _ = writeln!(
             md,
-            "- a bare webhook at {} a second, run just before rowhook's step at that rate (`loadgen blast --rate`: one thread, 16 keep-alive connections, the same sink and body shape, no binlog, no rowhook): p50 {:.3} ms, p90 {:.3} ms, **p99 {:.3} ms**, p99.9 {:.3} ms, max {:.3} ms (the sender's own lateness p99 {:.3} ms; steal {:.0} %). This is the `{}` curve in the plot.",
+            "- a bare webhook at {} a second, run just before rowhook's step at that rate (`loadgen blast --rate`: one thread, 16 keep-alive connections, the same sink and body shape, no binlog, no rowhook): p50 {:.3} ms, p90 {:.3} ms, **p99 {:.3} ms**, p99.9 {:.3} ms, max {:.3} ms (the sender's own lateness p99 {:.3} ms; steal {:.0} %). This is the `{}` curve in the plot. It is a reference from the same minutes, not a bound: the machine's noise hits it as hard as rowhook, and it can come out above rowhook's own p99.",
             floors.floor["rate"],
             f(&fl["p50"]),
             f(&fl["p90"]),
@@ -632,7 +633,7 @@ fn markdown(
             f(&fl["max"]),
             f(&floors.floor["client"]["lag_p99_ms"]),
             f(&floors.floor["steal_pct"]),
-            floors.floor["step"].as_str().unwrap_or("floor"),
+            floors.floor["step"].as_str().unwrap_or("bare-webhook"),
         );
     }
     md.push('\n');
@@ -731,13 +732,13 @@ pub fn main(args: &[String]) -> ExitCode {
     for step in &steps {
         if step.floor {
             eprintln!(
-                "bench: a bare webhook at {} /s for {} s (loadgen blast --rate, no rowhook), the latency floor ...",
+                "bench: a bare webhook at {} /s for {} s (loadgen blast --rate, no rowhook), for reference ...",
                 step.rate, step.seconds
             );
             match floor_step(&bins, &out, step.rate, step.seconds) {
                 Ok(f) => floor = f,
                 Err(e) => {
-                    eprintln!("bench: latency floor: {e}");
+                    eprintln!("bench: bare webhook: {e}");
                     return ExitCode::from(1);
                 }
             }
@@ -791,7 +792,7 @@ pub fn main(args: &[String]) -> ExitCode {
         },
         &machine,
     );
-    let report = json!({"profile": profile, "machine": machine, "steps": results, "decode": decode, "http_ceiling": ceiling, "wake": wake, "latency_floor": floor});
+    let report = json!({"profile": profile, "machine": machine, "steps": results, "decode": decode, "http_ceiling": ceiling, "wake": wake, "bare_webhook": floor});
     let written = std::fs::write(out.join("report.md"), &md).and_then(|_| {
         std::fs::write(
             out.join("report.json"),

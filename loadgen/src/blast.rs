@@ -29,7 +29,7 @@ pub struct BlastArgs {
     #[arg(long, value_parser = crate::parse_duration, default_value = "10s")]
     pub duration: Duration,
     /// Requests per second over all connections, paced from one thread, each body
-    /// stamped with its due time (the latency floor); 0 = as fast as answered.
+    /// stamped with its due time (a bare webhook's latency); 0 = as fast as answered.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
 }

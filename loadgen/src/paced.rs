@@ -1,4 +1,4 @@
-//! `loadgen blast --rate N`: the latency floor. One thread drives every keep-alive
+//! `loadgen blast --rate N`: a bare webhook's latency. One thread drives every keep-alive
 //! connection (as a rowhook shard does), sends request i when it is due
 //! (i / rate seconds in) on connection i mod connections, and stamps the body with
 //! that due time. A connection still waiting for its previous answer sends the
@@ -66,10 +66,10 @@ impl Conn {
         self.seq += 1;
         let (seq, table) = (self.seq, &self.table);
         let body = format!(
-            r#"{{"id":"floor:{seq}:0","primary_id":{seq},"event":"insert","database":"loadgen","table":"{table}","data":{{"id":{seq},"seq":{seq},"sent_ns":{sent_ns},"payload":"{payload}"}},"timestamp":"2026-01-01T00:00:00Z"}}"#
+            r#"{{"id":"bare:{seq}:0","primary_id":{seq},"event":"insert","database":"loadgen","table":"{table}","data":{{"id":{seq},"seq":{seq},"sent_ns":{sent_ns},"payload":"{payload}"}},"timestamp":"2026-01-01T00:00:00Z"}}"#
         );
         let request = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nwebhook-id: floor:{seq}:0\r\n\r\n{body}",
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nwebhook-id: bare:{seq}:0\r\n\r\n{body}",
             args.path,
             args.target,
             body.len()
@@ -125,7 +125,7 @@ pub fn run(args: &BlastArgs) -> Result<(), String> {
     crate::precise_timers();
     let count = args.connections.max(1);
     let mut conns = (0..count)
-        .map(|c| Conn::open(&args.target, format!("floor{c}")))
+        .map(|c| Conn::open(&args.target, format!("bare{c}")))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("cannot connect to {}: {e}", args.target))?;
     let payload = "p".repeat(args.row_bytes);
