@@ -227,6 +227,44 @@ fn paced_blast_sends_every_request_on_schedule_and_survives_a_failing_receiver()
 }
 
 #[test]
+fn paced_blast_replaces_a_connection_whose_answer_never_ends() {
+    // A receiver whose answer head goes on forever: blast must give up on the
+    // connection instead of buffering it, and still end on time.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nX-Endless: ");
+                let filler = [b'a'; 4096];
+                while conn.write_all(&filler).is_ok() {}
+            });
+        }
+    });
+    let started = Instant::now();
+    let out = succeeds(Command::new(loadgen()).args([
+        "blast",
+        "--target",
+        &format!("127.0.0.1:{port}"),
+        "--connections",
+        "1",
+        "--rate",
+        "20",
+        "--duration",
+        "1s",
+    ]));
+    let blast: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(blast["requests"], 0, "{blast}");
+    assert!(
+        blast["connection_failures"].as_u64().unwrap() >= 1,
+        "{blast}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15), "{blast}");
+}
+
+#[test]
 fn master_streams_to_rowhook_and_survives_kill9_and_resume_from_a_later_position_on_the_source_core(
 ) {
     let (mport, sport) = (free_port(), free_port());

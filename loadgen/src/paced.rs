@@ -18,6 +18,10 @@ use super::blast::BlastArgs;
 /// their late requests are the latency being measured.
 const GRACE: Duration = Duration::from_secs(10);
 
+/// The largest answer head or body read: a receiver sending more is broken, and
+/// the connection is replaced rather than buffering without bound.
+const MAX_ANSWER: usize = 64 * 1024;
+
 /// One keep-alive connection with at most one request in flight.
 struct Conn {
     stream: TcpStream,
@@ -91,7 +95,10 @@ impl Conn {
         let mut answer = httparse::Response::new(&mut headers);
         let head = match answer.parse(&self.input) {
             Ok(httparse::Status::Complete(head)) => head,
-            Ok(httparse::Status::Partial) => return Ok(false),
+            Ok(httparse::Status::Partial) if self.input.len() <= MAX_ANSWER => return Ok(false),
+            Ok(httparse::Status::Partial) => {
+                return Err(std::io::Error::other("answer head over 64 KiB"))
+            }
             Err(e) => return Err(std::io::Error::other(format!("bad answer: {e}"))),
         };
         let length = answer
@@ -106,6 +113,11 @@ impl Conn {
                     .ok()
             })
             .unwrap_or(0);
+        if length > MAX_ANSWER {
+            return Err(std::io::Error::other(format!(
+                "answer body of {length} bytes"
+            )));
+        }
         if self.input.len() < head + length {
             return Ok(false);
         }
