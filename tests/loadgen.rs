@@ -126,6 +126,22 @@ fn failing_sink() -> (common::loadgen::Process, u16) {
     (sink, port)
 }
 
+/// `loadgen blast --rate RATE` for 1 s over `connections` to `port`; its result.
+fn paced_blast(port: u16, connections: u32, rate: u32) -> Value {
+    let out = succeeds(Command::new(loadgen()).args([
+        "blast",
+        "--target",
+        &format!("127.0.0.1:{port}"),
+        "--connections",
+        &connections.to_string(),
+        "--rate",
+        &rate.to_string(),
+        "--duration",
+        "1s",
+    ]));
+    serde_json::from_slice(&out).unwrap()
+}
+
 #[test]
 fn sink_reports_injected_loss_duplicates_and_reorders() {
     let port = free_port();
@@ -175,19 +191,7 @@ fn paced_blast_sends_every_request_on_schedule_and_survives_a_failing_receiver()
     let port = free_port();
     let _sink = spawn(&["sink", "--listen", &format!("127.0.0.1:{port}")]);
     wait_port(port);
-    let target = format!("127.0.0.1:{port}");
-    let out = succeeds(Command::new(loadgen()).args([
-        "blast",
-        "--target",
-        &target,
-        "--connections",
-        "4",
-        "--rate",
-        "2000",
-        "--duration",
-        "1s",
-    ]));
-    let blast: Value = serde_json::from_slice(&out).unwrap();
+    let blast = paced_blast(port, 4, 2000);
     assert_eq!(blast["requests"], 2000, "{blast}");
     assert_eq!(blast["connection_failures"], 0, "{blast}");
     // The last request is due 0.9995 s in: a pacer that did not wait ends sooner.
@@ -206,18 +210,7 @@ fn paced_blast_sends_every_request_on_schedule_and_survives_a_failing_receiver()
     // still ends on time.
     let (_failing, port) = failing_sink();
     let started = Instant::now();
-    let out = succeeds(Command::new(loadgen()).args([
-        "blast",
-        "--target",
-        &format!("127.0.0.1:{port}"),
-        "--connections",
-        "2",
-        "--rate",
-        "200",
-        "--duration",
-        "1s",
-    ]));
-    let blast: Value = serde_json::from_slice(&out).unwrap();
+    let blast = paced_blast(port, 2, 200);
     assert_eq!(blast["requests"], 0, "{blast}");
     assert!(
         blast["connection_failures"].as_u64().unwrap() >= 100,
@@ -244,18 +237,7 @@ fn paced_blast_replaces_a_connection_whose_answer_never_ends() {
         }
     });
     let started = Instant::now();
-    let out = succeeds(Command::new(loadgen()).args([
-        "blast",
-        "--target",
-        &format!("127.0.0.1:{port}"),
-        "--connections",
-        "1",
-        "--rate",
-        "20",
-        "--duration",
-        "1s",
-    ]));
-    let blast: Value = serde_json::from_slice(&out).unwrap();
+    let blast = paced_blast(port, 1, 20);
     assert_eq!(blast["requests"], 0, "{blast}");
     assert!(
         blast["connection_failures"].as_u64().unwrap() >= 1,
