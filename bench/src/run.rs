@@ -28,7 +28,7 @@ struct Step {
     /// bare webhook for reference (not a strict lower bound: the same minute's
     /// noise hits it as hard as rowhook). Run next to the rowhook step of the same rate, because the
     /// machine's noise changes by the minute.
-    floor: bool,
+    bare: bool,
 }
 
 fn ladder(profile: &str) -> Option<Vec<Step>> {
@@ -39,7 +39,7 @@ fn ladder(profile: &str) -> Option<Vec<Step>> {
         rows: rate * seconds,
         stall: None,
         shards: None,
-        floor: false,
+        bare: false,
     };
     // The same step with delivery on the source core (`runtime.shards: 0`).
     let on_source = |step: Step| Step {
@@ -47,7 +47,7 @@ fn ladder(profile: &str) -> Option<Vec<Step>> {
         ..step
     };
     let bare = |rate: u64, seconds: u64| Step {
-        floor: true,
+        bare: true,
         ..s(rate, seconds, 1)
     };
     let stalled = |rate: u64, seconds: u64, at, length| Step {
@@ -61,7 +61,7 @@ fn ladder(profile: &str) -> Option<Vec<Step>> {
         rows,
         stall: None,
         shards: None,
-        floor: false,
+        bare: false,
     };
     match profile {
         "ci" => Some(vec![
@@ -482,7 +482,7 @@ fn ceiling_step(bins: &Bins, out: &Path, seconds: u64) -> Result<Value, String> 
 /// A bare webhook for reference: `loadgen blast --rate` (one thread, bodies stamped with
 /// their due time) against a fresh sink, nothing else running. The sink's latency
 /// is a bare webhook's at `rate`.
-fn floor_step(bins: &Bins, out: &Path, rate: u64, seconds: u64) -> Result<Value, String> {
+fn bare_webhook_step(bins: &Bins, out: &Path, rate: u64, seconds: u64) -> Result<Value, String> {
     let name = format!("bare-webhook-{rate}");
     let (client, report, steal) = blast(bins, out, &name, rate, seconds, true)?;
     Ok(json!({
@@ -532,18 +532,18 @@ fn f(v: &Value) -> f64 {
 }
 
 /// What the machine itself allows, measured in the same run.
-struct Floors<'a> {
+struct Reference<'a> {
     /// `wake::measure`.
     wake: &'a Value,
-    /// `floor_step`.
-    floor: &'a Value,
+    /// `bare_webhook_step`.
+    bare: &'a Value,
 }
 
 fn markdown(
     steps: &[Value],
     decode: &Value,
     ceiling: &Value,
-    floors: &Floors,
+    reference: &Reference,
     machine: &str,
 ) -> String {
     let mut md = String::from("# rowhook bench report\n\n");
@@ -606,7 +606,7 @@ fn markdown(
             st["sink"]["lost"], st["sink"]["reorders"], st["sink"]["duplicates"]
         );
     }
-    let w = floors.wake;
+    let w = reference.wake;
     let _ = writeln!(
         md,
         "What this machine allows, measured in this run:\n\n\
@@ -619,21 +619,21 @@ fn markdown(
         f(&w["thread"]["p99_us"]),
         f(&w["thread"]["max_us"]),
     );
-    let fl = &floors.floor["sink"]["latency_ms"];
-    let floor_p99 = (!floors.floor.is_null()).then(|| f(&fl["p99"]));
-    if floor_p99.is_some() {
+    let bw = &reference.bare["sink"]["latency_ms"];
+    let bare_p99 = (!reference.bare.is_null()).then(|| f(&bw["p99"]));
+    if bare_p99.is_some() {
         let _ = writeln!(
             md,
             "- a bare webhook at {} a second, run just before rowhook's step at that rate (`loadgen blast --rate`: one thread, 16 keep-alive connections, the same sink and body shape, no binlog, no rowhook): p50 {:.3} ms, p90 {:.3} ms, **p99 {:.3} ms**, p99.9 {:.3} ms, max {:.3} ms (the sender's own lateness p99 {:.3} ms; steal {:.0} %). This is the `{}` curve in the plot. It is a reference from the same minutes, not a bound: the machine's noise hits it as hard as rowhook, and it can come out above rowhook's own p99.",
-            floors.floor["rate"],
-            f(&fl["p50"]),
-            f(&fl["p90"]),
-            f(&fl["p99"]),
-            f(&fl["p999"]),
-            f(&fl["max"]),
-            f(&floors.floor["client"]["lag_p99_ms"]),
-            f(&floors.floor["steal_pct"]),
-            floors.floor["step"].as_str().unwrap_or("bare-webhook"),
+            reference.bare["rate"],
+            f(&bw["p50"]),
+            f(&bw["p90"]),
+            f(&bw["p99"]),
+            f(&bw["p999"]),
+            f(&bw["max"]),
+            f(&reference.bare["client"]["lag_p99_ms"]),
+            f(&reference.bare["steal_pct"]),
+            reference.bare["step"].as_str().unwrap_or("bare-webhook"),
         );
     }
     md.push('\n');
@@ -644,7 +644,7 @@ fn markdown(
             let _ = writeln!(
                 md,
                 "- P99 event → ack < 1 ms at 10k events/s ({how}): {p:.3} ms (generator's own p99 lateness {lag:.3} ms{}) — {}",
-                floor_p99.map_or_else(String::new, |b| format!(
+                bare_p99.map_or_else(String::new, |b| format!(
                     "; a bare webhook at that rate here: p99 {b:.3} ms"
                 )),
                 verdict(p < 1.0)
@@ -728,15 +728,15 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut floor = Value::Null;
+    let mut bare = Value::Null;
     for step in &steps {
-        if step.floor {
+        if step.bare {
             eprintln!(
                 "bench: a bare webhook at {} /s for {} s (loadgen blast --rate, no rowhook), for reference ...",
                 step.rate, step.seconds
             );
-            match floor_step(&bins, &out, step.rate, step.seconds) {
-                Ok(f) => floor = f,
+            match bare_webhook_step(&bins, &out, step.rate, step.seconds) {
+                Ok(b) => bare = b,
                 Err(e) => {
                     eprintln!("bench: bare webhook: {e}");
                     return ExitCode::from(1);
@@ -786,13 +786,13 @@ pub fn main(args: &[String]) -> ExitCode {
         &results,
         &decode,
         &ceiling,
-        &Floors {
+        &Reference {
             wake: &wake,
-            floor: &floor,
+            bare: &bare,
         },
         &machine,
     );
-    let report = json!({"profile": profile, "machine": machine, "steps": results, "decode": decode, "http_ceiling": ceiling, "wake": wake, "bare_webhook": floor});
+    let report = json!({"profile": profile, "machine": machine, "steps": results, "decode": decode, "http_ceiling": ceiling, "wake": wake, "bare_webhook": bare});
     let written = std::fs::write(out.join("report.md"), &md).and_then(|_| {
         std::fs::write(
             out.join("report.json"),
@@ -805,7 +805,7 @@ pub fn main(args: &[String]) -> ExitCode {
     }
     let names: Vec<String> = results
         .iter()
-        .chain([&floor])
+        .chain([&bare])
         .filter_map(|s| s["step"].as_str().map(str::to_owned))
         .collect();
     // The plot is a view of the numbers above; without it the report still stands.

@@ -59,13 +59,13 @@ impl Conn {
     }
 
     /// Sends the oldest waiting request if the connection is free; returns its
-    /// due time (0 when nothing was sent).
-    fn send_next(&mut self, args: &BlastArgs, payload: &str) -> std::io::Result<u64> {
+    /// due time when it sent one.
+    fn send_next(&mut self, args: &BlastArgs, payload: &str) -> std::io::Result<Option<u64>> {
         if self.busy {
-            return Ok(0);
+            return Ok(None);
         }
         let Some(sent_ns) = self.backlog.pop_front() else {
-            return Ok(0);
+            return Ok(None);
         };
         self.seq += 1;
         let (seq, table) = (self.seq, &self.table);
@@ -80,7 +80,7 @@ impl Conn {
         );
         self.stream.write_all(request.as_bytes())?;
         self.busy = true;
-        Ok(sent_ns)
+        Ok(Some(sent_ns))
     }
 
     /// Reads what arrived; true when it completed an answer, which must be 2xx.
@@ -162,8 +162,8 @@ pub fn run(args: &BlastArgs) -> Result<(), String> {
         }
         for conn in conns.iter_mut() {
             match conn.send_next(args, &payload) {
-                Ok(0) => {}
-                Ok(due_ns) => {
+                Ok(None) => {}
+                Ok(Some(due_ns)) => {
                     let late = crate::unix_nanos().saturating_sub(due_ns) / 1000;
                     lag.saturating_record(late);
                 }
