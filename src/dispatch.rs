@@ -3,6 +3,7 @@
 //! behind. Each task gets its own share of `max_inflight`, so a task whose receiver
 //! is down fills only its share while the others keep flowing.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,10 +58,7 @@ pub struct Dispatch {
     payloads: PayloadWriter,
     scratch: Vec<u8>,
     plan: Arc<Plan>,
-    shards: Vec<ShardTx>,
-    pending: Vec<Vec<Delivery>>,
-    /// A shard on this thread got events it has not had a chance to send.
-    handed_local: bool,
+    outbox: Rc<RefCell<Outbox>>,
     ledger: Rc<RefCell<Ledger>>,
     share: u32,
     limit: u64,
@@ -161,8 +159,13 @@ impl Dispatch {
             changes: Changes::new(Some(tasks), String::new()),
             payloads: PayloadWriter::default(),
             scratch: Vec::with_capacity(4096),
-            pending: shards.iter().map(|_| Vec::new()).collect(),
-            handed_local: false,
+            outbox: Rc::new(RefCell::new(Outbox {
+                pending: shards.iter().map(|_| Vec::new()).collect(),
+                shards,
+                handed_local: false,
+                fences: (0..plan.tasks.len()).map(|_| Fence::default()).collect(),
+                progress: progress.clone(),
+            })),
             ledger: Rc::new(RefCell::new(Ledger::new(
                 acks,
                 config.state.dir.clone(),
@@ -172,7 +175,6 @@ impl Dispatch {
             ))),
             progress,
             plan,
-            shards,
             share: (max_inflight / enabled).max(1),
             limit: u64::from(max_inflight.max(1)),
             txn: 0,
@@ -192,7 +194,17 @@ impl Dispatch {
     /// The task that takes in acks and writes checkpoints while the binlog is
     /// quiet; run it beside the stream on the source core.
     pub fn keeper(&self) -> impl std::future::Future<Output = ()> {
-        ledger::keep(self.ledger.clone())
+        let (ledger, outbox) = (self.ledger.clone(), self.outbox.clone());
+        async move {
+            loop {
+                glommio::timer::sleep(ledger::KEEP_EVERY).await;
+                ledger::keep_once(&ledger);
+                // Events held behind a key change move on once the change is
+                // acknowledged, even when no binlog event wakes the source. A gone
+                // shard is reported by the stream's own flush.
+                let _ = outbox.borrow_mut().flush();
+            }
+        }
     }
 
     /// Waits up to `limit` for events in flight to be acknowledged (shutdown).
@@ -240,8 +252,85 @@ impl Dispatch {
                 .any(|n| n.get() >= self.share)
     }
 
+    fn flush(&mut self) -> Result<bool, DispatchError> {
+        self.outbox.borrow_mut().flush()
+    }
+}
+
+/// Deliveries on their way to the shards, with the fences that hold a task's
+/// events behind an update that changed a primary key.
+struct Outbox {
+    shards: Vec<ShardTx>,
+    pending: Vec<Vec<Delivery>>,
+    /// A shard on this thread got events it has not had a chance to send.
+    handed_local: bool,
+    /// Per task (plan order).
+    fences: Vec<Fence>,
+    progress: Rc<Progress>,
+}
+
+/// A task's events held back so that an update changing a row's key is ordered
+/// with both keys' lanes: it leaves only when nothing earlier of the task is
+/// outstanding, and nothing later leaves before it is acknowledged.
+#[derive(Default)]
+struct Fence {
+    /// (shard, delivery, is a key change), in binlog order.
+    held: VecDeque<(usize, Delivery, bool)>,
+    /// A key change left: the next event waits until it is acknowledged.
+    awaiting_ack: bool,
+}
+
+impl Outbox {
+    /// Queues `d` for `shard`; `key_change` marks an update whose primary key changed.
+    fn push(&mut self, shard: usize, d: Delivery, key_change: bool) {
+        let fence = &mut self.fences[d.task as usize];
+        if key_change || !fence.held.is_empty() || fence.awaiting_ack {
+            fence.held.push_back((shard, d, key_change));
+        } else {
+            self.pending[shard].push(d);
+        }
+    }
+
+    /// Moves held events whose turn has come to their shards' pending batches.
+    fn release(&mut self) {
+        for (task, fence) in self.fences.iter_mut().enumerate() {
+            if fence.held.is_empty() && !fence.awaiting_ack {
+                continue;
+            }
+            // Handed to shards (or pending for them) and not acknowledged: the
+            // ledger counts held events as in flight too.
+            let in_flight = self
+                .progress
+                .task_in_flight
+                .get(task)
+                .map_or(0, |n| n.get() as usize);
+            let mut outstanding = in_flight.saturating_sub(fence.held.len());
+            if fence.awaiting_ack {
+                if outstanding > 0 {
+                    continue;
+                }
+                fence.awaiting_ack = false;
+            }
+            while let Some((_, _, key_change)) = fence.held.front() {
+                if *key_change && outstanding > 0 {
+                    break;
+                }
+                let Some((shard, d, key_change)) = fence.held.pop_front() else {
+                    break;
+                };
+                self.pending[shard].push(d);
+                outstanding += 1;
+                if key_change {
+                    fence.awaiting_ack = true;
+                    break;
+                }
+            }
+        }
+    }
+
     /// Pushes pending batches to their shards; false if a channel is full.
     fn flush(&mut self) -> Result<bool, DispatchError> {
+        self.release();
         let mut all = true;
         for (i, batch) in self.pending.iter_mut().enumerate() {
             if batch.is_empty() {
@@ -314,7 +403,7 @@ impl crate::source::EventSink for Dispatch {
             payloads,
             scratch,
             plan,
-            pending,
+            outbox,
             ledger,
             stats,
             txn,
@@ -322,6 +411,7 @@ impl crate::source::EventSink for Dispatch {
             ..
         } = self;
         let mut ledger = ledger.borrow_mut();
+        let mut outbox = outbox.borrow_mut();
         let mut routed = false;
         let boundary = changes.feed(pos, event, |row, route| {
             if repeat {
@@ -332,18 +422,22 @@ impl crate::source::EventSink for Dispatch {
             let id_len = payloads.write(scratch, route.shape, row, route.keep.as_deref())?;
             let task = route.task as u32;
             *seq += 1;
-            let key = match plan.tasks[route.task].ordering {
+            let ordering = plan.tasks[route.task].ordering;
+            let key = match ordering {
                 Ordering::None => *seq,
                 Ordering::PerKey | Ordering::Table => key_hash(task, payloads.key()),
             };
-            pending[plan.shard_of(task, key)].push(Delivery {
+            // Under `table` one lane orders everything already.
+            let key_change = ordering == Ordering::PerKey && payloads.key_changed();
+            let delivery = Delivery {
                 task,
                 key,
                 txn: *txn,
                 id_len: u16::try_from(id_len).unwrap_or(u16::MAX),
                 body: Bytes::copy_from_slice(scratch),
                 made: std::time::Instant::now(),
-            });
+            };
+            outbox.push(plan.shard_of(task, key), delivery, key_change);
             stats.read(route.task, 1);
             ledger.sent(route.task, *txn);
             Ok::<(), DispatchError>(())
@@ -352,6 +446,7 @@ impl crate::source::EventSink for Dispatch {
             ledger.previous_gtids(*txn, set);
         }
         drop(ledger);
+        drop(outbox);
         if routed {
             self.latency.record_since(0, Stage::Decode, began);
             self.sent_upto = Some((file.to_owned(), pos));
@@ -379,7 +474,7 @@ impl crate::source::EventSink for Dispatch {
                 l.maybe_checkpoint();
             }
             if self.flush()? && !self.over_budget() {
-                if std::mem::take(&mut self.handed_local) {
+                if std::mem::take(&mut self.outbox.borrow_mut().handed_local) {
                     // The shard shares this thread and runs only when the source
                     // yields; reading on would decode a fast stream up to the
                     // in-flight bound before the first request went out.

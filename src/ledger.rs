@@ -17,7 +17,7 @@ use crate::gtid::GtidSet;
 use crate::mysql::replica::{BinlogPosition, ServerInfo};
 
 /// How often the keeper takes in acks when no binlog event wakes the source.
-const KEEP_EVERY: Duration = Duration::from_millis(50);
+pub const KEEP_EVERY: Duration = Duration::from_millis(50);
 
 /// Events in flight, acks, the ack window, and the checkpoint.
 pub struct Ledger {
@@ -195,15 +195,12 @@ impl Ledger {
     }
 }
 
-/// Takes in acks and writes checkpoints every [`KEEP_EVERY`], for the life of the
-/// source core.
-pub async fn keep(ledger: Rc<RefCell<Ledger>>) {
-    loop {
-        glommio::timer::sleep(KEEP_EVERY).await;
-        let mut l = ledger.borrow_mut();
-        l.drain_acks();
-        l.maybe_checkpoint();
-    }
+/// Takes in acks and writes a checkpoint when due; the source core's keeper runs
+/// it every [`KEEP_EVERY`].
+pub fn keep_once(ledger: &RefCell<Ledger>) {
+    let mut l = ledger.borrow_mut();
+    l.drain_acks();
+    l.maybe_checkpoint();
 }
 
 /// Makes the acknowledged position durable now (at shutdown), waiting for a

@@ -153,12 +153,22 @@ impl PayloadWriter {
                 Some(g) => string(out, g),
                 None => out.extend_from_slice(b"null"),
             }
-            // The XID arrives after the rows; payloads are written before it.
-            out.extend_from_slice(b"},\"xid\":null,\"ts_ms\":");
+            // No `xid`: the XID event follows the rows, and holding every row of a
+            // transaction for it would make memory grow with the transaction.
+            // `position.gtid` names the transaction where the server has GTIDs.
+            out.extend_from_slice(b"},\"ts_ms\":");
             uint(out, u64::from(at.timestamp) * 1000);
         }
         out.push(b'}');
         Ok(id_len)
+    }
+
+    /// Whether the last row written was an update that changed its primary key
+    /// (its before and after images carry different key values).
+    pub fn key_changed(&self) -> bool {
+        self.key_from_after
+            && !self.before_keys.spans.is_empty()
+            && self.before_keys.text != self.after_keys.text
     }
 
     /// The primary-key values (JSON text) of the last row written: its routing key.

@@ -162,7 +162,24 @@ where
         resume.gtids = cp.gtid_set.clone();
     }
     let (from, gtid_start, seed) = match (&resume.at, &resume.gtids) {
-        (Some(p), _) => (p.clone(), None, None),
+        (Some(p), _) => {
+            if mariadb {
+                // The saved GTID state is known only at the checkpoint itself.
+                let expected = saved
+                    .filter(|cp| cp.position() == *p)
+                    .and_then(|cp| cp.gtid_set.as_deref())
+                    .and_then(|t| GtidSet::parse_mariadb(t).ok());
+                let path = crate::checkpoint::path(&config.state.dir);
+                replica::verify_mariadb_resume(
+                    &mut conn,
+                    p,
+                    expected.as_ref(),
+                    &path.display().to_string(),
+                )
+                .await?;
+            }
+            (p.clone(), None, None)
+        }
         (None, Some(text)) => {
             let set = GtidSet::parse(text, mariadb).map_err(|e| MysqlError::NotUsable {
                 problem: e.to_string(),
@@ -236,7 +253,9 @@ where
             }
         }
     }
-    Ok(())
+    // The dump is blocking: the server ends it only when it shuts down. That is a
+    // reconnect, never the end of the work (a supervisor would leave us down).
+    Err(MysqlError::StreamEnded.into())
 }
 
 /// Fetches information_schema facts for tables whose TABLE_MAP lacks them, over a

@@ -229,6 +229,122 @@ fn a_purged_checkpoint_position_stops_with_the_options() {
     );
 }
 
+/// Runs rowhook until `rows` inserts are delivered, stops it gracefully, and
+/// returns the checkpoint's position.
+fn deliver_then_stop(db: &MariaDb, receiver: &Receiver, text: &str, rows: usize) -> u64 {
+    let mut first = Rowhook::run(text);
+    wait_streaming(db);
+    for n in 1..=rows {
+        db.sql(&format!("INSERT INTO shop.seq VALUES ({n})"));
+    }
+    receiver.wait_until(Duration::from_secs(30), |r| r.len() >= rows);
+    first.terminate();
+    let (code, log) = wait_exit(&mut first);
+    assert_eq!(code, Some(0), "{log}");
+    let cp: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(checkpoint_path(text)).unwrap()).unwrap();
+    cp["pos"].as_u64().unwrap()
+}
+
+fn checkpoint_path(text: &str) -> std::path::PathBuf {
+    let dir = text
+        .split("dir: '")
+        .nth(1)
+        .and_then(|r| r.split('\'').next())
+        .unwrap();
+    Path::new(dir).join("checkpoint.json")
+}
+
+#[test]
+fn a_reset_binlog_that_grew_past_the_checkpoint_is_refused_not_skipped() {
+    let db = MariaDb::start();
+    db.sql("CREATE DATABASE shop; CREATE TABLE shop.seq (id INT PRIMARY KEY);");
+    let receiver = Receiver::ok();
+    let state = tempfile::tempdir().unwrap();
+    let text = config(&db, &receiver, state.path(), "");
+    let pos = deliver_then_stop(&db, &receiver, &text, 5);
+    // While rowhook is down the binlog starts over, and the new binlog.000001
+    // grows past the saved position with other transactions.
+    db.sql("RESET MASTER");
+    let mut n = 1000;
+    loop {
+        db.sql(&format!("INSERT INTO shop.seq VALUES ({}), ({})", n, n + 1));
+        n += 2;
+        let end: u64 = db.sql("SHOW MASTER STATUS")[0][1].parse().unwrap();
+        if end > pos + 2000 {
+            break;
+        }
+    }
+    let mut second = Rowhook::run(&text);
+    let (code, log) = wait_exit(&mut second);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("cannot resume at binlog.000001:"), "{log}");
+    assert!(log.contains("RESET MASTER"), "{log}");
+    assert!(log.contains("fix:"), "{log}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        receiver.requests().len(),
+        5,
+        "no row after the old position was sent"
+    );
+}
+
+#[test]
+fn a_checkpoint_past_the_end_of_a_reset_binlog_says_so() {
+    let db = MariaDb::start();
+    db.sql("CREATE DATABASE shop; CREATE TABLE shop.seq (id INT PRIMARY KEY);");
+    let receiver = Receiver::ok();
+    let state = tempfile::tempdir().unwrap();
+    let text = config(&db, &receiver, state.path(), "");
+    deliver_then_stop(&db, &receiver, &text, 5);
+    db.sql("RESET MASTER; INSERT INTO shop.seq VALUES (1000);");
+    let mut second = Rowhook::run(&text);
+    let (code, log) = wait_exit(&mut second);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("past the end of the server's binlog.000001"),
+        "{log}"
+    );
+    assert!(!log.contains("purged"), "{log}");
+}
+
+#[test]
+fn a_clean_server_restart_is_a_reconnect_not_an_exit() {
+    let mut db = MariaDb::start();
+    db.sql("CREATE DATABASE shop; CREATE TABLE shop.seq (id INT PRIMARY KEY);");
+    let receiver = Receiver::ok();
+    let state = tempfile::tempdir().unwrap();
+    let mut rowhook = Rowhook::run(&config(&db, &receiver, state.path(), ""));
+    wait_streaming(&db);
+    db.sql("INSERT INTO shop.seq SELECT seq FROM shop.seq_1_to_50");
+    receiver.wait_until(Duration::from_secs(30), |r| r.len() >= 50);
+    for round in 0..2 {
+        db.restart_clean();
+        assert!(
+            rowhook.is_running(),
+            "rowhook exited on a clean server stop:\n{}",
+            rowhook.log()
+        );
+        let from = 100 * (round + 1);
+        db.sql(&format!(
+            "INSERT INTO shop.seq SELECT seq FROM shop.seq_{from}_to_{}",
+            from + 49
+        ));
+    }
+    let all = receiver.wait_until(Duration::from_secs(60), |r| counts(r).len() >= 150);
+    assert_eq!(
+        counts(&all).len(),
+        150,
+        "every row delivered across two server restarts"
+    );
+    assert!(rowhook.is_running());
+    assert!(
+        rowhook.log().contains("the server ended the binlog stream"),
+        "{}",
+        rowhook.log()
+    );
+}
+
 #[test]
 fn a_checkpoint_of_another_server_is_refused() {
     let db = MariaDb::start();

@@ -228,6 +228,28 @@ tasks:
         .as_str()
         .unwrap()
         .starts_with("0-1-"));
+    // Exactly these fields: none that is always null.
+    let mut fields: Vec<&str> = rows[2]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        [
+            "data",
+            "database",
+            "event",
+            "id",
+            "position",
+            "primary_id",
+            "table",
+            "timestamp",
+            "ts_ms"
+        ]
+    );
 }
 
 /// `rowhook run` delivers, for every type, exactly what `tail` prints for the same

@@ -66,7 +66,7 @@ pub enum Ordering {
 pub enum PayloadShape {
     /// pikachu's object.
     Pikachu,
-    /// pikachu's object plus position, xid and ts_ms.
+    /// pikachu's object plus position and ts_ms.
     Envelope,
 }
 

@@ -46,6 +46,19 @@ pub enum MysqlError {
         /// What to do.
         fix: String,
     },
+    /// The server ended the binlog stream (it is shutting down or restarting).
+    #[error("the server ended the binlog stream (shutdown or restart)")]
+    StreamEnded,
+    /// The checkpoint's position on this server is not the point it was taken at.
+    #[error("cannot resume at {at}: {problem}\n  fix: {fix}")]
+    ResumeMismatch {
+        /// The saved position.
+        at: String,
+        /// What the server has there instead.
+        problem: String,
+        /// What to do.
+        fix: String,
+    },
     /// No packet within the dead-link timeout.
     #[error("no data from the server for {0:?} (heartbeats missing): the link is dead")]
     Timeout(std::time::Duration),
@@ -72,7 +85,7 @@ impl MysqlError {
     /// Whether a new connection may succeed where this one failed.
     pub fn is_transient(&self) -> bool {
         match self {
-            MysqlError::Io { .. } | MysqlError::Timeout(_) => true,
+            MysqlError::Io { .. } | MysqlError::Timeout(_) | MysqlError::StreamEnded => true,
             // Shutdown in progress, server gone, too many connections, killed.
             MysqlError::Server { code, .. } => {
                 matches!(code, 1040 | 1053 | 1317 | 2006 | 2013 | 1927)

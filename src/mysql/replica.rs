@@ -321,3 +321,77 @@ pub async fn start_dump(
     dump.extend_from_slice(from.file.as_bytes());
     conn.send_command(&dump).await
 }
+
+/// Proves that `at` on this MariaDB server is the point a checkpoint was taken at:
+/// `BINLOG_GTID_POS` there must be an event boundary and, when the checkpoint kept
+/// its GTID state, that same state. A RESET MASTER (or a rewritten file) that has
+/// since grown past `at` would otherwise be streamed from the middle, silently
+/// skipping what comes before. `checkpoint` names the file for the fix line.
+pub async fn verify_mariadb_resume(
+    conn: &mut Connection,
+    at: &BinlogPosition,
+    expected: Option<&GtidSet>,
+    checkpoint: &str,
+) -> Result<(), MysqlError> {
+    if at.file.is_empty() || at.file.contains(['\'', '\\']) {
+        return Ok(());
+    }
+    let sizes: Vec<(String, Option<u64>)> = conn
+        .query("SHOW BINARY LOGS")
+        .await?
+        .into_iter()
+        .filter_map(|r| {
+            let mut r = r.into_iter();
+            let name = r.next().flatten()?;
+            Some((name, r.next().flatten().and_then(|s| s.parse().ok())))
+        })
+        .collect();
+    let Some(size) = sizes.iter().find(|(f, _)| *f == at.file).map(|(_, s)| *s) else {
+        // Not on the server at all: the dump's own error says purged, with the range.
+        return Ok(());
+    };
+    let sql = format!("SELECT BINLOG_GTID_POS('{}', {})", at.file, at.pos);
+    let here = match conn.query(&sql).await {
+        Ok(rows) => one(rows),
+        Err(e @ MysqlError::Server { .. }) => {
+            tracing::warn!(error = %e, at = %at, "cannot ask the server which GTIDs precede the checkpoint; resuming without that proof");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let fix = format!(
+        "nothing was skipped. The server's binlog was reset (RESET MASTER) or rewritten after the checkpoint was taken, so the events after it are gone from this server. \
+         To go on from what the server has (the changes in between are lost), move {checkpoint} away and set source.start (earliest, {{file, pos}} or {{gtid: ...}}); \
+         to lose nothing, point database.host at a server that still has the old binlog"
+    );
+    let problem = match (here, size) {
+        (None, Some(size)) if at.pos > size => {
+            format!(
+                "the position is past the end of the server's {} ({size} bytes)",
+                at.file
+            )
+        }
+        (None, _) => format!(
+            "the server's {} has no event boundary at position {}",
+            at.file, at.pos
+        ),
+        (Some(text), _) => {
+            let Some(expected) = expected else {
+                return Ok(());
+            };
+            match GtidSet::parse_mariadb(&text) {
+                Ok(found) if found == *expected => return Ok(()),
+                _ => format!(
+                    "the checkpoint was taken after GTIDs {expected}, but the server's {} at that position follows GTIDs {}",
+                    at.file,
+                    if text.is_empty() { "(none)" } else { text.as_str() }
+                ),
+            }
+        }
+    };
+    Err(MysqlError::ResumeMismatch {
+        at: at.to_string(),
+        problem,
+        fix,
+    })
+}
