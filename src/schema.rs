@@ -1,9 +1,11 @@
 //! Column facts the binlog may lack, read from information_schema over a second
-//! connection: names and primary key (MINIMAL row metadata) and which MariaDB
-//! LONGTEXT columns are really JSON. Cached per table; DDL clears the cache.
+//! connection: names, primary key and ENUM/SET labels (MINIMAL row metadata) and
+//! which MariaDB LONGTEXT columns are really JSON. Cached per table; DDL clears the
+//! cache.
 
 use std::collections::HashMap;
 
+use crate::binlog::table_map::ColumnType;
 use crate::binlog::TableMap;
 use crate::mysql::{Connection, MysqlError};
 
@@ -16,6 +18,8 @@ pub struct ColumnInfo {
     pub primary_key: bool,
     /// Declared JSON (MySQL type json, or MariaDB's json_valid() CHECK).
     pub json: bool,
+    /// ENUM or SET labels in declaration order, from `COLUMN_TYPE`.
+    pub members: Option<Vec<String>>,
 }
 
 /// Column facts per `(schema, table)`.
@@ -61,7 +65,7 @@ pub async fn lookup(
     let (s, t) = (quote(schema), quote(table));
     let columns = conn
         .query(&format!(
-            "SELECT COLUMN_NAME, COLUMN_KEY, DATA_TYPE FROM information_schema.COLUMNS \
+            "SELECT COLUMN_NAME, COLUMN_KEY, DATA_TYPE, COLUMN_TYPE FROM information_schema.COLUMNS \
              WHERE TABLE_SCHEMA = {s} AND TABLE_NAME = {t} ORDER BY ORDINAL_POSITION"
         ))
         .await?;
@@ -100,6 +104,7 @@ pub async fn lookup(
                     .flatten()
                     .is_some_and(|t| t.eq_ignore_ascii_case("json"))
                     || json_checked.contains(&name),
+                members: r.get(3).cloned().flatten().and_then(|t| members(&t)),
                 name,
             }
         })
@@ -123,10 +128,64 @@ pub fn apply(table: &mut TableMap, columns: &[ColumnInfo]) -> bool {
             col.primary_key = info.primary_key;
         }
         col.json_text = info.json;
+        if col.members.is_none()
+            && matches!(col.ty, ColumnType::Enum { .. } | ColumnType::Set { .. })
+        {
+            col.members.clone_from(&info.members);
+        }
     }
     table.has_names = true;
     table.has_primary_key_info = true;
     true
+}
+
+/// The labels of an `enum('a','b')` or `set(...)` column type as information_schema
+/// prints it (a quote inside a label doubled, a backslash escaped); `None` for any
+/// other type or text that does not parse.
+pub fn members(column_type: &str) -> Option<Vec<String>> {
+    let t = column_type.trim();
+    let open = t.find('(')?;
+    let kind = &t[..open];
+    if !kind.eq_ignore_ascii_case("enum") && !kind.eq_ignore_ascii_case("set") {
+        return None;
+    }
+    let mut chars = t[open + 1..].chars();
+    let mut labels = Vec::new();
+    loop {
+        if chars.next()? != '\'' {
+            return None;
+        }
+        let mut label = String::new();
+        loop {
+            match chars.next()? {
+                '\'' => {
+                    let rest = chars.clone().next();
+                    if rest == Some('\'') {
+                        chars.next();
+                        label.push('\'');
+                    } else {
+                        break;
+                    }
+                }
+                '\\' => label.push(match chars.next()? {
+                    '0' => '\0',
+                    'n' => '\n',
+                    'r' => '\r',
+                    't' => '\t',
+                    'Z' => '\x1a',
+                    'b' => '\x08',
+                    other => other,
+                }),
+                c => label.push(c),
+            }
+        }
+        labels.push(label);
+        match chars.next()? {
+            ',' => continue,
+            ')' if chars.as_str().trim().is_empty() => return Some(labels),
+            _ => return None,
+        }
+    }
 }
 
 /// A string literal for SQL (names come from the binlog, so they are quoted).
@@ -145,5 +204,33 @@ mod tests {
         assert!(!is_ddl("BEGIN"));
         assert!(!is_ddl("COMMIT"));
         assert_eq!(quote("o'k\\"), "'o''k\\\\'");
+    }
+
+    #[test]
+    fn enum_and_set_labels_from_column_type() {
+        let cases: &[(&str, Option<&[&str]>)] = &[
+            (
+                "enum('small','medium','large')",
+                Some(&["small", "medium", "large"]),
+            ),
+            ("set('a','b','c','d')", Some(&["a", "b", "c", "d"])),
+            ("ENUM('it''s','','c,d')", Some(&["it's", "", "c,d"])),
+            ("enum('x\\\\y','tab\\there')", Some(&["x\\y", "tab\there"])),
+            ("enum('')", Some(&[""])),
+            ("enum('ü','😀')", Some(&["ü", "😀"])),
+            ("enum('a',)", None),
+            ("enum('a'", None),
+            ("enum('a')x", None),
+            ("enum(a)", None),
+            ("int(11)", None),
+            ("varchar(10)", None),
+            ("", None),
+        ];
+        for (text, want) in cases {
+            let got = members(text);
+            let want: Option<Vec<String>> =
+                want.map(|w| w.iter().map(|s| (*s).to_owned()).collect());
+            assert_eq!(got, want, "{text}");
+        }
     }
 }

@@ -303,3 +303,106 @@ fn run_delivers_every_type_as_tail_prints_it() {
         assert_eq!(&got, want, "payload {id}");
     }
 }
+
+/// ENUM/SET labels a MINIMAL TABLE_MAP lacks: quotes, an empty label, the invalid
+/// index 0, SET with all and no bits, and labels changed by DDL mid-stream.
+const LABELS: &str = "
+SET sql_mode = '';
+CREATE TABLE shop.labels (id INT PRIMARY KEY,
+  e ENUM('a','it''s','','back\\\\slash','c,d'), s SET('x','y','z'));
+INSERT INTO shop.labels VALUES (1, 'it''s', 'x,y,z'), (2, '', ''), (3, 'bogus', 'y');
+INSERT INTO shop.labels VALUES (4, 'back\\\\slash', 'z'), (5, 'c,d', NULL);
+ALTER TABLE shop.labels MODIFY e ENUM('a','it''s','','back\\\\slash','c,d','new'),
+  MODIFY s SET('x','y','z','w');
+INSERT INTO shop.labels VALUES (6, 'new', 'w,x');
+UPDATE shop.labels SET e = 'a', s = 'w' WHERE id = 1;
+";
+
+/// What `rowhook run` delivers for SCHEMA + ROWS + LABELS on a server with `mode`,
+/// in binlog order, each body with its binlog-position id replaced by its ordinal
+/// (FULL TABLE_MAPs are longer, so positions differ; nothing else may).
+fn delivered_bodies(mode: RowMetadata) -> Vec<Vec<u8>> {
+    use common::receiver::Receiver;
+    use common::rowhook::{source_yaml, wait_streaming, Rowhook};
+
+    let db = MariaDb::start_with(mode);
+    db.sql(SCHEMA);
+    let receiver = Receiver::ok();
+    let config = format!(
+        "{}tasks:\n  - {{task_id: all, table_name: 'shop.*', events: [insert, update, delete], ordering: table, callback_url: '{}'}}\n",
+        source_yaml(&db),
+        receiver.url("/all")
+    );
+    let rowhook = Rowhook::run(&config);
+    wait_streaming(&db);
+    db.sql(ROWS);
+    db.sql(LABELS);
+    let delivered = receiver.wait_until(std::time::Duration::from_secs(30), |r| r.len() >= 14);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(receiver.requests().len(), 14, "{}", rowhook.log());
+    delivered
+        .iter()
+        .enumerate()
+        .map(|(n, r)| {
+            let body = &r.body;
+            let id = r.header("webhook-id").unwrap();
+            let needle = format!("{{\"id\":\"{id}\"");
+            assert!(
+                body.starts_with(needle.as_bytes()),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            let mut out = format!("{{\"id\":\"#{n}\"").into_bytes();
+            out.extend_from_slice(&body[needle.len()..]);
+            // The two servers may write the same statement in different seconds.
+            let field = b",\"timestamp\":\"";
+            let at = out
+                .windows(field.len())
+                .rposition(|w| w == field)
+                .expect("a timestamp field")
+                + field.len();
+            out[at..at + 20].copy_from_slice(b"YYYY-MM-DDThh:mm:ssZ");
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn minimal_metadata_delivers_byte_identical_payloads_to_full() {
+    let (full, minimal) = std::thread::scope(|s| {
+        let full = s.spawn(|| delivered_bodies(RowMetadata::Full));
+        let minimal = s.spawn(|| delivered_bodies(RowMetadata::Minimal));
+        (full.join().unwrap(), minimal.join().unwrap())
+    });
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    for (f, m) in full.iter().zip(&minimal) {
+        assert_eq!(text(m), text(f), "MINIMAL (left) differs from FULL (right)");
+    }
+    assert_eq!(full.len(), minimal.len());
+    // The labels themselves, as SPEC section 5 gives them.
+    let labels: Vec<Value> = full
+        .iter()
+        .map(|b| serde_json::from_slice::<Value>(b).unwrap())
+        .filter(|p| p["table"] == "labels")
+        .map(|p| {
+            let d = if p["event"] == "update" {
+                &p["new_data"]
+            } else {
+                &p["data"]
+            };
+            json!([d["e"], d["s"]])
+        })
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            json!(["it's", "x,y,z"]),
+            json!(["", ""]),
+            json!(["", "y"]),
+            json!(["back\\slash", "z"]),
+            json!(["c,d", null]),
+            json!(["new", "x,w"]),
+            json!(["a", "w"]),
+        ]
+    );
+}
