@@ -153,7 +153,8 @@ pub fn path(dir: &Path) -> PathBuf {
 /// Reads the checkpoint in `dir`, if there is one.
 pub fn load(dir: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
     let file = path(dir);
-    let text = match std::fs::read_to_string(&file) {
+    // Bytes, not text: a file of random bytes is a corrupt checkpoint, not an I/O error.
+    let text = match std::fs::read(&file) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
@@ -163,7 +164,7 @@ pub fn load(dir: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
             })
         }
     };
-    serde_json::from_str(&text)
+    serde_json::from_slice(&text)
         .map(Some)
         .map_err(|e| CheckpointError::Corrupt {
             path: file.display().to_string(),
@@ -394,11 +395,14 @@ mod tests {
         };
         store(dir.path(), &cp).unwrap();
         assert_eq!(load(dir.path()).unwrap(), Some(cp));
-        std::fs::write(path(dir.path()), "{\"file\": ").unwrap();
-        let err = load(dir.path()).unwrap_err().to_string();
-        assert!(
-            err.contains("not a rowhook checkpoint") && err.contains("fix:"),
-            "{err}"
-        );
+        // Truncated JSON, and random bytes that are not even UTF-8.
+        for bytes in [&b"{\"file\": "[..], &[0xff, 0xfe, 0x00, 0x9c, 0x12][..]] {
+            std::fs::write(path(dir.path()), bytes).unwrap();
+            let err = load(dir.path()).unwrap_err().to_string();
+            assert!(
+                err.contains("not a rowhook checkpoint") && err.contains("fix:"),
+                "{err}"
+            );
+        }
     }
 }

@@ -1,7 +1,10 @@
 //! Dead-letter files (SPEC section 7): `state.dir/dlq/<task_id>.jsonl`, one JSON
-//! object per line with the payload, task, last error and attempt count.
+//! object per line with the payload, task, last error and attempt count. A record
+//! is in the file whole or not at all: appends hold an exclusive lock, a failed
+//! write is cut back off, and a torn tail left by a crash is cut before the next
+//! record goes in (its event was never acknowledged, so it is sent again).
 
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::binlog::write::{escaped, rfc3339, string, uint};
@@ -72,23 +75,122 @@ pub fn file_for(dir: &Path, task: &str) -> PathBuf {
     dir.join(format!("{name}.jsonl"))
 }
 
-/// Appends `lines` to `task`'s file and makes them durable before returning.
+/// Appends `lines` (whole records, each ending in a newline) to `task`'s file and
+/// makes them durable before returning. On any failure the file is left as it was.
 pub fn append(dir: &Path, task: &str, lines: &[u8]) -> std::io::Result<()> {
+    append_to(dir, &file_for(dir, task), lines)
+}
+
+fn append_to(dir: &Path, path: &Path, lines: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let path = file_for(dir, task);
     let new = !path.exists();
     let mut f = std::fs::OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
-        .open(&path)?;
-    // One write per record: O_APPEND keeps records of concurrent shards whole.
-    f.write_all(lines)?;
-    f.sync_data()?;
+        .open(path)?;
+    // Shards of this process and a `dlq replay` beside it append to the same file.
+    f.lock()?;
+    let good = cut_torn_tail(&mut f)?;
+    let written = f.write_all(lines).and_then(|()| f.sync_data());
+    if let Err(e) = written {
+        // A full disk may have taken part of the record: cut it off, so the next
+        // record does not glue onto a fragment.
+        if let Err(cut) = f.set_len(good).and_then(|()| f.sync_data()) {
+            tracing::error!(file = %path.display(), error = %cut, "cannot cut a failed dead-letter write back off; the next append will");
+        }
+        return Err(e);
+    }
     if new {
         // A new file's name is durable only once its directory is synced.
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// Cuts anything after the file's last newline (a record torn by a crash or a
+/// failed write) and returns the length kept.
+fn cut_torn_tail(f: &mut std::fs::File) -> std::io::Result<u64> {
+    let len = f.metadata()?.len();
+    let mut end = len;
+    let mut buf = [0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            end = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if end < len {
+        tracing::warn!(
+            cut = len - end,
+            "a dead-letter file ended in a torn record; cut it off"
+        );
+        f.set_len(end)?;
+        f.sync_data()?;
+    }
+    Ok(end)
+}
+
+/// Puts back the letters of replays that did not finish (`<task>.replaying-<pid>`
+/// files whose process is gone) into their task's file, skipping letters whose id
+/// the file already has. Returns how many letters came back.
+pub fn recover(dir: &Path) -> std::io::Result<usize> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut back = 0;
+    for entry in entries {
+        let aside = entry?.path();
+        let Some(pid) = aside
+            .extension()
+            .and_then(|x| x.to_str())
+            .and_then(|x| x.strip_prefix("replaying-"))
+        else {
+            continue;
+        };
+        let alive = pid
+            .parse::<u32>()
+            .is_ok_and(|p| p != std::process::id() && Path::new(&format!("/proc/{p}")).exists());
+        if alive {
+            continue;
+        }
+        let target = aside.with_extension("jsonl");
+        let have: std::collections::HashSet<String> = match std::fs::read(&target) {
+            Ok(bytes) => parse(&target, &String::from_utf8_lossy(&bytes))
+                .into_iter()
+                .filter_map(|l| l.ok().map(|l| l.id))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+            Err(e) => return Err(e),
+        };
+        let text = String::from_utf8_lossy(&std::fs::read(&aside)?).into_owned();
+        let mut lines = Vec::new();
+        for (line, parsed) in text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .zip(parse(&aside, &text))
+        {
+            if parsed.as_ref().is_ok_and(|l| have.contains(&l.id)) {
+                continue;
+            }
+            back += usize::from(parsed.is_ok());
+            lines.extend_from_slice(line.as_bytes());
+            lines.push(b'\n');
+        }
+        if !lines.is_empty() {
+            append_to(dir, &target, &lines)?;
+        }
+        std::fs::remove_file(&aside)?;
+        tracing::warn!(file = %aside.display(), letters = back, "recovered the dead letters of a replay that did not finish");
+    }
+    Ok(back)
 }
 
 /// A dead letter read back from its file.
@@ -175,5 +277,67 @@ impl Letter {
             payload: self.payload.get().as_bytes(),
         }
         .to_line()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(id: &str) -> Vec<u8> {
+        DeadLetter {
+            task: "t",
+            url: "http://h/x",
+            id: id.as_bytes(),
+            attempts: 1,
+            status: Some(400),
+            error: "bad",
+            payload: b"{\"k\":1}",
+        }
+        .to_line()
+    }
+
+    fn ids(dir: &Path) -> Vec<Result<String, usize>> {
+        let file = file_for(dir, "t");
+        let text = std::fs::read_to_string(&file).unwrap();
+        parse(&file, &text)
+            .into_iter()
+            .map(|l| l.map(|l| l.id).map_err(|b| b.line))
+            .collect()
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_before_the_next_record() {
+        let dir = tempfile::tempdir().unwrap();
+        append(dir.path(), "t", &letter("a")).unwrap();
+        // A crash (or a full disk) in the middle of the second record.
+        let torn = letter("b");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(file_for(dir.path(), "t"))
+            .unwrap();
+        f.write_all(&torn[..torn.len() / 2]).unwrap();
+        append(dir.path(), "t", &letter("c")).unwrap();
+        assert_eq!(ids(dir.path()), [Ok("a".into()), Ok("c".into())]);
+    }
+
+    #[test]
+    fn an_unfinished_replay_comes_back_without_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        append(dir.path(), "t", &letter("new")).unwrap();
+        // pid 0 is never a replay's: the process is gone.
+        let aside = dir.path().join("t.replaying-0");
+        let mut text = letter("x");
+        text.extend_from_slice(&letter("new"));
+        text.extend_from_slice(b"not a letter\n");
+        text.extend_from_slice(&letter("y"));
+        std::fs::write(&aside, text).unwrap();
+        assert_eq!(recover(dir.path()).unwrap(), 2);
+        assert!(!aside.exists());
+        assert_eq!(
+            ids(dir.path()),
+            [Ok("new".into()), Ok("x".into()), Err(3), Ok("y".into())]
+        );
+        assert_eq!(recover(dir.path()).unwrap(), 0);
     }
 }

@@ -163,6 +163,13 @@ fn dlq_list(args: &DlqArgs) -> ExitCode {
         Err(code) => return code,
     };
     let dir = loaded.config.state.dir.join("dlq");
+    if let Err(e) = rowhook::dlq::recover(&dir) {
+        eprintln!(
+            "error: {}: cannot recover an unfinished replay: {e}",
+            dir.display()
+        );
+        return ExitCode::from(EXIT_RUNTIME);
+    }
     let files = match rowhook::dlq::files(&dir, args.task.as_deref()) {
         Ok(f) => f,
         Err(e) => {
@@ -170,7 +177,7 @@ fn dlq_list(args: &DlqArgs) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    let mut count = 0;
+    let (mut count, mut unreadable) = (0, 0);
     println!(
         "{:<20} {:<32} {:>8} {:>6}  {:<20}  error",
         "task", "id", "attempts", "status", "dead_at"
@@ -193,11 +200,17 @@ fn dlq_list(args: &DlqArgs) -> ExitCode {
                         l.task, l.id, l.attempts, status, l.dead_at, l.error
                     );
                 }
-                Err(bad) => eprintln!("warning: {bad}"),
+                Err(bad) => {
+                    unreadable += 1;
+                    println!("{:<20} {bad}", "UNREADABLE");
+                }
             }
         }
     }
-    println!("{count} dead letter(s) in {}", dir.display());
+    println!(
+        "{count} dead letter(s), {unreadable} unreadable line(s) in {}",
+        dir.display()
+    );
     ExitCode::SUCCESS
 }
 

@@ -52,6 +52,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError + '_ {
 pub fn replay(config: &Config, task: Option<&str>) -> Result<Replayed, ReplayError> {
     let plan = Plan::new(config, 1).map_err(ReplayError::Plan)?;
     let dir = plan.dlq_dir.clone();
+    // A replay that died (full disk, kill) left its letters aside: they come back
+    // first, so none is hidden.
+    dlq::recover(&dir).map_err(io(&dir))?;
     let files = dlq::files(&dir, task).map_err(io(&dir))?;
     let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("rowhook-replay")

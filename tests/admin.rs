@@ -404,3 +404,62 @@ fn health_is_down_while_the_source_is_unreachable_and_up_again_after() {
     let (_, m) = get_json(port, "/metrics.json");
     assert!(m["monitor"]["reconnects"].as_u64().unwrap() >= 1, "{m}");
 }
+
+/// Whether the server has closed `s` (read gives end of stream or a reset).
+fn closed_by_server(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let mut b = [0u8; 256];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => closed_by_server(s),
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn slow_clients_cannot_keep_health_out_and_conflicting_lengths_are_refused() {
+    let it = Instance::start();
+    // 150 clients (more than the 64 slots) trickle a request head, a byte a second.
+    let mut slow: Vec<TcpStream> = (0..150)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", it.port)).unwrap();
+            let _ = s.write_all(b"G");
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    let mut worst = Duration::ZERO;
+    while started.elapsed() < Duration::from_secs(12) {
+        for s in &mut slow {
+            let _ = s.write_all(b"E");
+        }
+        let asked = Instant::now();
+        let (status, _) = get_json(it.port, "/health");
+        assert_eq!(status, 200);
+        worst = worst.max(asked.elapsed());
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    eprintln!("slowest /health under 150 slow clients: {worst:?}");
+    assert!(worst < Duration::from_secs(2), "/health took {worst:?}");
+    // None of them still holds a connection: evicted, or cut off at the request deadline.
+    let open = slow
+        .iter_mut()
+        .map(closed_by_server)
+        .filter(|closed| !closed)
+        .count();
+    assert_eq!(open, 0, "slow clients still connected after 12 s");
+
+    let mut s = TcpStream::connect(("127.0.0.1", it.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"POST /tasks/seq/pause HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("conflicting Content-Length"), "{answer}");
+}

@@ -396,7 +396,7 @@ fn per_key_order_under_failures(runtime: &str) {
         let delay = Duration::from_millis(h % 15);
         if ok {
             Reply::Delay(delay, Box::new(Reply::Status(200)))
-        } else if h % 2 == 0 {
+        } else if h.is_multiple_of(2) {
             Reply::Delay(delay, Box::new(Reply::Status(500)))
         } else {
             Reply::Reset
@@ -483,7 +483,7 @@ fn a_receivers_keyed_view_equals_the_table_across_primary_key_changes() {
         let delay = Duration::from_millis(h % 20);
         if ok {
             Reply::Delay(delay, Box::new(Reply::Status(200)))
-        } else if h % 2 == 0 {
+        } else if h.is_multiple_of(2) {
             Reply::Delay(delay, Box::new(Reply::Status(503)))
         } else {
             Reply::Reset

@@ -143,7 +143,7 @@ pub fn row_document(key: u64, seq: u64) -> Json {
     Json::Object(vec![
         ("key".into(), Json::Int(key as i64)),
         ("seq".into(), Json::Int(seq as i64)),
-        ("ok".into(), Json::Bool(seq % 2 == 0)),
+        ("ok".into(), Json::Bool(seq.is_multiple_of(2))),
         ("none".into(), Json::Null),
         ("ratio".into(), Json::Double(seq as f64 / 4.0)),
         (

@@ -19,6 +19,14 @@ use crate::metrics::Latency;
 
 pub use server::{bind, serve};
 
+/// Parses an admin request head from untrusted bytes: its length once complete,
+/// `None` while incomplete, or the error status it is answered with. For fuzzing.
+pub fn parse_request_head(buf: &[u8]) -> Result<Option<usize>, u16> {
+    server::parse(buf)
+        .map(|done| done.map(|(_, len)| len))
+        .map_err(|reply| reply.status)
+}
+
 /// How long the replication link may be down before `/health` says DOWN: long
 /// enough for a reconnect after a blip, short enough that a real outage shows.
 const LINK_GRACE: Duration = Duration::from_secs(10);
@@ -118,6 +126,14 @@ impl Admin {
                 quiet.as_secs(),
                 waiting.join(", ")
             ));
+        }
+        for (i, t) in self.tasks.iter().enumerate() {
+            if let Some(error) = self.stats.dlq_failing(i as u32) {
+                reasons.push(format!(
+                    "cannot write dead letters of task {}: {error} (its delivery waits; free space under state.dir)",
+                    t.id
+                ));
+            }
         }
         reasons
     }

@@ -467,7 +467,7 @@ fn prometheus(admin: &Admin) -> Reply {
         let _ = writeln!(o, "rowhook_resident_memory_bytes {rss}");
     }
     type Counter = fn(&crate::delivery::stats::TaskStats) -> u64;
-    let per_task: [(&str, &str, &str, Counter); 4] = [
+    let per_task: [(&str, &str, &str, Counter); 6] = [
         (
             "rowhook_events_read_total",
             "counter",
@@ -491,6 +491,18 @@ fn prometheus(admin: &Admin) -> Reply {
             "counter",
             "Events written to the dead-letter file.",
             |s| s.dead_lettered.load(Relaxed),
+        ),
+        (
+            "rowhook_dlq_write_errors_total",
+            "counter",
+            "Failed writes of the dead-letter file (full disk, I/O error); each is retried.",
+            |s| s.dlq_write_errors.load(Relaxed),
+        ),
+        (
+            "rowhook_dlq_writable",
+            "gauge",
+            "0 while writes of the task's dead-letter file keep failing.",
+            |s| u64::from(s.dlq_failing.lock().map_or(true, |f| f.is_none())),
         ),
     ];
     for (name, kind, help, value) in per_task {

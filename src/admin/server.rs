@@ -1,11 +1,15 @@
 //! The admin server's connections: HTTP/1.1 keep-alive, requests parsed with
 //! httparse, answered by the routes in `render`. Bounded in every direction — head
-//! size, body size, idle time, connections — because it shares the source core
-//! with replication.
+//! size, body size, idle time, the whole time a request may take to arrive,
+//! connections — because it shares the source core with replication. When every
+//! slot is taken, a new connection evicts the one that has waited longest for its
+//! request, so a flood of slow clients cannot keep a health probe out.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Duration;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
@@ -17,10 +21,14 @@ use super::Admin;
 const MAX_HEAD: usize = 8 * 1024;
 /// Largest request body read (and ignored: no route takes one).
 const MAX_BODY: usize = 64 * 1024;
-/// Connections served at once; more are closed on accept.
+/// Connections served at once; past this a new one evicts the longest-waiting.
 const MAX_CONNECTIONS: usize = 64;
-/// A connection idle this long is closed.
+/// Evicted connections close at once, but never hold more than this many sockets.
+const HARD_LIMIT: usize = 2 * MAX_CONNECTIONS;
+/// A keep-alive connection without a new request this long is closed.
 const IDLE: Duration = Duration::from_secs(30);
+/// From a request's first byte to its last: a client trickling bytes is cut off.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Binds the admin listener, so a taken port fails the start, not later.
 pub fn bind(admin: &crate::config::ServerConfig) -> Result<TcpListener, String> {
@@ -32,20 +40,18 @@ pub fn bind(admin: &crate::config::ServerConfig) -> Result<TcpListener, String> 
 
 /// Accepts connections until the executor ends.
 pub async fn serve(listener: TcpListener, admin: Rc<Admin>) {
-    let open = Rc::new(Cell::new(0usize));
+    let slots = Rc::new(RefCell::new(Slots::default()));
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                if open.get() >= MAX_CONNECTIONS {
+                let Some(slot) = Slots::open(&slots) else {
                     continue;
-                }
-                open.set(open.get() + 1);
-                let (admin, open) = (admin.clone(), open.clone());
+                };
+                let admin = admin.clone();
                 glommio::spawn_local(async move {
-                    if let Err(e) = connection(stream, &admin).await {
+                    if let Err(e) = connection(stream, &admin, &slot).await {
                         tracing::debug!(error = %e, "admin connection ended");
                     }
-                    open.set(open.get() - 1);
                 })
                 .detach();
             }
@@ -55,6 +61,121 @@ pub async fn serve(listener: TcpListener, admin: Rc<Admin>) {
             }
         }
     }
+}
+
+/// The open connections and, for those waiting for a request, since when.
+#[derive(Default)]
+struct Slots {
+    next: u64,
+    open: HashMap<u64, Rc<Eviction>>,
+    waiting: HashMap<u64, Instant>,
+}
+
+impl Slots {
+    /// Takes a slot for a new connection, evicting the connection that has waited
+    /// longest for a request when all are taken; `None` past the hard limit.
+    fn open(slots: &Rc<RefCell<Slots>>) -> Option<Slot> {
+        let mut s = slots.borrow_mut();
+        if s.open.len() >= HARD_LIMIT {
+            return None;
+        }
+        if s.open.len() >= MAX_CONNECTIONS {
+            let oldest = s
+                .waiting
+                .iter()
+                .min_by_key(|(_, since)| **since)
+                .map(|(id, _)| *id);
+            if let Some(id) = oldest {
+                s.waiting.remove(&id);
+                if let Some(e) = s.open.get(&id) {
+                    e.fire();
+                }
+            }
+        }
+        let id = s.next;
+        s.next += 1;
+        let eviction = Rc::new(Eviction::default());
+        s.open.insert(id, eviction.clone());
+        Some(Slot {
+            id,
+            slots: slots.clone(),
+            eviction,
+        })
+    }
+}
+
+/// One connection's place in [`Slots`]; given back on drop.
+struct Slot {
+    id: u64,
+    slots: Rc<RefCell<Slots>>,
+    eviction: Rc<Eviction>,
+}
+
+impl Slot {
+    /// The connection waits for a request (it may be evicted) or not.
+    fn waiting(&self, yes: bool) {
+        let mut s = self.slots.borrow_mut();
+        if yes {
+            s.waiting.insert(self.id, Instant::now());
+        } else {
+            s.waiting.remove(&self.id);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut s = self.slots.borrow_mut();
+        s.open.remove(&self.id);
+        s.waiting.remove(&self.id);
+    }
+}
+
+/// Set when a connection must give its slot up; wakes its pending read.
+#[derive(Default)]
+struct Eviction {
+    fired: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Eviction {
+    fn fire(&self) {
+        self.fired.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    async fn wait(&self) {
+        futures_lite::future::poll_fn(|cx| {
+            if self.fired.get() {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
+/// Reads into `chunk` unless `deadline` passes or the slot is evicted first
+/// (then `None`).
+async fn read_until(
+    stream: &mut TcpStream,
+    chunk: &mut [u8],
+    deadline: Instant,
+    eviction: &Eviction,
+) -> std::io::Result<Option<usize>> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() || eviction.fired.get() {
+        return Ok(None);
+    }
+    futures_lite::future::or(async { stream.read(chunk).await.map(Some) }, async {
+        futures_lite::future::or(glommio::timer::sleep(left), eviction.wait()).await;
+        Ok(None)
+    })
+    .await
 }
 
 /// One parsed request: what the routes need.
@@ -69,7 +190,7 @@ pub(super) struct Request {
 
 /// Parses a request head from `buf`: `Ok(None)` while incomplete, else the request
 /// and the head's length.
-fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, Reply> {
+pub(super) fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, Reply> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
     let n = match req.parse(buf) {
@@ -81,17 +202,22 @@ fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, Reply> {
         Err(e) => return Err(render::error(400, &format!("malformed request: {e}"))),
     };
     let mut close = req.version != Some(1);
-    let mut body_len = 0usize;
+    let mut body_len: Option<usize> = None;
     let mut authorization = None;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("connection") {
             let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
             close = v.contains("close") || (close && !v.contains("keep-alive"));
         } else if h.name.eq_ignore_ascii_case("content-length") {
-            body_len = std::str::from_utf8(h.value)
+            let len = std::str::from_utf8(h.value)
                 .ok()
                 .and_then(|v| v.trim().parse().ok())
                 .ok_or_else(|| render::error(400, "bad Content-Length"))?;
+            // RFC 9112 section 6.3: differing lengths leave the framing unknown.
+            if body_len.is_some_and(|l| l != len) {
+                return Err(render::error(400, "conflicting Content-Length headers"));
+            }
+            body_len = Some(len);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(render::error(
                 411,
@@ -101,6 +227,7 @@ fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, Reply> {
             authorization = Some(h.value.to_vec());
         }
     }
+    let body_len = body_len.unwrap_or(0);
     if body_len > MAX_BODY {
         return Err(render::error(413, "request body too large"));
     }
@@ -118,21 +245,31 @@ fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, Reply> {
     )))
 }
 
-async fn connection(mut stream: TcpStream, admin: &Admin) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(IDLE))?;
+async fn connection(mut stream: TcpStream, admin: &Admin, slot: &Slot) -> std::io::Result<()> {
     stream.set_write_timeout(Some(IDLE))?;
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {
+        slot.waiting(true);
+        let mut deadline = Instant::now() + IDLE;
+        if !buf.is_empty() {
+            deadline = Instant::now() + REQUEST_DEADLINE;
+        }
         let parsed = loop {
             match parse(&buf) {
                 Ok(Some(done)) => break Ok(done),
                 Err(reply) => break Err(reply),
                 Ok(None) => {}
             }
-            let n = stream.read(&mut chunk).await?;
+            let Some(n) = read_until(&mut stream, &mut chunk, deadline, &slot.eviction).await?
+            else {
+                return Ok(());
+            };
             if n == 0 {
                 return Ok(());
+            }
+            if buf.is_empty() {
+                deadline = deadline.min(Instant::now() + REQUEST_DEADLINE);
             }
             buf.extend_from_slice(&chunk[..n]);
         };
@@ -145,12 +282,16 @@ async fn connection(mut stream: TcpStream, admin: &Admin) -> std::io::Result<()>
             }
         };
         while buf.len() < head + request.body_len {
-            let n = stream.read(&mut chunk).await?;
+            let Some(n) = read_until(&mut stream, &mut chunk, deadline, &slot.eviction).await?
+            else {
+                return Ok(());
+            };
             if n == 0 {
                 return Ok(());
             }
             buf.extend_from_slice(&chunk[..n]);
         }
+        slot.waiting(false);
         buf.drain(..head + request.body_len);
         let reply = render::route(admin, &request);
         let mut out = reply.to_bytes(request.close);
@@ -204,6 +345,14 @@ mod tests {
         assert_eq!(
             status(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
             Some(411)
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\n"),
+            Some(400)
+        );
+        // The same length twice is one length.
+        assert!(
+            parse(b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}").is_ok()
         );
         let long = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 9000]].concat();
         assert_eq!(status(&long), Some(431));

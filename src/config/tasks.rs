@@ -384,7 +384,14 @@ fn read_headers(f: &mut Fields<'_, '_>) -> Vec<(String, String)> {
 /// Standard Webhooks secrets: `whsec_<base64>` or raw text of at least 24 bytes.
 fn read_secret(f: &mut Fields<'_, '_>, text: &str) -> Option<Vec<u8>> {
     let secret = if let Some(b64) = text.strip_prefix("whsec_") {
-        match base64::engine::general_purpose::STANDARD.decode(b64) {
+        // The Standard Webhooks reference libraries accept the base64 with or
+        // without its `=` padding; so does rowhook.
+        let lenient = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        match lenient.decode(b64) {
             Ok(bytes) => bytes,
             Err(_) => {
                 f.problem(
@@ -445,6 +452,32 @@ mod tests {
         assert!(!glob("a*a", "a"));
         assert!(glob("", ""));
         assert!(!glob("", "x"));
+    }
+
+    #[test]
+    fn whsec_secrets_decode_with_or_without_padding() {
+        let load = |secret: &str| {
+            let tasks = format!(
+                "tasks:\n  - {{task_id: t, table_name: a, events: [insert], callback_url: 'http://h/a', secret: '{secret}'}}\n"
+            );
+            crate::config::load_texts(
+                &[(
+                    "config.yaml",
+                    "database: {host: h, user: u, server_id: 1}\n",
+                )],
+                Some(("tasks.yaml", &tasks)),
+            )
+            .map(|l| l.config.tasks[0].secret.clone())
+        };
+        // 26 bytes: base64 pads them with one `=`.
+        let padded = "whsec_MDEyMzQ1Njc4OWFiY2RlZmdoaWprbG1ub3A=";
+        let want = Some(b"0123456789abcdefghijklmnop".to_vec());
+        assert_eq!(
+            load("whsec_MDEyMzQ1Njc4OWFiY2RlZmdoaWprbG1ub3A").ok(),
+            Some(want.clone())
+        );
+        assert_eq!(load(padded).ok(), Some(want));
+        assert!(load("whsec_not*base64*at*all*not*base64*at*all").is_err());
     }
 
     #[test]

@@ -190,7 +190,7 @@ impl<'a> Sender<'a> {
                 error: &error,
                 payload: body,
             };
-            ctx.dead_letter(&t.id, letter.to_line()).await;
+            ctx.dead_letter(self.task, &t.id, letter.to_line()).await;
             ctx.stats.dead_lettered(self.task, batch.len());
             return;
         }

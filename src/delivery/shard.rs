@@ -82,7 +82,7 @@ impl ShardCtx {
     /// Appends `line` to the task's dead-letter file, durably, off the executor
     /// thread. A failing disk is retried: acking an event that is in no file would
     /// lose it.
-    pub async fn dead_letter(&self, task_id: &str, line: Vec<u8>) {
+    pub async fn dead_letter(&self, task_index: u32, task_id: &str, line: Vec<u8>) {
         let line = Arc::new(line);
         let mut delay = Duration::from_millis(100);
         loop {
@@ -93,8 +93,15 @@ impl ShardCtx {
                 .spawn_blocking(move || crate::dlq::append(&dir, &task, &bytes))
                 .await;
             match written {
-                Ok(()) => return,
+                Ok(()) => {
+                    if delay > Duration::from_millis(100) {
+                        tracing::info!(task = %task_id, "dead-letter file writable again");
+                    }
+                    self.stats.dlq_write(task_index, None);
+                    return;
+                }
                 Err(e) => {
+                    self.stats.dlq_write(task_index, Some(e.to_string()));
                     tracing::error!(task = %task_id, dir = %self.plan.dlq_dir.display(), error = %e, retry_in = ?delay, "cannot write the dead-letter file; delivery of this task waits until it can");
                     glommio::timer::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(30));

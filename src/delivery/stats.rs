@@ -23,6 +23,10 @@ pub struct TaskStats {
     pub answers: [AtomicU64; 5],
     /// Held by an operator: lanes send nothing until resumed.
     pub paused: AtomicBool,
+    /// Failed attempts to write a dead letter (full disk, I/O error).
+    pub dlq_write_errors: AtomicU64,
+    /// The last dead-letter write error, while writes keep failing.
+    pub dlq_failing: std::sync::Mutex<Option<String>>,
 }
 
 /// Labels of [`TaskStats::answers`], in order.
@@ -49,6 +53,24 @@ impl Stats {
             t.delivered.fetch_add(events as u64, Relaxed);
             t.requests.fetch_add(1, Relaxed);
         }
+    }
+
+    /// A dead-letter write of `task` failed with `error` (`None`: one succeeded).
+    pub fn dlq_write(&self, task: u32, error: Option<String>) {
+        if let Some(t) = self.tasks.get(task as usize) {
+            if error.is_some() {
+                t.dlq_write_errors.fetch_add(1, Relaxed);
+            }
+            if let Ok(mut failing) = t.dlq_failing.lock() {
+                *failing = error;
+            }
+        }
+    }
+
+    /// Why `task`'s dead letters cannot be written right now, if they cannot.
+    pub fn dlq_failing(&self, task: u32) -> Option<String> {
+        let t = self.tasks.get(task as usize)?;
+        t.dlq_failing.lock().ok()?.clone()
     }
 
     /// One failed attempt of `task` will be retried.
