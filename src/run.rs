@@ -151,6 +151,8 @@ pub fn run(config: &Config) -> Result<(), RunError> {
                 reason: e.to_string(),
             })?;
     }
+    let live = Arc::new(crate::source::Liveness::default());
+    watch_from_outside(live.clone(), config.source.heartbeat, stop.clone())?;
     let source = make_source(config.runtime.pin.then_some(cpus[0]))?;
     let result = source.run(async {
         // Bound on the source core before replication starts, so a taken port
@@ -194,7 +196,11 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             glommio::spawn_local(admin::serve(listener, Rc::new(view))).detach();
         }
         let followed = futures_lite::future::or(
-            async { Some(crate::source::follow(config, &mut sink, resume_from.as_ref(), true).await) },
+            async {
+                let followed =
+                    crate::source::follow(config, &mut sink, resume_from.as_ref(), true, live);
+                Some(followed.await)
+            },
             async {
                 while !stop.load(Ordering::Relaxed) {
                     glommio::timer::sleep(Duration::from_millis(50)).await;
@@ -227,6 +233,58 @@ pub fn run(config: &Config) -> Result<(), RunError> {
     let (delivered, retries, dead) = stats.totals();
     tracing::info!(delivered, retries, dead_lettered = dead, "stopped");
     result
+}
+
+/// Starts a thread that watches the source core from outside. The source's own
+/// watchdog is a timer on its executor; should the executor sleep through its
+/// timers (a start once sat 122 s in io_uring_enter until a debugger's signal woke
+/// it), a signal to the thread interrupts the sleep, the executor looks at its
+/// timers again, and the source's watchdog reconnects.
+fn watch_from_outside(
+    live: Arc<crate::source::Liveness>,
+    heartbeat: Duration,
+    stop: Arc<AtomicBool>,
+) -> Result<(), RunError> {
+    // A handler (not "ignore") is what makes the signal interrupt io_uring_enter.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGURG,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .map_err(|e| RunError::Start {
+        what: "the source watchdog".into(),
+        reason: e.to_string(),
+    })?;
+    // SAFETY: pthread_self has no preconditions; the source executor runs on this
+    // thread, which outlives the watchdog (it checks `stop` and the process exits).
+    let source_thread = unsafe { libc::pthread_self() };
+    let limit = crate::source::stall_limit(heartbeat);
+    std::thread::Builder::new()
+        .name("rowhook-watchdog".into())
+        .spawn(move || {
+            let mut poked_at = Duration::ZERO;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                let Some((since, phase)) = live.stalled_for() else {
+                    poked_at = Duration::ZERO;
+                    continue;
+                };
+                // The source's own watchdog acts at `limit`; past that plus a margin
+                // its timers did not fire. Poke once per stall.
+                if since > limit + Duration::from_secs(5) && poked_at.is_zero() {
+                    tracing::warn!(stalled_for = ?since, phase, "the source core made no progress and its own watchdog did not act; waking its thread");
+                    // SAFETY: the thread is alive (see above); SIGURG has a handler.
+                    unsafe { libc::pthread_kill(source_thread, libc::SIGURG) };
+                    poked_at = since;
+                } else if since < poked_at {
+                    poked_at = Duration::ZERO;
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| RunError::Start {
+            what: "the source watchdog".into(),
+            reason: e.to_string(),
+        })
 }
 
 /// How often the progress line is logged.

@@ -2,6 +2,8 @@
 //! sink, and on a dead link reconnect with backoff from the last transaction
 //! boundary the sink confirmed. Runs on the source core's glommio executor.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::binlog::event::{kind, EventHeader, HEADER_LEN};
@@ -61,6 +63,106 @@ pub enum SourceError<E: std::error::Error + 'static> {
     Sink(E),
 }
 
+/// What the follow loop is doing, for the watchdog's log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Opening the TCP connection and logging in.
+    Connecting = 0,
+    /// Reading the server's settings and the start position.
+    Inspecting = 1,
+    /// Registering as a replica and starting the dump.
+    Dumping = 2,
+    /// Reading binlog events.
+    Streaming = 3,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Connecting => "connecting",
+            Phase::Inspecting => "reading server settings",
+            Phase::Dumping => "starting the dump",
+            Phase::Streaming => "streaming",
+        }
+    }
+}
+
+/// The follow loop's heartbeat: when it last moved, in which phase, and whether it
+/// is waiting on purpose (a backoff, or the sink pushing back). Shared with a
+/// watchdog thread, so a source core that stops moving is seen from outside it.
+#[derive(Debug)]
+pub struct Liveness {
+    epoch: Instant,
+    beat_ms: AtomicU64,
+    phase: AtomicU8,
+    idle_on_purpose: AtomicBool,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            epoch: Instant::now(),
+            beat_ms: AtomicU64::new(0),
+            phase: AtomicU8::new(Phase::Connecting as u8),
+            idle_on_purpose: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Liveness {
+    fn beat(&self, phase: Phase) {
+        self.beat_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Relaxed);
+        self.phase.store(phase as u8, Relaxed);
+    }
+
+    fn idle(&self, on_purpose: bool) {
+        self.idle_on_purpose.store(on_purpose, Relaxed);
+        self.beat_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Relaxed);
+    }
+
+    /// How long the loop has not moved while it should have, and in which phase;
+    /// `None` while it waits on purpose.
+    pub fn stalled_for(&self) -> Option<(Duration, &'static str)> {
+        if self.idle_on_purpose.load(Relaxed) {
+            return None;
+        }
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let since = Duration::from_millis(now.saturating_sub(self.beat_ms.load(Relaxed)));
+        let phase = match self.phase.load(Relaxed) {
+            0 => Phase::Connecting,
+            1 => Phase::Inspecting,
+            2 => Phase::Dumping,
+            _ => Phase::Streaming,
+        };
+        Some((since, phase.name()))
+    }
+}
+
+/// How long the follow loop may make no progress at all before the watchdog
+/// reconnects: well past the heartbeat-based dead-link timeout (3 heartbeats) and
+/// the 10 s connect and query timeouts, which normally act first.
+pub fn stall_limit(heartbeat: Duration) -> Duration {
+    (heartbeat * 6).max(Duration::from_secs(30))
+}
+
+/// Ends (with an error that reconnects) when `live` shows no progress for `limit`.
+async fn watchdog(live: &Liveness, limit: Duration) -> MysqlError {
+    loop {
+        glommio::timer::sleep(limit / 8).await;
+        if let Some((since, phase)) = live.stalled_for() {
+            if since > limit {
+                return MysqlError::Stalled {
+                    phase: phase.to_owned(),
+                    after: since,
+                };
+            }
+        }
+    }
+}
+
 /// Where the next connection starts.
 #[derive(Debug, Clone)]
 struct Resume {
@@ -80,6 +182,7 @@ pub async fn follow<S: EventSink>(
     sink: &mut S,
     saved: Option<&Checkpoint>,
     retry_first: bool,
+    live: Arc<Liveness>,
 ) -> Result<(), SourceError<S::Error>>
 where
     S::Error: 'static,
@@ -99,6 +202,8 @@ where
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         let started = Instant::now();
+        live.idle(false);
+        live.beat(Phase::Connecting);
         let streamed = stream_once(
             config,
             &options,
@@ -106,7 +211,12 @@ where
             &mut resume,
             &mut connected_before,
             sink,
+            &live,
         );
+        let limit = stall_limit(config.source.heartbeat);
+        let streamed = futures_lite::future::or(streamed, async {
+            Err(SourceError::Mysql(watchdog(&live, limit).await))
+        });
         let err = match streamed.await {
             Ok(()) => return Ok(()),
             Err(SourceError::Sink(e)) => return Err(SourceError::Sink(e)),
@@ -127,6 +237,7 @@ where
             (None, None) => "the configured start".to_owned(),
         };
         tracing::warn!(error = %err, retry_in = ?delay, resume = %at, "replication link lost; reconnecting");
+        live.idle(true);
         glommio::timer::sleep(delay).await;
     }
 }
@@ -138,12 +249,14 @@ async fn stream_once<S: EventSink>(
     resume: &mut Resume,
     connected: &mut bool,
     sink: &mut S,
+    live: &Liveness,
 ) -> Result<(), SourceError<S::Error>>
 where
     S::Error: 'static,
 {
     let connect_timeout = Duration::from_secs(10);
     let mut conn = Connection::connect(&config.database, MAX_PACKET, connect_timeout).await?;
+    live.beat(Phase::Inspecting);
     let info = replica::inspect(&mut conn, config.database.flavor).await?;
     if !info.row_image.eq_ignore_ascii_case("FULL") {
         tracing::warn!(binlog_row_image = %info.row_image, "old_data and deletes carry only some columns; set binlog_row_image=FULL for whole rows");
@@ -206,7 +319,9 @@ where
     // position of it is asked for.
     sink.on_connect(&info, &from, seed.as_ref())
         .map_err(SourceError::Sink)?;
+    live.beat(Phase::Dumping);
     replica::start_dump(&mut conn, &info, options, &from, gtid_start.as_ref()).await?;
+    live.beat(Phase::Streaming);
     // Heartbeats arrive every `heartbeat` when idle; three missed ones mean dead.
     conn.set_read_timeout(Some(config.source.heartbeat * 3))?;
     let shown = gtid_start
@@ -222,6 +337,7 @@ where
     let mut file = from.file.clone();
     let mut columns = ColumnLookup::new(info.flavor == crate::config::Flavor::Mariadb);
     while let Some(event) = conn.binlog_event().await? {
+        live.beat(Phase::Streaming);
         let header = EventHeader::parse(&event)
             .map_err(|e| MysqlError::Protocol(format!("binlog event at {file}: {e}")))?;
         let start = u64::from(header.log_pos).saturating_sub(u64::from(header.event_size));
@@ -238,7 +354,11 @@ where
         let boundary = sink
             .on_event(&file, start, &event)
             .map_err(SourceError::Sink)?;
-        sink.ready().await.map_err(SourceError::Sink)?;
+        // A sink pushing back (receivers behind) is a wait on purpose.
+        live.idle(true);
+        let ready = sink.ready().await;
+        live.idle(false);
+        ready.map_err(SourceError::Sink)?;
         if boundary && header.log_pos != 0 {
             resume.at = Some(BinlogPosition {
                 file: file.clone(),
@@ -429,6 +549,32 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_watchdog_fires_on_a_stall_but_not_while_idle_on_purpose() {
+        let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap();
+        ex.run(async {
+            let live = Liveness::default();
+            let limit = Duration::from_millis(80);
+            // Waiting on purpose (backoff, sink pushing back) is never a stall.
+            live.idle(true);
+            let quiet =
+                futures_lite::future::or(async { Some(watchdog(&live, limit).await) }, async {
+                    glommio::timer::sleep(limit * 4).await;
+                    None
+                });
+            assert!(quiet.await.is_none());
+            live.idle(false);
+            live.beat(Phase::Dumping);
+            let started = Instant::now();
+            let err = watchdog(&live, limit).await;
+            assert!(started.elapsed() >= limit);
+            assert!(err.is_transient());
+            assert!(err.to_string().contains("while starting the dump"), "{err}");
+        });
+    }
 
     #[test]
     fn backoff_grows_jittered_and_capped() {

@@ -130,7 +130,8 @@ pub fn tail_live<W: Write>(
         })?;
     executor.run(async move {
         let mut tail = Tail::new(tasks, out, String::new());
-        match crate::source::follow(config, &mut tail, None, false).await {
+        let live = std::sync::Arc::new(crate::source::Liveness::default());
+        match crate::source::follow(config, &mut tail, None, false, live).await {
             Ok(()) => Ok(()),
             Err(crate::source::SourceError::Sink(e)) => Err(e),
             Err(crate::source::SourceError::Mysql(e)) => Err(TailError::Source(e)),

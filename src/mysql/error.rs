@@ -59,6 +59,14 @@ pub enum MysqlError {
         /// What to do.
         fix: String,
     },
+    /// The follow loop made no progress at all for too long (the watchdog).
+    #[error("no progress for {after:?} while {phase}; reconnecting (watchdog)")]
+    Stalled {
+        /// What the loop was doing.
+        phase: String,
+        /// How long it had not moved.
+        after: std::time::Duration,
+    },
     /// No packet within the dead-link timeout.
     #[error("no data from the server for {0:?} (heartbeats missing): the link is dead")]
     Timeout(std::time::Duration),
@@ -85,7 +93,10 @@ impl MysqlError {
     /// Whether a new connection may succeed where this one failed.
     pub fn is_transient(&self) -> bool {
         match self {
-            MysqlError::Io { .. } | MysqlError::Timeout(_) | MysqlError::StreamEnded => true,
+            MysqlError::Io { .. }
+            | MysqlError::Timeout(_)
+            | MysqlError::StreamEnded
+            | MysqlError::Stalled { .. } => true,
             // Shutdown in progress, server gone, too many connections, killed.
             MysqlError::Server { code, .. } => {
                 matches!(code, 1040 | 1053 | 1317 | 2006 | 2013 | 1927)
