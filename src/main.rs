@@ -288,7 +288,12 @@ fn tail_live(args: &TailArgs) -> ExitCode {
         Err(code) => return code,
     };
     let tasks = Some(loaded.config.tasks.clone());
-    let stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    // A reader behind a pipe wakes once per pipe-full: a 1 MiB pipe (best effort;
+    // not a pipe, or over /proc/sys/fs/pipe-max-size, leaves it as it is) cuts the
+    // context switches of a fast stream by 16.
+    // SAFETY: fcntl on fd 1 with an integer argument touches no memory of ours.
+    unsafe { libc::fcntl(1, libc::F_SETPIPE_SZ, 1 << 20) };
+    let stdout = std::io::BufWriter::with_capacity(1 << 18, std::io::stdout().lock());
     match rowhook::tail::tail_live(&loaded.config, tasks, stdout) {
         Ok(()) => ExitCode::SUCCESS,
         Err(rowhook::tail::TailError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {

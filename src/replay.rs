@@ -58,6 +58,7 @@ pub fn replay(config: &Config, task: Option<&str>) -> Result<Replayed, ReplayErr
     let files = dlq::files(&dir, task).map_err(io(&dir))?;
     let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("rowhook-replay")
+        .io_memory(crate::run::IO_MEMORY)
         .make()
         .map_err(|e| ReplayError::Executor(e.to_string()))?;
     executor.run(async move {

@@ -25,7 +25,7 @@ use crate::source::SourceError;
 
 /// io_uring buffer memory per executor. glommio reserves 10 MiB by default for
 /// DMA file I/O, which rowhook does not do; sockets need none of it.
-const IO_MEMORY: usize = 256 << 10;
+pub(crate) const IO_MEMORY: usize = 256 << 10;
 
 /// Why the service stopped.
 #[derive(Debug, thiserror::Error)]
