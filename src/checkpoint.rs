@@ -29,6 +29,10 @@ pub struct Checkpoint {
     pub server_id: u32,
     /// The source's `server_uuid` (MySQL).
     pub server_uuid: Option<String>,
+    /// When `file` was created (its FORMAT_DESCRIPTION event's timestamp): a file
+    /// of the same name written later (RESET MASTER) has another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_created: Option<u32>,
 }
 
 /// Why a checkpoint cannot be used.
@@ -50,6 +54,20 @@ pub enum CheckpointError {
         /// The parser's complaint.
         reason: String,
     },
+    /// The file at the checkpoint's position is not the file it was taken in.
+    #[error("{path}: the checkpoint is in {file} created at unix time {saved}, but the server's {file} was created at {now}: the binlog was reset (RESET MASTER) or rewritten since, and resuming at position {pos} would skip or misread events\n  fix: nothing was skipped. To go on from what the server has (the changes in between are lost), move {path} away and set source.start (earliest, {{file, pos}} or {{gtid: ...}}); to lose nothing, point database.host at a server that still has the old binlog")]
+    FileReset {
+        /// The checkpoint file.
+        path: String,
+        /// The binlog file name.
+        file: String,
+        /// The saved position.
+        pos: u64,
+        /// Its creation time as saved.
+        saved: u32,
+        /// Its creation time on the server now.
+        now: u32,
+    },
     /// The checkpoint was written for another server.
     #[error("{path} was written for {saved}, but the configured source is {now}, and it holds no GTID set to resume by there\n  fix: point database.host at the server the checkpoint came from, or move the file away to start this server at source.start (with GTIDs on, checkpoints carry a gtid_set and resume on any server of the cluster)")]
     OtherSource {
@@ -63,8 +81,9 @@ pub enum CheckpointError {
 }
 
 impl Checkpoint {
-    /// A checkpoint at `at` on the server described by `info`.
-    pub fn new(at: &Done, info: &ServerInfo) -> Self {
+    /// A checkpoint at `at` on the server described by `info`; `file_created` is
+    /// the creation time of `at`'s file, when the stream showed it.
+    pub fn new(at: &Done, info: &ServerInfo, file_created: Option<u32>) -> Self {
         Checkpoint {
             file: at.position.file.clone(),
             pos: at.position.pos,
@@ -77,6 +96,7 @@ impl Checkpoint {
             flavor: flavor_name(info),
             server_id: info.server_id,
             server_uuid: info.server_uuid.clone(),
+            file_created,
         }
     }
 
@@ -392,6 +412,7 @@ mod tests {
             flavor: "mariadb".into(),
             server_id: 1,
             server_uuid: None,
+            file_created: Some(1_764_000_000),
         };
         store(dir.path(), &cp).unwrap();
         assert_eq!(load(dir.path()).unwrap(), Some(cp));

@@ -388,6 +388,13 @@ impl crate::source::EventSink for Dispatch {
     }
 
     fn on_event(&mut self, file: &str, pos: u64, event: &[u8]) -> Result<bool, DispatchError> {
+        if let ([a, b, c, d], Some(&crate::binlog::event::kind::FORMAT_DESCRIPTION)) =
+            (event.get(..4).unwrap_or_default(), event.get(4))
+        {
+            let created = u32::from_le_bytes([*a, *b, *c, *d]);
+            tracing::debug!(file, created, "format description");
+            self.ledger.borrow_mut().format_description(file, created)?;
+        }
         self.changes.set_file(file);
         self.note_time(event);
         self.progress.read(file, pos + event.len() as u64);

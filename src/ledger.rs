@@ -39,6 +39,11 @@ struct Durable {
     written: Option<BinlogPosition>,
     last_write: Instant,
     writing: Rc<Cell<bool>>,
+    /// Creation times of the binlog files the stream passed (their FORMAT
+    /// DESCRIPTION events), for the checkpoint; a few at most.
+    created: Vec<(String, u32)>,
+    /// The saved checkpoint's file has not been seen yet on this run.
+    unproven: bool,
 }
 
 impl Ledger {
@@ -72,7 +77,9 @@ impl Ledger {
                 dir,
                 interval,
                 written: saved.as_ref().map(Checkpoint::position),
+                unproven: saved.as_ref().is_some_and(|cp| cp.file_created.is_some()),
                 saved,
+                created: Vec::new(),
                 info: None,
                 last_write: Instant::now(),
                 writing: Rc::new(Cell::new(false)),
@@ -94,6 +101,11 @@ impl Ledger {
         let d = &mut self.durable;
         if let Some(saved) = &d.saved {
             saved.check_source(&d.dir, info)?;
+            // On another server of the cluster the stream resumes by GTIDs; its
+            // files of the same names are other files.
+            if saved.fails_over_to(info) {
+                d.unproven = false;
+            }
         }
         d.info = Some(info.clone());
         if let Some(set) = &gtids {
@@ -109,10 +121,47 @@ impl Ledger {
                 gtid: None,
                 gtid_set: gtids,
             };
-            checkpoint::store(&d.dir, &Checkpoint::new(&at, info))?;
+            checkpoint::store(&d.dir, &Checkpoint::new(&at, info, None))?;
             d.written = Some(from.clone());
             *self.progress.checkpoint.borrow_mut() = Some(from.clone());
             tracing::info!(checkpoint = %from, "initial checkpoint written");
+        }
+        Ok(())
+    }
+
+    /// The stream passed `file`'s FORMAT_DESCRIPTION event, written at unix time
+    /// `created` (0: an artificial one, says nothing). The first time the saved
+    /// checkpoint's file shows up, its creation time must be the saved one.
+    pub fn format_description(&mut self, file: &str, created: u32) -> Result<(), CheckpointError> {
+        let d = &mut self.durable;
+        if created == 0 || file.is_empty() {
+            return Ok(());
+        }
+        if d.unproven {
+            if let Some(cp) = d.saved.as_ref().filter(|cp| cp.file == file) {
+                d.unproven = false;
+                match cp.file_created {
+                    Some(saved) if saved != created => {
+                        return Err(CheckpointError::FileReset {
+                            path: checkpoint::path(&d.dir).display().to_string(),
+                            file: file.to_owned(),
+                            pos: cp.pos,
+                            saved,
+                            now: created,
+                        })
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(entry) = d.created.iter_mut().find(|(f, _)| f == file) {
+            entry.1 = created;
+        } else {
+            // The checkpoint trails the reader by a few files at most.
+            if d.created.len() >= 8 {
+                d.created.remove(0);
+            }
+            d.created.push((file.to_owned(), created));
         }
         Ok(())
     }
@@ -174,7 +223,7 @@ impl Ledger {
         if d.written.as_ref() == Some(pos) {
             return;
         }
-        let cp = Checkpoint::new(done, info);
+        let cp = Checkpoint::new(done, info, d.created_of(&pos.file));
         d.written = Some(pos.clone());
         d.last_write = Instant::now();
         d.writing.set(true);
@@ -192,6 +241,17 @@ impl Ledger {
             busy.set(false);
         })
         .detach();
+    }
+}
+
+impl Durable {
+    /// When `file` was created, if the stream showed it on this run (every dump
+    /// starts with its file's FORMAT_DESCRIPTION event).
+    fn created_of(&self, file: &str) -> Option<u32> {
+        self.created
+            .iter()
+            .find(|(f, _)| f == file)
+            .map(|(_, t)| *t)
     }
 }
 
@@ -229,7 +289,8 @@ pub async fn store_now(
     };
     let pos = &done.position;
     if durable.written.as_ref() != Some(pos) {
-        checkpoint::store(&durable.dir, &Checkpoint::new(done, info))?;
+        let created = durable.created_of(&pos.file);
+        checkpoint::store(&durable.dir, &Checkpoint::new(done, info, created))?;
         durable.written = Some(pos.clone());
         *progress.checkpoint.borrow_mut() = Some(pos.clone());
     }

@@ -468,3 +468,55 @@ tasks:
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("is not a MySQL GTID set"), "{err}");
 }
+
+/// A primary whose binlog started over under the same names (RESET MASTER, or a
+/// rebuilt server with the same UUID): the checkpoint's file is another file now,
+/// told apart by its FORMAT_DESCRIPTION timestamp. rowhook stops instead of
+/// resuming at a position that means something else.
+#[test]
+fn a_primary_whose_binlog_started_over_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, sink_port) = (free_port(), free_port());
+    let addr = format!("127.0.0.1:{port}");
+    let args = master_args(&addr, &["--rate", "0", "--no-wait"]);
+    let first_log = dir.path().join("first.log");
+    let primary = spawn_logged(&args, &first_log);
+    wait_for_line(&first_log, "\"rows\":3000");
+    let _sink = spawn(&["sink", "--listen", &format!("127.0.0.1:{sink_port}")]);
+    wait_port(sink_port);
+    let state = dir.path().join("state");
+    let config = database(port, "rowhook", "pw", "tls: disabled")
+        + &format!(
+            "source: {{start: earliest, heartbeat: 1s}}
+state: {{dir: '{}', checkpoint_interval: 100ms}}
+tasks:
+  - {{task_id: lg, table_name: 'loadgen.*', events: [insert, update, delete], callback_url: 'http://127.0.0.1:{sink_port}/lg'}}
+",
+            state.display()
+        );
+    let mut run = Rowhook::run(&config);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while report(sink_port)["verified"].as_u64().unwrap() < 3000 {
+        assert!(Instant::now() < deadline, "no deliveries:\n{}", run.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run.terminate();
+    assert_eq!(run.exit_within(Duration::from_secs(30)).0, Some(0));
+    let cp: Value = serde_json::from_str(&read(&state.join("checkpoint.json"))).unwrap();
+    assert!(cp["file_created"].as_u64().is_some(), "{cp}");
+    drop(primary);
+    // The same server, the same rows at the same positions, in files written a
+    // second or more later.
+    std::thread::sleep(Duration::from_millis(1100));
+    let again_log = dir.path().join("again.log");
+    let _again = spawn_logged(&args, &again_log);
+    wait_for_line(&again_log, "\"rows\":3000");
+    let mut second = Rowhook::run(&config);
+    let (code, log) = second.exit_within(Duration::from_secs(30));
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("the binlog was reset (RESET MASTER) or rewritten"),
+        "{log}"
+    );
+    assert!(log.contains("fix:"), "{log}");
+}

@@ -607,8 +607,14 @@ impl Session {
         // The file's own FDE first; from a later position a copy marked (log_pos 0)
         // as not advancing the replica's position.
         if pos > 4 {
+            // As MySQL does: the file's own FDE (its timestamp tells when the file
+            // was created) with log_pos 0.
+            let fde = read_event_at(&file, 4)?;
+            let created = fde
+                .get(..4)
+                .map_or(0, |t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]));
             let mut marked = Vec::new();
-            enc.format_description(&mut marked, 0, None);
+            enc.format_description(&mut marked, created, None);
             self.frame(&mut out, Some(0), &marked);
         } else {
             let fde = read_event_at(&file, 4)?;
