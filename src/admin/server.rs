@@ -47,6 +47,9 @@ pub async fn serve(listener: TcpListener, admin: Rc<Admin>) {
                 let Some(slot) = Slots::open(&slots) else {
                     continue;
                 };
+                // Let an evicted connection close before the next accept, so a
+                // burst of new ones cannot pile up sockets.
+                futures_lite::future::yield_now().await;
                 let admin = admin.clone();
                 glommio::spawn_local(async move {
                     if let Err(e) = connection(stream, &admin, &slot).await {
@@ -87,7 +90,8 @@ impl Slots {
                 .map(|(id, _)| *id);
             if let Some(id) = oldest {
                 s.waiting.remove(&id);
-                if let Some(e) = s.open.get(&id) {
+                // Its slot is free now; its socket closes when its task next runs.
+                if let Some(e) = s.open.remove(&id) {
                     e.fire();
                 }
             }
