@@ -85,17 +85,17 @@ fn check(args: &CheckArgs) -> ExitCode {
     if args.offline {
         return ExitCode::SUCCESS;
     }
-    let findings = rowhook::check::check(c);
+    let findings = rowhook::commands::check::check(c);
     for f in &findings {
         println!("{f}");
     }
     let failed = findings
         .iter()
-        .filter(|f| f.level == rowhook::check::Level::Fail)
+        .filter(|f| f.level == rowhook::commands::check::Level::Fail)
         .count();
     let warned = findings
         .iter()
-        .filter(|f| f.level == rowhook::check::Level::Warn)
+        .filter(|f| f.level == rowhook::commands::check::Level::Warn)
         .count();
     if failed > 0 {
         println!("{failed} problem(s) to fix, {warned} warning(s)");
@@ -111,9 +111,9 @@ fn run(args: &ConfigArgs) -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
-    match rowhook::run::run(&loaded.config) {
+    match rowhook::commands::run::run(&loaded.config) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ rowhook::run::RunError::Plan(_)) => {
+        Err(e @ rowhook::commands::run::RunError::Plan(_)) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_CONFIG)
         }
@@ -163,14 +163,14 @@ fn dlq_list(args: &DlqArgs) -> ExitCode {
         Err(code) => return code,
     };
     let dir = loaded.config.state.dir.join("dlq");
-    if let Err(e) = rowhook::dlq::recover(&dir) {
+    if let Err(e) = rowhook::delivery::dlq::recover(&dir) {
         eprintln!(
             "error: {}: cannot recover an unfinished replay: {e}",
             dir.display()
         );
         return ExitCode::from(EXIT_RUNTIME);
     }
-    let files = match rowhook::dlq::files(&dir, args.task.as_deref()) {
+    let files = match rowhook::delivery::dlq::files(&dir, args.task.as_deref()) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {}: {e}", dir.display());
@@ -190,7 +190,7 @@ fn dlq_list(args: &DlqArgs) -> ExitCode {
                 return ExitCode::from(EXIT_RUNTIME);
             }
         };
-        for letter in rowhook::dlq::parse(file, &text) {
+        for letter in rowhook::delivery::dlq::parse(file, &text) {
             match letter {
                 Ok(l) => {
                     count += 1;
@@ -219,7 +219,7 @@ fn dlq_replay(args: &DlqArgs) -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
-    match rowhook::replay::replay(&loaded.config, args.task.as_deref()) {
+    match rowhook::commands::replay::replay(&loaded.config, args.task.as_deref()) {
         Ok(r) => {
             println!(
                 "replayed: {} delivered, {} failed again (kept), {} unreadable line(s) kept",
@@ -231,7 +231,7 @@ fn dlq_replay(args: &DlqArgs) -> ExitCode {
                 ExitCode::from(EXIT_RUNTIME)
             }
         }
-        Err(e @ rowhook::replay::ReplayError::Plan(_)) => {
+        Err(e @ rowhook::commands::replay::ReplayError::Plan(_)) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_CONFIG)
         }
@@ -257,14 +257,16 @@ fn tail(args: &TailArgs) -> ExitCode {
         },
     };
     let stdout = std::io::stdout().lock();
-    match rowhook::tail::tail_file(
+    match rowhook::commands::tail::tail_file(
         file,
         tasks,
         std::io::BufWriter::with_capacity(1 << 16, stdout),
     ) {
         Ok(_) => ExitCode::SUCCESS,
         // `rowhook tail ... | head` closes the pipe early; that is not a failure.
-        Err(rowhook::tail::TailError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+        Err(rowhook::commands::tail::TailError::Output(e))
+            if e.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -294,9 +296,11 @@ fn tail_live(args: &TailArgs) -> ExitCode {
     // SAFETY: fcntl on fd 1 with an integer argument touches no memory of ours.
     unsafe { libc::fcntl(1, libc::F_SETPIPE_SZ, 1 << 20) };
     let stdout = std::io::BufWriter::with_capacity(1 << 18, std::io::stdout().lock());
-    match rowhook::tail::tail_live(&loaded.config, tasks, stdout) {
+    match rowhook::commands::tail::tail_live(&loaded.config, tasks, stdout) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(rowhook::tail::TailError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+        Err(rowhook::commands::tail::TailError::Output(e))
+            if e.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -13,7 +13,7 @@ use mysql_common::binlog::BinlogFile;
 use proptest::prelude::*;
 use rowhook::binlog::{Decoder, Event};
 use rowhook::config::PayloadShape;
-use rowhook::payload::{PayloadWriter, Row, RowPosition};
+use rowhook::dispatch::payload::{PayloadWriter, Row, RowPosition};
 use serde_json::Value;
 
 #[derive(Debug, Clone)]

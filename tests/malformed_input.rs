@@ -7,7 +7,7 @@ mod common;
 use rowhook::binlog::file::BinlogFile;
 use rowhook::binlog::{Decoder, Event};
 use rowhook::config::PayloadShape;
-use rowhook::payload::{PayloadWriter, Row, RowPosition};
+use rowhook::dispatch::payload::{PayloadWriter, Row, RowPosition};
 
 /// xorshift64*: deterministic, so a failure names a reproducible case.
 struct Rng(u64);

@@ -216,7 +216,7 @@ fn oracle(file: &Path) -> (Vec<u64>, usize, usize) {
         let event = event.unwrap();
         match event.read_data().unwrap() {
             Some(EventData::GtidEvent(g)) => {
-                assert_eq!(Some(g.sid()), rowhook::gtid::parse_uuid(UUID_1));
+                assert_eq!(Some(g.sid()), rowhook::binlog::gtid::parse_uuid(UUID_1));
                 assert!(g.immediate_commit_timestamp() > 0);
                 gnos.push(g.gno());
             }

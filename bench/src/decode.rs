@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rowhook::binlog::file::BinlogFile;
 use rowhook::binlog::{Decoder, Event};
 use rowhook::config::PayloadShape;
-use rowhook::payload::{PayloadWriter, Row, RowPosition};
+use rowhook::dispatch::payload::{PayloadWriter, Row, RowPosition};
 
 pub fn main(args: &[String]) -> ExitCode {
     let mut file = None;

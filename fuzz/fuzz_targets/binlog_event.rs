@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 use rowhook::binlog::{Decoder, Event};
 use rowhook::config::PayloadShape;
-use rowhook::payload::{PayloadWriter, Row, RowPosition};
+use rowhook::dispatch::payload::{PayloadWriter, Row, RowPosition};
 
 fuzz_target!(|data: &[u8]| {
     // First byte picks checksum on/off; the rest is split into events by their

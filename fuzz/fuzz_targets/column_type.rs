@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        if let Some(labels) = rowhook::schema::members(text) {
+        if let Some(labels) = rowhook::source::columns::members(text) {
             assert!(!labels.is_empty());
         }
     }

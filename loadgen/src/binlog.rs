@@ -83,7 +83,7 @@ pub struct Mysql8 {
     pub partial_json: bool,
 }
 
-pub use rowhook::gtid::{parse_uuid, uuid_text};
+pub use rowhook::binlog::gtid::{parse_uuid, uuid_text};
 
 /// Table id of table `t`.
 pub fn table_id(t: u32) -> u64 {

@@ -8,6 +8,7 @@ pub mod error;
 pub mod event;
 pub mod fde;
 pub mod file;
+pub mod gtid;
 mod json;
 mod json_diff;
 mod jsonb;

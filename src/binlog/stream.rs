@@ -32,7 +32,7 @@ pub enum Event<'a> {
     /// The next transaction's GTID (`uuid:gno` for MySQL, `domain-server-seq` for MariaDB).
     Gtid(String),
     /// MySQL's PREVIOUS_GTIDS at the start of a file: every GTID before it.
-    PreviousGtids(crate::gtid::GtidSet),
+    PreviousGtids(crate::binlog::gtid::GtidSet),
     /// A statement: BEGIN, COMMIT, DDL, or statement-based DML.
     Query {
         /// Default schema of the statement.
@@ -163,7 +163,7 @@ impl Decoder {
                 c.skip(1, "gtid flags")?;
                 let sid = c.take(16, "gtid uuid")?;
                 let gno = c.u64("gtid number")?;
-                Event::Gtid(format!("{}:{gno}", crate::gtid::uuid_text(sid)))
+                Event::Gtid(format!("{}:{gno}", crate::binlog::gtid::uuid_text(sid)))
             }
             kind::MARIA_GTID => {
                 let mut c = Cursor::new(body);
@@ -171,7 +171,7 @@ impl Decoder {
                 let domain = c.u32("mariadb gtid domain")?;
                 Event::Gtid(format!("{domain}-{}-{seq}", header.server_id))
             }
-            kind::PREVIOUS_GTIDS => match crate::gtid::GtidSet::from_previous_gtids(body) {
+            kind::PREVIOUS_GTIDS => match crate::binlog::gtid::GtidSet::from_previous_gtids(body) {
                 Some(set) => Event::PreviousGtids(set),
                 // Tagged (MySQL 8.4) or unreadable: the set stays unknown.
                 None => Event::Other(kind::PREVIOUS_GTIDS),

@@ -12,7 +12,7 @@ use glommio::sync::Semaphore;
 use super::outcome::{classify, Outcome};
 use super::shard::ShardCtx;
 use super::{request, unix_now, Delivery};
-use crate::dlq::DeadLetter;
+use crate::delivery::dlq::DeadLetter;
 use crate::metrics::Stage;
 use crate::source::Backoff;
 

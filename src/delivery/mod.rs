@@ -7,6 +7,7 @@
 //! flight or being retried, and different keys proceed on other lanes.
 
 pub mod bell;
+pub mod dlq;
 pub mod lane;
 pub mod outcome;
 pub mod plan;

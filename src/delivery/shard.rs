@@ -90,7 +90,7 @@ impl ShardCtx {
             let task = task_id.to_owned();
             let bytes = line.clone();
             let written = glommio::executor()
-                .spawn_blocking(move || crate::dlq::append(&dir, &task, &bytes))
+                .spawn_blocking(move || crate::delivery::dlq::append(&dir, &task, &bytes))
                 .await;
             match written {
                 Ok(()) => {

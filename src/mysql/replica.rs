@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::conn::Connection;
 use super::error::MysqlError;
+use crate::binlog::gtid::GtidSet;
 use crate::config::{Flavor, StartPosition};
-use crate::gtid::GtidSet;
 
 /// A binlog file and byte offset.
 #[derive(Debug, Clone, PartialEq, Eq)]

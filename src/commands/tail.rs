@@ -6,9 +6,9 @@ use std::path::Path;
 
 use crate::binlog::file::{BinlogFile, FileError};
 use crate::binlog::PositionedError;
-use crate::changes::Changes;
 use crate::config::TaskConfig;
-use crate::payload::PayloadWriter;
+use crate::dispatch::changes::Changes;
+use crate::dispatch::payload::PayloadWriter;
 
 /// Why tailing stopped.
 #[derive(Debug, thiserror::Error)]
@@ -94,13 +94,13 @@ impl<W: Write> crate::source::EventSink for Tail<W> {
         &mut self,
         info: &crate::mysql::replica::ServerInfo,
         from: &crate::mysql::replica::BinlogPosition,
-        _gtids: Option<&crate::gtid::GtidSet>,
+        _gtids: Option<&crate::binlog::gtid::GtidSet>,
     ) -> Result<(), TailError> {
         self.changes.on_connect(info.checksum, &from.file);
         Ok(())
     }
 
-    fn on_columns(&mut self, table_id: u64, columns: &[crate::schema::ColumnInfo]) {
+    fn on_columns(&mut self, table_id: u64, columns: &[crate::source::columns::ColumnInfo]) {
         self.changes.on_columns(table_id, columns);
     }
 
@@ -124,7 +124,7 @@ pub fn tail_live<W: Write>(
         .name("rowhook-source")
         // Registering glommio's default 10 MiB (pinning, zeroing) cost ~15 ms of
         // every start; sockets use none of it.
-        .io_memory(crate::run::IO_MEMORY)
+        .io_memory(crate::commands::run::IO_MEMORY)
         .make()
         .map_err(|e| {
             TailError::Output(std::io::Error::other(format!(

@@ -3,6 +3,9 @@
 //! behind. Each task gets its own share of `max_inflight`, so a task whose receiver
 //! is down fills only its share while the others keep flowing.
 
+pub mod changes;
+pub mod payload;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,16 +18,16 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use crate::binlog::PositionedError;
-use crate::changes::Changes;
+use crate::checkpoint::ledger::{self, Ledger};
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::config::Ordering;
 use crate::delivery::stats::Stats;
 use crate::delivery::{key_hash, unix_now, Ack, Delivery, Plan};
-use crate::ledger::{self, Ledger};
 use crate::metrics::{Latency, Stage};
 use crate::mysql::replica::{BinlogPosition, ServerInfo};
-use crate::payload::PayloadWriter;
-use crate::schema::ColumnInfo;
+use crate::source::columns::ColumnInfo;
+use changes::Changes;
+use payload::PayloadWriter;
 
 /// How long the source sleeps between looks at the ack channel while the budget is
 /// spent. Only matters when receivers are the bottleneck.
@@ -360,7 +363,7 @@ impl crate::source::EventSink for Dispatch {
         &mut self,
         info: &ServerInfo,
         from: &BinlogPosition,
-        gtids: Option<&crate::gtid::GtidSet>,
+        gtids: Option<&crate::binlog::gtid::GtidSet>,
     ) -> Result<(), DispatchError> {
         self.ledger
             .borrow_mut()

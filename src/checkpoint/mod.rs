@@ -3,11 +3,13 @@
 //! oldest transaction whose events are all done, and written atomically to
 //! `state.dir/checkpoint.json` (temp file, fsync, rename, fsync of the directory).
 
+pub mod ledger;
+
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::gtid::GtidSet;
+use crate::binlog::gtid::GtidSet;
 use crate::mysql::replica::{BinlogPosition, ServerInfo};
 
 /// A durable position and the source it belongs to.

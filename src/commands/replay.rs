@@ -6,9 +6,9 @@
 use std::path::Path;
 
 use crate::config::Config;
+use crate::delivery::dlq::{self, Letter};
 use crate::delivery::outcome::{classify, Outcome};
 use crate::delivery::{request, Plan};
-use crate::dlq::{self, Letter};
 use crate::http::Pool;
 
 /// What a replay did.
@@ -58,7 +58,7 @@ pub fn replay(config: &Config, task: Option<&str>) -> Result<Replayed, ReplayErr
     let files = dlq::files(&dir, task).map_err(io(&dir))?;
     let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("rowhook-replay")
-        .io_memory(crate::run::IO_MEMORY)
+        .io_memory(crate::commands::run::IO_MEMORY)
         .make()
         .map_err(|e| ReplayError::Executor(e.to_string()))?;
     executor.run(async move {

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::binlog::event::{kind, EventHeader, HEADER_LEN};
+use crate::binlog::gtid::GtidSet;
 use crate::checkpoint::Checkpoint;
 use crate::config::{Config, StartPosition};
-use crate::gtid::GtidSet;
 use crate::mysql::replica::{self, BinlogPosition, ReplicaOptions, ServerInfo};
 use crate::mysql::{Connection, MysqlError};
-use crate::schema::{self, ColumnInfo, SchemaCache};
+pub mod columns;
+
+use columns::{ColumnInfo, SchemaCache};
 
 /// Largest packet accepted from the server (rows events of huge BLOBs included).
 const MAX_PACKET: usize = 1 << 30;
@@ -454,7 +456,7 @@ impl ColumnLookup {
         };
         // v4 QUERY post-header is 13 bytes on every server rowhook supports.
         if let Ok((_, sql)) = crate::binlog::stream::query_statement(body, 13) {
-            if schema::is_ddl(&sql) {
+            if columns::is_ddl(&sql) {
                 self.cache.clear();
                 self.informed.clear();
             }
@@ -473,7 +475,7 @@ impl ColumnLookup {
                 Connection::connect(&config.database, 1 << 24, Duration::from_secs(10)).await?,
             ),
         };
-        let result = schema::lookup(conn, schema_name, table).await;
+        let result = columns::lookup(conn, schema_name, table).await;
         if result.is_err() {
             // A broken side connection is reopened on the next need.
             self.conn = None;

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 
 use crate::binlog::{Decoder, Event, PositionedError};
 use crate::config::{PayloadShape, TaskConfig};
-use crate::payload::{Row, RowPosition};
+use crate::dispatch::payload::{Row, RowPosition};
 use crate::route::{Route, Router};
-use crate::schema::ColumnInfo;
+use crate::source::columns::ColumnInfo;
 
 /// Decoder state plus routing.
 pub struct Changes {
@@ -26,7 +26,7 @@ pub struct Changes {
     /// Reused buffer for the inner events of compressed transactions.
     inflated: Vec<u8>,
     /// A PREVIOUS_GTIDS event's set, until taken.
-    previous_gtids: Option<crate::gtid::GtidSet>,
+    previous_gtids: Option<crate::binlog::gtid::GtidSet>,
 }
 
 impl Changes {
@@ -137,7 +137,7 @@ impl Changes {
             Event::TableMap(id) => {
                 if let (Some(cols), Some(map)) = (self.columns.get(&id), self.decoder.table_mut(id))
                 {
-                    if !crate::schema::apply(map, cols) {
+                    if !crate::source::columns::apply(map, cols) {
                         tracing::warn!(table = %map.qualified_name(), "table changed since this event was written; columns keep positional names");
                     }
                 }
@@ -206,7 +206,7 @@ impl Changes {
     }
 
     /// The set of a PREVIOUS_GTIDS event just fed (MySQL, start of a file).
-    pub fn take_previous_gtids(&mut self) -> Option<crate::gtid::GtidSet> {
+    pub fn take_previous_gtids(&mut self) -> Option<crate::binlog::gtid::GtidSet> {
         self.previous_gtids.take()
     }
 

@@ -79,7 +79,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
     let shards = config.runtime.shard_count(cores) as usize;
     let on_source = shards == 0;
     let plan = Arc::new(Plan::new(config, shards.max(1)).map_err(RunError::Plan)?);
-    if let Err(e) = crate::dlq::recover(&plan.dlq_dir) {
+    if let Err(e) = crate::delivery::dlq::recover(&plan.dlq_dir) {
         tracing::error!(dir = %plan.dlq_dir.display(), error = %e, "cannot recover the dead letters of an unfinished replay; `rowhook dlq list` retries");
     }
     let stats = Arc::new(Stats::new(plan.tasks.len()));
