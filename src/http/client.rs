@@ -173,6 +173,8 @@ pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
 struct Conn {
     stream: Stream,
     buf: Vec<u8>,
+    /// Where reads land, zeroed once per connection rather than per request.
+    chunk: Box<[u8]>,
 }
 
 /// Keep-alive connections to one origin, at most `limit` open.
@@ -269,6 +271,7 @@ impl Pool {
         Ok(Conn {
             stream,
             buf: Vec::with_capacity(1024),
+            chunk: vec![0u8; 8192].into_boxed_slice(),
         })
     }
 }
@@ -307,9 +310,8 @@ async fn round_trip(conn: &mut Conn, request: &[u8]) -> Result<Response, HttpErr
         .map_err(HttpError::Send)?;
     conn.stream.flush().await.map_err(HttpError::Send)?;
     conn.buf.clear();
-    let mut chunk = [0u8; 8192];
     loop {
-        let n = match conn.stream.read(&mut chunk).await {
+        let n = match conn.stream.read(&mut conn.chunk).await {
             Ok(n) => n,
             Err(source) => {
                 return Err(HttpError::Receive {
@@ -321,7 +323,7 @@ async fn round_trip(conn: &mut Conn, request: &[u8]) -> Result<Response, HttpErr
         if n == 0 && conn.buf.is_empty() {
             return Err(HttpError::Closed);
         }
-        conn.buf.extend_from_slice(&chunk[..n]);
+        conn.buf.extend_from_slice(&conn.chunk[..n]);
         if let Some((mut r, used)) = response::parse(&conn.buf, n == 0)? {
             // Bytes past the answer mean the peer is out of step: do not reuse.
             if used != conn.buf.len() {

@@ -17,6 +17,9 @@ pub struct Framer {
     max_payload: usize,
     /// Chunks of a payload that spans several packets.
     partial: Option<BytesMut>,
+    /// Where socket reads land, zeroed once: zeroing 64 KiB of the buffer's tail
+    /// before every read cost more than copying the few bytes a read brings.
+    scratch: Box<[u8]>,
     /// Sequence id of the last packet read.
     pub last_seq: u8,
 }
@@ -29,22 +32,20 @@ impl Framer {
             max_payload,
             partial: None,
             last_seq: 0,
+            scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
         }
     }
 
-    /// Reads from `stream` straight into the buffer's tail (no intermediate copy).
-    /// Returns the number of bytes read; 0 means the peer closed the connection.
+    /// Reads from `stream` and appends what came. Returns the number of bytes
+    /// read; 0 means the peer closed the connection.
     pub async fn fill<S: futures_lite::AsyncRead + Unpin>(
         &mut self,
         stream: &mut S,
     ) -> std::io::Result<usize> {
         use futures_lite::AsyncReadExt;
-        const CHUNK: usize = 64 * 1024;
-        let start = self.buf.len();
-        self.buf.resize(start + CHUNK, 0);
-        let result = stream.read(&mut self.buf[start..]).await;
-        self.buf.truncate(start + *result.as_ref().unwrap_or(&0));
-        result
+        let n = stream.read(&mut self.scratch).await?;
+        self.buf.extend_from_slice(&self.scratch[..n]);
+        Ok(n)
     }
 
     /// Appends bytes read from the socket.
