@@ -14,7 +14,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::admin::{self, Admin};
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::Config;
-use crate::delivery::bell::{Doorbell, Ringer};
+use crate::delivery::bell::Doorbell;
 use crate::delivery::shard::{self, ShardLink};
 use crate::delivery::stats::Stats;
 use crate::delivery::Plan;
@@ -92,7 +92,10 @@ pub fn run(config: &Config) -> Result<(), RunError> {
     let mut handles = Vec::with_capacity(shards);
     for index in 0..shards {
         let (events_tx, events_rx) = crossbeam_channel::bounded(capacity);
-        let (bell_tx, bell_rx) = glommio::channels::shared_channel::new_bounded(1);
+        let (bell_tx, bell_rx) = Doorbell::shared().map_err(|e| RunError::Start {
+            what: format!("the doorbell of shard {index}"),
+            reason: e.to_string(),
+        })?;
         let link = ShardLink {
             events: events_rx,
             acks: ack_tx.clone(),
@@ -105,7 +108,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         let handle = spawn(&format!("rowhook-shard-{index}"), cpu, move || async move {
             let link = link.lock().ok().and_then(|mut l| l.take());
             if let Some((link, bell)) = link {
-                let bell = Doorbell::Shared(bell.connect().await);
+                let bell = bell.into_doorbell();
                 shard::serve(index, plan, stats, latency, link, bell).await;
             }
         })?;
@@ -171,7 +174,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         for (events, bell) in senders {
             links.push(ShardTx {
                 events,
-                bell: Ringer::Shared(bell.connect().await),
+                bell,
             });
         }
         if let Some((events, link)) = local_link {

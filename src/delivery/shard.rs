@@ -142,7 +142,7 @@ pub async fn serve(
     stats: Arc<Stats>,
     latency: Arc<Latency>,
     link: ShardLink,
-    bell: Doorbell,
+    mut bell: Doorbell,
 ) {
     let ctx = Rc::new(ShardCtx {
         index,
@@ -181,9 +181,10 @@ pub async fn serve(
                 glommio::yield_if_needed().await;
             }
             Err(TryRecvError::Empty) => {
-                // The bell holds one token, so a ring between the empty check and
-                // this wait is not lost.
-                if !bell.wait().await {
+                // The queue is checked again after the shard says it sleeps, so a
+                // push between the empty check and the sleep is not lost.
+                let events = &link.events;
+                if !bell.sleep_unless(|| !events.is_empty()).await {
                     glommio::timer::sleep(Duration::from_millis(1)).await;
                 }
             }
