@@ -59,19 +59,6 @@ pub struct Ack {
     pub txn: u64,
 }
 
-/// Mixes a task index and key bytes into the routing hash (FNV-1a, then a final
-/// avalanche so `% shards` and `/ shards % lanes` use well-spread bits).
-pub fn key_hash(task: u32, key: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in task.to_le_bytes().iter().chain(key) {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^ (h >> 33)
-}
-
 /// Seconds since the epoch (0 if the clock is before it).
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()

@@ -124,17 +124,17 @@ impl Plan {
 
     /// The shard an event of `task` with routing hash `key` goes to.
     pub fn shard_of(&self, task: u32, key: u64) -> usize {
-        match self.tasks.get(task as usize).map(|t| t.ordering) {
-            // One lane for the whole task: every event on the task's home shard.
-            Some(Ordering::Table) => task as usize % self.shards,
-            _ => (key % self.shards as u64) as usize,
-        }
+        let ordering = self
+            .tasks
+            .get(task as usize)
+            .map_or(Ordering::PerKey, |t| t.ordering);
+        crate::route::shard_of(ordering, task, key, self.shards)
     }
 
     /// The lane (on its shard) an event of `task` with routing hash `key` goes to.
     pub fn lane_of(&self, task: u32, key: u64) -> usize {
-        let lanes = self.tasks.get(task as usize).map_or(1, |t| t.lanes) as u64;
-        ((key / self.shards as u64) % lanes) as usize
+        let lanes = self.tasks.get(task as usize).map_or(1, |t| t.lanes);
+        crate::route::lane_of(key, self.shards, u32::try_from(lanes).unwrap_or(u32::MAX))
     }
 }
 

@@ -22,7 +22,7 @@ use crate::checkpoint::ledger::{self, Ledger};
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::config::Ordering;
 use crate::delivery::stats::Stats;
-use crate::delivery::{key_hash, unix_now, Ack, Delivery, Plan};
+use crate::delivery::{unix_now, Ack, Delivery, Plan};
 use crate::metrics::{Latency, Stage};
 use crate::mysql::replica::{BinlogPosition, ServerInfo};
 use crate::source::columns::ColumnInfo;
@@ -433,10 +433,7 @@ impl crate::source::EventSink for Dispatch {
             let task = route.task as u32;
             *seq += 1;
             let ordering = plan.tasks[route.task].ordering;
-            let key = match ordering {
-                Ordering::None => *seq,
-                Ordering::PerKey | Ordering::Table => key_hash(task, payloads.key()),
-            };
+            let key = crate::route::routing_key(ordering, task, payloads.key(), *seq);
             // Under `table` one lane orders everything already.
             let key_change = ordering == Ordering::PerKey && payloads.key_changed();
             let delivery = Delivery {
