@@ -1,8 +1,10 @@
 //! A TCP stream on glommio, in clear or inside TLS (rustls): the socket both the
-//! replication client and the webhook client speak through.
+//! replication client and the webhook client speak through, and the backoff both
+//! use between attempts.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use glommio::net::TcpStream;
 
@@ -72,5 +74,66 @@ impl futures_lite::AsyncWrite for Stream {
             Stream::Tls(t) => Pin::new(t.as_mut()).poll_close(cx),
             Stream::Upgrading => Poll::Ready(Err(upgrading())),
         }
+    }
+}
+
+/// Exponential backoff with full jitter.
+#[derive(Debug)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempt: u32,
+    seed: u64,
+}
+
+impl Backoff {
+    /// Starts at `base`, doubling up to `cap`.
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
+            | 1;
+        Backoff {
+            base,
+            cap,
+            attempt: 0,
+            seed,
+        }
+    }
+
+    /// Starts over from `base`.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    /// The next delay: uniform in [ceiling/2, ceiling], ceiling = min(cap, base*2^n).
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(1 << self.attempt.min(20))
+            .min(self.cap);
+        self.attempt += 1;
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let fraction = 0.5 + (self.seed % 1000) as f64 / 2000.0;
+        ceiling.mul_f64(fraction)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_jittered_and_capped() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let delays: Vec<Duration> = (0..10).map(|_| b.next_delay()).collect();
+        for (n, d) in delays.iter().enumerate() {
+            let ceiling = Duration::from_millis(100 * (1 << n)).min(Duration::from_secs(2));
+            assert!(*d >= ceiling / 2 && *d <= ceiling, "attempt {n}: {d:?}");
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
     }
 }

@@ -14,7 +14,7 @@ use super::shard::ShardCtx;
 use super::{request, unix_now, Delivery};
 use crate::delivery::dlq::DeadLetter;
 use crate::metrics::Stage;
-use crate::source::Backoff;
+use crate::net::Backoff;
 
 /// The longest `Retry-After` obeyed: a receiver may ask for more than
 /// `retry_max_delay`, but not park a lane for days.

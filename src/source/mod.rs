@@ -12,6 +12,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::{Config, StartPosition};
 use crate::mysql::replica::{self, BinlogPosition, ReplicaOptions, ServerInfo};
 use crate::mysql::{Connection, MysqlError};
+use crate::net::Backoff;
 pub mod columns;
 
 use columns::{ColumnInfo, SchemaCache};
@@ -504,50 +505,6 @@ fn rotate_position(event: &[u8], checksum: bool) -> Option<u64> {
     Some(u64::from_le_bytes(body.get(..8)?.try_into().ok()?))
 }
 
-/// Exponential backoff with full jitter.
-#[derive(Debug)]
-pub struct Backoff {
-    base: Duration,
-    cap: Duration,
-    attempt: u32,
-    seed: u64,
-}
-
-impl Backoff {
-    /// Starts at `base`, doubling up to `cap`.
-    pub fn new(base: Duration, cap: Duration) -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
-            | 1;
-        Backoff {
-            base,
-            cap,
-            attempt: 0,
-            seed,
-        }
-    }
-
-    /// Starts over from `base`.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-
-    /// The next delay: uniform in [ceiling/2, ceiling], ceiling = min(cap, base*2^n).
-    pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self
-            .base
-            .saturating_mul(1 << self.attempt.min(20))
-            .min(self.cap);
-        self.attempt += 1;
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let fraction = 0.5 + (self.seed % 1000) as f64 / 2000.0;
-        ceiling.mul_f64(fraction)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -576,17 +533,5 @@ mod tests {
             assert!(err.is_transient());
             assert!(err.to_string().contains("while starting the dump"), "{err}");
         });
-    }
-
-    #[test]
-    fn backoff_grows_jittered_and_capped() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        let delays: Vec<Duration> = (0..10).map(|_| b.next_delay()).collect();
-        for (n, d) in delays.iter().enumerate() {
-            let ceiling = Duration::from_millis(100 * (1 << n)).min(Duration::from_secs(2));
-            assert!(*d >= ceiling / 2 && *d <= ceiling, "attempt {n}: {d:?}");
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
     }
 }
