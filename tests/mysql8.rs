@@ -302,6 +302,20 @@ fn wait_for_line(path: &Path, needle: &str) -> String {
     }
 }
 
+/// `run` from the start of the primary at `port` into the sink at `sink_port`,
+/// checkpointing every 100 ms in `state`.
+fn streaming_config(port: u16, state: &Path, sink_port: u16) -> String {
+    database(port, "rowhook", "pw", "tls: disabled")
+        + &format!(
+            "source: {{start: earliest, heartbeat: 1s}}
+state: {{dir: '{}', checkpoint_interval: 100ms}}
+tasks:
+  - {{task_id: lg, table_name: 'loadgen.*', events: [insert, update, delete], callback_url: 'http://127.0.0.1:{sink_port}/lg'}}
+",
+            state.display()
+        )
+}
+
 fn master_args<'a>(port: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "master",
@@ -349,17 +363,7 @@ fn gtid_start_and_failover_to_another_primary_from_the_checkpoint() {
     wait_port(a_port);
     wait_port(sink_port);
     let state = dir.path().join("state");
-    let config = |port: u16| {
-        database(port, "rowhook", "pw", "tls: disabled")
-            + &format!(
-                "source: {{start: earliest, heartbeat: 1s}}
-state: {{dir: '{}', checkpoint_interval: 100ms}}
-tasks:
-  - {{task_id: lg, table_name: 'loadgen.*', events: [insert, update, delete], callback_url: 'http://127.0.0.1:{sink_port}/lg'}}
-",
-                state.display()
-            )
-    };
+    let config = |port: u16| streaming_config(port, &state, sink_port);
     let mut first = Rowhook::run(&config(a_port));
     let deadline = Instant::now() + Duration::from_secs(60);
     while report(sink_port)["verified"].as_u64().unwrap() < 1000 {
@@ -485,15 +489,7 @@ fn a_primary_whose_binlog_started_over_is_refused() {
     let _sink = spawn(&["sink", "--listen", &format!("127.0.0.1:{sink_port}")]);
     wait_port(sink_port);
     let state = dir.path().join("state");
-    let config = database(port, "rowhook", "pw", "tls: disabled")
-        + &format!(
-            "source: {{start: earliest, heartbeat: 1s}}
-state: {{dir: '{}', checkpoint_interval: 100ms}}
-tasks:
-  - {{task_id: lg, table_name: 'loadgen.*', events: [insert, update, delete], callback_url: 'http://127.0.0.1:{sink_port}/lg'}}
-",
-            state.display()
-        );
+    let config = streaming_config(port, &state, sink_port);
     let mut run = Rowhook::run(&config);
     let deadline = Instant::now() + Duration::from_secs(60);
     while report(sink_port)["verified"].as_u64().unwrap() < 3000 {

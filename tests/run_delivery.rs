@@ -165,6 +165,31 @@ fn row_data(p: &Value) -> &Value {
     }
 }
 
+/// Which requests (by ordinal) a receiver accepted with a 2xx.
+type Verdicts = std::sync::Arc<std::sync::Mutex<HashMap<usize, bool>>>;
+
+/// A receiver failing ~30 % of attempts (5xx or a reset) and delaying every
+/// answer up to `max_delay_ms`, deterministically by request ordinal.
+fn flaky_receiver(max_delay_ms: u64) -> (Receiver, Verdicts) {
+    let accepted: Verdicts = Default::default();
+    let verdicts = accepted.clone();
+    let receiver = Receiver::start(move |r| {
+        // A cheap deterministic scramble of the request number.
+        let h = (r.n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
+        let ok = h % 10 >= 3;
+        verdicts.lock().unwrap().insert(r.n, ok);
+        let delay = Duration::from_millis(h % max_delay_ms);
+        if ok {
+            Reply::Delay(delay, Box::new(Reply::Status(200)))
+        } else if h.is_multiple_of(2) {
+            Reply::Delay(delay, Box::new(Reply::Status(503)))
+        } else {
+            Reply::Reset
+        }
+    });
+    (receiver, accepted)
+}
+
 /// Payload ids seen in accepted (2xx) requests, per primary key, in arrival order.
 fn accepted_per_key(
     requests: &[Request],
@@ -386,22 +411,7 @@ fn keeps_per_key_order_under_failures_with_delivery_on_the_source_core() {
 fn per_key_order_under_failures(runtime: &str) {
     let db = MariaDb::start();
     db.sql("CREATE DATABASE shop; CREATE TABLE shop.ev (k INT PRIMARY KEY, seq INT NOT NULL);");
-    let accepted = std::sync::Arc::new(std::sync::Mutex::new(HashMap::<usize, bool>::new()));
-    let verdicts = accepted.clone();
-    let receiver = Receiver::start(move |r| {
-        // A cheap deterministic scramble of the request number.
-        let h = (r.n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
-        let ok = h % 10 >= 3; // ~30 % fail
-        verdicts.lock().unwrap().insert(r.n, ok);
-        let delay = Duration::from_millis(h % 15);
-        if ok {
-            Reply::Delay(delay, Box::new(Reply::Status(200)))
-        } else if h.is_multiple_of(2) {
-            Reply::Delay(delay, Box::new(Reply::Status(500)))
-        } else {
-            Reply::Reset
-        }
-    });
+    let (receiver, accepted) = flaky_receiver(15);
     let config = format!(
         "{}{runtime}dispatcher: {{max_retries: -1, retry_base_delay: 20ms, retry_max_delay: 100ms, worker_count: 4}}
 tasks:
@@ -474,21 +484,7 @@ tasks:
 fn a_receivers_keyed_view_equals_the_table_across_primary_key_changes() {
     let db = MariaDb::start();
     db.sql("CREATE DATABASE shop; CREATE TABLE shop.kv (id INT PRIMARY KEY, v INT NOT NULL);");
-    let accepted = std::sync::Arc::new(std::sync::Mutex::new(HashMap::<usize, bool>::new()));
-    let verdicts = accepted.clone();
-    let receiver = Receiver::start(move |r| {
-        let h = (r.n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
-        let ok = h % 10 >= 3;
-        verdicts.lock().unwrap().insert(r.n, ok);
-        let delay = Duration::from_millis(h % 20);
-        if ok {
-            Reply::Delay(delay, Box::new(Reply::Status(200)))
-        } else if h.is_multiple_of(2) {
-            Reply::Delay(delay, Box::new(Reply::Status(503)))
-        } else {
-            Reply::Reset
-        }
-    });
+    let (receiver, accepted) = flaky_receiver(20);
     let config = format!(
         "{}dispatcher: {{max_retries: -1, retry_base_delay: 10ms, retry_max_delay: 50ms, worker_count: 8}}
 tasks:

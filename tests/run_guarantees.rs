@@ -28,6 +28,17 @@ fn config(db: &MariaDb, receiver: &Receiver, state: &Path, extra: &str) -> Strin
     )
 }
 
+/// A MariaDB with table shop.seq, an always-200 receiver, a state directory and
+/// the config text joining them.
+fn shop_seq() -> (MariaDb, Receiver, tempfile::TempDir, String) {
+    let db = MariaDb::start();
+    db.sql("CREATE DATABASE shop; CREATE TABLE shop.seq (id INT PRIMARY KEY);");
+    let receiver = Receiver::ok();
+    let state = tempfile::tempdir().unwrap();
+    let text = config(&db, &receiver, state.path(), "");
+    (db, receiver, state, text)
+}
+
 /// Delivery count per row id.
 fn counts(requests: &[Request]) -> HashMap<i64, usize> {
     let mut m = HashMap::new();
@@ -44,11 +55,7 @@ fn wait_exit(rowhook: &mut Rowhook) -> (Option<i32>, String) {
 
 #[test]
 fn graceful_stop_writes_the_checkpoint_and_a_restart_repeats_nothing() {
-    let db = MariaDb::start();
-    db.sql("CREATE DATABASE shop; CREATE TABLE shop.seq (id INT PRIMARY KEY);");
-    let receiver = Receiver::ok();
-    let state = tempfile::tempdir().unwrap();
-    let text = config(&db, &receiver, state.path(), "");
+    let (db, receiver, state, text) = shop_seq();
     let mut first = Rowhook::run(&text);
     wait_streaming(&db);
     db.sql("INSERT INTO shop.seq SELECT seq FROM shop.seq_1_to_100");
@@ -214,11 +221,7 @@ fn kill_during_a_ten_thousand_row_transaction_loses_nothing() {
 
 #[test]
 fn a_purged_checkpoint_position_stops_with_the_options() {
-    let db = MariaDb::start();
-    db.sql("CREATE DATABASE shop; CREATE TABLE shop.seq (id INT PRIMARY KEY);");
-    let receiver = Receiver::ok();
-    let state = tempfile::tempdir().unwrap();
-    let text = config(&db, &receiver, state.path(), "");
+    let (db, receiver, _state, text) = shop_seq();
     let mut first = Rowhook::run(&text);
     wait_streaming(&db);
     db.sql("INSERT INTO shop.seq VALUES (1)");
@@ -280,11 +283,7 @@ fn checkpoint_path(text: &str) -> std::path::PathBuf {
 
 #[test]
 fn a_reset_binlog_that_grew_past_the_checkpoint_is_refused_not_skipped() {
-    let db = MariaDb::start();
-    db.sql("CREATE DATABASE shop; CREATE TABLE shop.seq (id INT PRIMARY KEY);");
-    let receiver = Receiver::ok();
-    let state = tempfile::tempdir().unwrap();
-    let text = config(&db, &receiver, state.path(), "");
+    let (db, receiver, _state, text) = shop_seq();
     let pos = deliver_then_stop(&db, &receiver, &text, 5);
     // While rowhook is down the binlog starts over, and the new binlog.000001
     // grows past the saved position with other transactions.
@@ -314,11 +313,7 @@ fn a_reset_binlog_that_grew_past_the_checkpoint_is_refused_not_skipped() {
 
 #[test]
 fn a_checkpoint_past_the_end_of_a_reset_binlog_says_so() {
-    let db = MariaDb::start();
-    db.sql("CREATE DATABASE shop; CREATE TABLE shop.seq (id INT PRIMARY KEY);");
-    let receiver = Receiver::ok();
-    let state = tempfile::tempdir().unwrap();
-    let text = config(&db, &receiver, state.path(), "");
+    let (db, receiver, _state, text) = shop_seq();
     deliver_then_stop(&db, &receiver, &text, 5);
     db.sql("RESET MASTER; INSERT INTO shop.seq VALUES (1000);");
     let mut second = Rowhook::run(&text);
@@ -595,11 +590,7 @@ fn resumes_on_a_replica_after_the_primary_is_gone_by_gtid_state() {
 
 #[test]
 fn starts_stream_promptly_under_cpu_contention_and_kill_9() {
-    let db = MariaDb::start();
-    db.sql("CREATE DATABASE shop; CREATE TABLE shop.seq (id INT PRIMARY KEY);");
-    let receiver = Receiver::ok();
-    let state = tempfile::tempdir().unwrap();
-    let text = config(&db, &receiver, state.path(), "");
+    let (db, receiver, _state, text) = shop_seq();
     // The first start pins the checkpoint before any row is written.
     let mut first = Rowhook::run(&text);
     wait_streaming(&db);

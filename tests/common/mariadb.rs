@@ -143,6 +143,13 @@ impl MariaDb {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.start_again();
+    }
+}
+
+impl MariaDb {
+    /// Starts the server again on the same datadir and port, waiting until it answers.
+    fn start_again(&mut self) {
         self.child = spawn_sandbox(&self.dir, self.port, self.mode, &self.options)
             .unwrap_or_else(|e| panic!("{e}"));
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -155,26 +162,14 @@ impl MariaDb {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
 
-impl MariaDb {
     /// A clean shutdown (SIGTERM, as a service stop or an upgrade does), waiting
     /// until the server has exited, then a start on the same datadir and port.
     pub fn restart_clean(&mut self) {
         // SAFETY: signalling our own child process.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
-        self.child = spawn_sandbox(&self.dir, self.port, self.mode, &self.options)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while self.try_sql("SELECT 1").is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "MariaDB did not come back:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.start_again();
     }
 
     /// Freezes the server (SIGSTOP): sockets stay open but nothing answers, as
