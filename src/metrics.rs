@@ -1,8 +1,15 @@
-//! Latency histograms per stage of the data path, recorded by the thread that sees
-//! the stage and read by the admin server. Each thread records into its own slot,
-//! so the locks are uncontended except while a scrape copies them.
+//! What the running instance knows about itself, for the progress line and the
+//! admin server: latency histograms per stage of the data path, recorded by the
+//! thread that sees the stage (each into its own slot, so the locks are
+//! uncontended except while a scrape copies them), and the source core's
+//! [`Progress`]: positions, link state and in-flight counts, written by the
+//! dispatcher and the ledger on that core.
 
+use std::cell::{Cell, RefCell};
 use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::mysql::replica::BinlogPosition;
 
 use hdrhistogram::Histogram;
 
@@ -186,5 +193,74 @@ mod tests {
             .unwrap();
         assert_eq!(back.len(), 1000);
         assert_eq!(back.value_at_quantile(0.99), h.value_at_quantile(0.99));
+    }
+}
+
+/// What the source core knows about the stream, for the progress line and the
+/// admin server (both on the source core), updated as events pass.
+#[derive(Debug)]
+pub struct Progress {
+    /// Events read and not yet acknowledged.
+    pub in_flight: Cell<u64>,
+    /// The same, per task (plan order).
+    pub task_in_flight: Vec<Cell<u32>>,
+    /// Unix time of the newest event read (a heartbeat counts as "now": caught up).
+    pub event_time: Cell<u64>,
+    /// Binlog events read since start.
+    pub binlog_events: Cell<u64>,
+    /// The binlog file being read.
+    pub read_file: RefCell<String>,
+    /// End of the last event read in it (where the next one starts).
+    pub read_pos: Cell<u64>,
+    /// GTID of the last transaction read, when the server has GTIDs.
+    pub gtid: RefCell<Option<String>>,
+    /// The position last made durable.
+    pub checkpoint: RefCell<Option<BinlogPosition>>,
+    /// Whether the replication link is up.
+    pub connected: Cell<bool>,
+    /// Since when it is up (or down).
+    pub link_since: Cell<Instant>,
+    /// Reconnections after the first connection.
+    pub reconnects: Cell<u64>,
+    /// When an event was last acknowledged (or the stream started).
+    pub last_ack: Cell<Instant>,
+    /// The source server's version string, once connected.
+    pub server: RefCell<Option<String>>,
+}
+
+impl Progress {
+    /// Nothing read yet, link down, for `tasks` tasks.
+    pub fn new(tasks: usize) -> Self {
+        let now = Instant::now();
+        Progress {
+            in_flight: Cell::new(0),
+            task_in_flight: (0..tasks).map(|_| Cell::new(0)).collect(),
+            event_time: Cell::new(0),
+            binlog_events: Cell::new(0),
+            read_file: RefCell::new(String::new()),
+            read_pos: Cell::new(0),
+            gtid: RefCell::new(None),
+            checkpoint: RefCell::new(None),
+            connected: Cell::new(false),
+            link_since: Cell::new(now),
+            reconnects: Cell::new(0),
+            last_ack: Cell::new(now),
+            server: RefCell::new(None),
+        }
+    }
+
+    /// Seconds the newest event read is behind the clock, when known.
+    pub fn lag_seconds(&self) -> Option<u64> {
+        let seen = self.event_time.get();
+        (seen > 0).then(|| crate::delivery::unix_now().saturating_sub(seen))
+    }
+
+    /// One binlog event of `file` was read, ending at `end`.
+    pub fn read(&self, file: &str, end: u64) {
+        self.binlog_events.set(self.binlog_events.get() + 1);
+        self.read_pos.set(end);
+        if *self.read_file.borrow() != file {
+            *self.read_file.borrow_mut() = file.to_owned();
+        }
     }
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, ServerConfig};
 use crate::delivery::stats::Stats;
 use crate::delivery::Plan;
-use crate::dispatch::Progress;
 use crate::metrics::Latency;
+use crate::metrics::Progress;
 
 pub use server::{bind, serve};
 

@@ -13,7 +13,7 @@ use crossbeam_channel::Receiver;
 use crate::binlog::gtid::GtidSet;
 use crate::checkpoint::{self, AckWindow, Checkpoint, CheckpointError, Done};
 use crate::delivery::Ack;
-use crate::dispatch::Progress;
+use crate::metrics::Progress;
 use crate::mysql::replica::{BinlogPosition, ServerInfo};
 
 /// How often the keeper takes in acks when no binlog event wakes the source.

@@ -294,7 +294,7 @@ fn watch_from_outside(
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// Logs one line of progress every [`PROGRESS_EVERY`]: rate, totals, in flight, lag.
-async fn report_progress(progress: Rc<crate::dispatch::Progress>, stats: Arc<Stats>) {
+async fn report_progress(progress: Rc<crate::metrics::Progress>, stats: Arc<Stats>) {
     let mut last = stats.totals().0;
     loop {
         glommio::timer::sleep(PROGRESS_EVERY).await;
