@@ -19,6 +19,11 @@ fuzz_target!(|data: &[u8]| {
         let size = size.clamp(19, rest.len());
         let (event, tail) = rest.split_at(size);
         rest = tail;
+        // The follow loop's own looks at an event, before the decoder's.
+        if let Some(body) = rowhook::binlog::event::body(event, mode & 1 == 1) {
+            let _ = rowhook::binlog::event::rotate(body);
+            let _ = rowhook::binlog::table_map::table_id(body, 6);
+        }
         let Ok((header, Event::Rows(rows))) = decoder.decode(event) else { continue };
         let Some(table) = decoder.table(rows.table_id) else { continue };
         let Ok(iter) = rows.rows(table) else { continue };

@@ -104,7 +104,13 @@ impl<W: Write> crate::source::EventSink for Tail<W> {
         self.changes.on_columns(table_id, columns);
     }
 
-    fn on_event(&mut self, file: &str, pos: u64, event: &[u8]) -> Result<bool, TailError> {
+    fn on_event(
+        &mut self,
+        file: &str,
+        pos: u64,
+        _header: &crate::binlog::event::EventHeader,
+        event: &[u8],
+    ) -> Result<bool, TailError> {
         self.changes.set_file(file);
         let boundary = self.feed(pos, event)?;
         if boundary {

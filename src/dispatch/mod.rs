@@ -17,6 +17,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Instant;
 
+use crate::binlog::event::{kind, EventHeader};
 use crate::binlog::PositionedError;
 use crate::checkpoint::ledger::{self, Ledger};
 use crate::checkpoint::{Checkpoint, CheckpointError};
@@ -165,16 +166,11 @@ impl Dispatch {
         self.ledger.borrow().total
     }
 
-    fn note_time(&self, event: &[u8]) {
-        use crate::binlog::event::kind;
-        let (Some(ts), Some(&k)) = (event.get(..4), event.get(4)) else {
-            return;
-        };
-        let ts = u64::from(u32::from_le_bytes([ts[0], ts[1], ts[2], ts[3]]));
-        if k == kind::HEARTBEAT || k == kind::HEARTBEAT_V2 {
+    fn note_time(&self, header: &EventHeader) {
+        if header.kind == kind::HEARTBEAT || header.kind == kind::HEARTBEAT_V2 {
             self.progress.event_time.set(unix_now());
-        } else if ts != 0 {
-            self.progress.event_time.set(ts);
+        } else if header.timestamp != 0 {
+            self.progress.event_time.set(u64::from(header.timestamp));
         }
     }
 
@@ -322,16 +318,21 @@ impl crate::source::EventSink for Dispatch {
         self.changes.on_columns(table_id, columns);
     }
 
-    fn on_event(&mut self, file: &str, pos: u64, event: &[u8]) -> Result<bool, DispatchError> {
-        if let ([a, b, c, d], Some(&crate::binlog::event::kind::FORMAT_DESCRIPTION)) =
-            (event.get(..4).unwrap_or_default(), event.get(4))
-        {
-            let created = u32::from_le_bytes([*a, *b, *c, *d]);
-            tracing::debug!(file, created, "format description");
-            self.ledger.borrow_mut().format_description(file, created)?;
+    fn on_event(
+        &mut self,
+        file: &str,
+        pos: u64,
+        header: &EventHeader,
+        event: &[u8],
+    ) -> Result<bool, DispatchError> {
+        if header.kind == kind::FORMAT_DESCRIPTION {
+            tracing::debug!(file, created = header.timestamp, "format description");
+            self.ledger
+                .borrow_mut()
+                .format_description(file, header.timestamp)?;
         }
         self.changes.set_file(file);
-        self.note_time(event);
+        self.note_time(header);
         self.progress.read(file, pos + event.len() as u64);
         let began = Instant::now();
         // After a reconnect the server repeats the open transaction from its start;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::binlog::event::{kind, EventHeader, HEADER_LEN};
+use crate::binlog::event::{body as binlog_body, kind, rotate, EventHeader};
 use crate::binlog::gtid::GtidSet;
 use crate::checkpoint::Checkpoint;
 use crate::config::{Config, StartPosition};
@@ -44,9 +44,16 @@ pub trait EventSink {
     /// (sent before that TABLE_MAP event; apply them to every map with this id).
     fn on_columns(&mut self, table_id: u64, columns: &[ColumnInfo]);
 
-    /// One whole event at `pos` of `file`. Returns true when the event ends a
-    /// transaction: resuming right after it loses and repeats nothing.
-    fn on_event(&mut self, file: &str, pos: u64, event: &[u8]) -> Result<bool, Self::Error>;
+    /// One whole event at `pos` of `file`, its header already parsed. Returns true
+    /// when the event ends a transaction: resuming right after it loses and
+    /// repeats nothing.
+    fn on_event(
+        &mut self,
+        file: &str,
+        pos: u64,
+        header: &EventHeader,
+        event: &[u8],
+    ) -> Result<bool, Self::Error>;
 
     /// Waits until the sink can take more events. The socket is not read meanwhile,
     /// so a slow sink pushes back on the server through TCP.
@@ -345,7 +352,11 @@ where
             .map_err(|e| MysqlError::Protocol(format!("binlog event at {file}: {e}")))?;
         let start = u64::from(header.log_pos).saturating_sub(u64::from(header.event_size));
         match header.kind {
-            kind::ROTATE => file = rotate_target(&event, info.checksum).unwrap_or(file),
+            kind::ROTATE => {
+                if let Some((_, next)) = binlog_body(&event, info.checksum).and_then(rotate) {
+                    file = next;
+                }
+            }
             kind::TABLE_MAP => {
                 columns
                     .before_table_map(config, &event, info.checksum, sink)
@@ -355,7 +366,7 @@ where
             _ => {}
         }
         let boundary = sink
-            .on_event(&file, start, &event)
+            .on_event(&file, start, &header, &event)
             .map_err(SourceError::Sink)?;
         // A sink pushing back (receivers behind) is a wait on purpose.
         live.idle(true);
@@ -368,7 +379,7 @@ where
                 pos: u64::from(header.log_pos),
             });
         } else if header.kind == kind::ROTATE && (resume.at.is_some() || gtid_start.is_none()) {
-            if let Some(p) = rotate_position(&event, info.checksum) {
+            if let Some((p, _)) = binlog_body(&event, info.checksum).and_then(rotate) {
                 resume.at = Some(BinlogPosition {
                     file: file.clone(),
                     pos: p,
@@ -410,15 +421,11 @@ impl ColumnLookup {
         checksum: bool,
         sink: &mut S,
     ) {
-        let Some(body) = event_body(event, checksum) else {
+        let Some(body) = binlog_body(event, checksum) else {
             return;
         };
-        // The table id leads the body; skip the full parse for ids already handled
-        // (every transaction repeats its TABLE_MAPs).
-        let Some(id) = body
-            .get(..6)
-            .map(|b| b.iter().rev().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
-        else {
+        // Skip the full parse for ids already handled.
+        let Some(id) = crate::binlog::table_map::table_id(body, 6) else {
             return;
         };
         if self.informed.contains(&id) {
@@ -452,7 +459,7 @@ impl ColumnLookup {
     }
 
     fn after_query(&mut self, event: &[u8], checksum: bool) {
-        let Some(body) = event_body(event, checksum) else {
+        let Some(body) = binlog_body(event, checksum) else {
             return;
         };
         // v4 QUERY post-header is 13 bytes on every server rowhook supports.
@@ -483,26 +490,6 @@ impl ColumnLookup {
         }
         result
     }
-}
-
-/// The event without its header and checksum.
-fn event_body(event: &[u8], checksum: bool) -> Option<&[u8]> {
-    let end = if checksum {
-        event.len().checked_sub(4)?
-    } else {
-        event.len()
-    };
-    event.get(HEADER_LEN..end)
-}
-
-fn rotate_target(event: &[u8], checksum: bool) -> Option<String> {
-    let body = event_body(event, checksum)?;
-    Some(String::from_utf8_lossy(body.get(8..)?).into_owned())
-}
-
-fn rotate_position(event: &[u8], checksum: bool) -> Option<u64> {
-    let body = event_body(event, checksum)?;
-    Some(u64::from_le_bytes(body.get(..8)?.try_into().ok()?))
 }
 
 #[cfg(test)]
