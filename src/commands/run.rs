@@ -265,9 +265,10 @@ fn watch_from_outside(
         .name("rowhook-watchdog".into())
         .spawn(move || {
             let mut poked_at = Duration::ZERO;
+            let mut watcher = crate::source::Watcher::new(live);
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_secs(1));
-                let Some((since, phase)) = live.stalled_for() else {
+                let Some((since, phase)) = watcher.stalled_for() else {
                     poked_at = Duration::ZERO;
                     continue;
                 };

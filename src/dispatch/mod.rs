@@ -375,7 +375,9 @@ impl crate::source::EventSink for Dispatch {
                 txn: *txn,
                 id_len: u16::try_from(id_len).unwrap_or(u16::MAX),
                 body: Bytes::copy_from_slice(scratch),
-                made: std::time::Instant::now(),
+                // One clock read per binlog event, not per row: it is when the
+                // event was read, for every row in it.
+                made: began,
             };
             outbox.push(plan.shard_of(task, key), delivery, key_change);
             stats.read(route.task, 1);
