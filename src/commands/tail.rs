@@ -66,14 +66,24 @@ impl<W: Write> Tail<W> {
     /// Returns true when the event ends a transaction.
     pub fn feed(&mut self, pos: u64, event: &[u8]) -> Result<bool, TailError> {
         self.line.clear();
-        let (payloads, line) = (&mut self.payloads, &mut self.line);
         let mut printed = 0;
-        let boundary = self.changes.feed(pos, event, |row, route| {
-            payloads.write(line, route.shape, row, route.keep.as_deref())?;
-            line.push(b'\n');
-            printed += 1;
-            Ok::<(), TailError>(())
-        })?;
+        let mut feed = self.changes.feed(pos);
+        while let Some(mut rows) = self.changes.next_rows(&mut feed, event)? {
+            while let Some(next) = rows.next() {
+                let (row, routes) = next?;
+                for route in routes {
+                    self.payloads.write(
+                        &mut self.line,
+                        route.shape,
+                        &row,
+                        route.keep.as_deref(),
+                    )?;
+                    self.line.push(b'\n');
+                    printed += 1;
+                }
+            }
+        }
+        let boundary = feed.ends_transaction();
         self.stats.events = self.changes.events;
         self.out.write_all(&self.line)?;
         self.stats.payloads += printed;

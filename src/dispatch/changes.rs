@@ -1,10 +1,18 @@
 //! Binlog events -> row changes and the tasks that want them: the front half shared by
 //! `tail` (prints payloads) and `run` (delivers them). Tracks the current binlog file,
 //! the transaction's GTID and information_schema facts applied to each TABLE_MAP.
+//!
+//! The caller pulls: [`Changes::feed`] takes an event in, [`Changes::next_rows`]
+//! hands out its rows events one by one (several in a compressed transaction),
+//! and [`RowsOut::next`] each row with the routes that want it. Nothing here calls
+//! back into the caller.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 
-use crate::binlog::{Decoder, Event, PositionedError};
+use crate::binlog::event::EventHeader;
+use crate::binlog::rows::RowIter;
+use crate::binlog::{Decoder, Event, PositionedError, RowsEvent, RowsKind, TableMap};
 use crate::config::{PayloadShape, TaskConfig};
 use crate::dispatch::payload::{Row, RowPosition};
 use crate::route::{Route, Router};
@@ -12,6 +20,17 @@ use crate::source::columns::ColumnInfo;
 
 /// Decoder state plus routing.
 pub struct Changes {
+    stream: Stream,
+    /// Reused buffer for the inner events of compressed transactions; apart from
+    /// `stream`, so rows borrowed from it can be handed out while the stream
+    /// state moves on.
+    inflated: Vec<u8>,
+    /// Events decoded.
+    pub events: u64,
+}
+
+/// What the event stream has told so far.
+struct Stream {
     decoder: Decoder,
     router: Option<Router>,
     /// The route of "every table" when no tasks are given.
@@ -21,10 +40,6 @@ pub struct Changes {
     columns: HashMap<u64, Vec<ColumnInfo>>,
     /// GTID of the transaction that ended last.
     ended_gtid: Option<String>,
-    /// Events decoded.
-    pub events: u64,
-    /// Reused buffer for the inner events of compressed transactions.
-    inflated: Vec<u8>,
     /// A PREVIOUS_GTIDS event's set, until taken.
     previous_gtids: Option<crate::binlog::gtid::GtidSet>,
 }
@@ -33,103 +48,134 @@ impl Changes {
     /// Routes rows to `tasks`, or every row (pikachu shape) without tasks.
     pub fn new(tasks: Option<Vec<TaskConfig>>, file: String) -> Self {
         Changes {
-            decoder: Decoder::new(),
-            router: tasks.map(Router::new),
-            everything: [Route {
-                task: 0,
-                shape: PayloadShape::Pikachu,
-                keep: None,
-            }],
-            file,
-            gtid: None,
-            columns: HashMap::new(),
-            ended_gtid: None,
-            events: 0,
+            stream: Stream {
+                decoder: Decoder::new(),
+                router: tasks.map(Router::new),
+                everything: [Route {
+                    task: 0,
+                    shape: PayloadShape::Pikachu,
+                    keep: None,
+                }],
+                file,
+                gtid: None,
+                columns: HashMap::new(),
+                ended_gtid: None,
+                previous_gtids: None,
+            },
             inflated: Vec::new(),
-            previous_gtids: None,
+            events: 0,
         }
     }
 
     /// A replication stream starts at `file` with the negotiated checksum setting
     /// (it applies until the stream's own FDE arrives).
     pub fn on_connect(&mut self, checksum: bool, file: &str) {
-        self.decoder.set_checksum(checksum);
-        self.file = file.to_owned();
-        self.gtid = None;
+        self.stream.decoder.set_checksum(checksum);
+        self.stream.file = file.to_owned();
+        self.stream.gtid = None;
     }
 
     /// information_schema facts for `table_id`, applied to its next TABLE_MAP.
     pub fn on_columns(&mut self, table_id: u64, columns: &[ColumnInfo]) {
-        self.columns.insert(table_id, columns.to_vec());
+        self.stream.columns.insert(table_id, columns.to_vec());
     }
 
     /// The binlog file events come from.
     pub fn set_file(&mut self, file: &str) {
-        if file != self.file {
-            self.file = file.to_owned();
+        if file != self.stream.file {
+            self.stream.file = file.to_owned();
         }
     }
 
-    /// Decodes the event at `pos` and calls `each` for every (row, route) pair in
-    /// binlog order. Returns true when the event ends a transaction.
-    pub fn feed<E: From<PositionedError>>(
-        &mut self,
-        pos: u64,
-        event: &[u8],
-        mut each: impl FnMut(&Row<'_>, &Route) -> Result<(), E>,
-    ) -> Result<bool, E> {
-        let at = |file: &str, source| PositionedError {
-            file: file.to_owned(),
-            pos,
-            source,
-        };
-        let (header, ev) = self.decoder.decode(event).map_err(|e| at(&self.file, e))?;
+    /// Takes in the event at `pos`; its rows come out of [`Changes::next_rows`].
+    pub fn feed(&mut self, pos: u64) -> Feed {
         self.events += 1;
-        let Event::Compressed(payload) = ev else {
-            return self
-                .apply(pos, header, ev, 0, &mut each)
-                .map(|(end, _)| end);
-        };
-        // A compressed transaction: its inner events all sit at the outer event's
-        // position, so rows are numbered across them to keep webhook ids unique.
-        let mut inflated = std::mem::take(&mut self.inflated);
-        let result = (|| {
-            payload
-                .inflate(&mut inflated)
-                .map_err(|e| at(&self.file, e))?;
-            let (mut ended, mut rows) = (false, 0u32);
-            for inner in crate::binlog::compressed::events(&inflated) {
-                let inner = inner.map_err(|e| at(&self.file, e))?;
-                let (header, ev) = self
-                    .decoder
-                    .decode_inner(inner)
-                    .map_err(|e| at(&self.file, e))?;
-                let (end, n) = self.apply(pos, header, ev, rows, &mut each)?;
-                ended |= end;
-                rows += n;
-            }
-            Ok(ended)
-        })();
-        self.inflated = inflated;
-        result
+        Feed {
+            pos,
+            stage: Stage::Start,
+            rows_out: Cell::new(0),
+            ends_transaction: false,
+        }
     }
 
-    /// Applies one decoded event; rows are numbered from `first_row`. Returns
-    /// whether it ends a transaction and how many rows it had.
-    fn apply<E: From<PositionedError>>(
-        &mut self,
-        pos: u64,
-        header: crate::binlog::event::EventHeader,
-        ev: Event<'_>,
-        first_row: u32,
-        each: &mut impl FnMut(&Row<'_>, &Route) -> Result<(), E>,
-    ) -> Result<(bool, u32), E> {
-        let file = &self.file;
-        let at = |source| PositionedError {
-            file: file.clone(),
-            pos,
-            source,
+    /// Decodes `event` (the one `feed` took in) up to its next rows event that a
+    /// task wants and hands out its rows; `None` once the event is done. A
+    /// compressed transaction holds several rows events: call until `None`.
+    pub fn next_rows<'a>(
+        &'a mut self,
+        feed: &'a mut Feed,
+        event: &'a [u8],
+    ) -> Result<Option<RowsOut<'a>>, PositionedError> {
+        let Changes {
+            stream, inflated, ..
+        } = self;
+        if let Stage::Start = feed.stage {
+            feed.stage = Stage::Done;
+            let (header, ev) = stream
+                .decoder
+                .decode(event)
+                .map_err(|e| stream.at(feed, e))?;
+            let Event::Compressed(payload) = ev else {
+                return match stream.apply(feed, ev)? {
+                    Some(rows) => stream.rows_out(feed, header, rows).map(Some),
+                    None => Ok(None),
+                };
+            };
+            payload.inflate(inflated).map_err(|e| stream.at(feed, e))?;
+            feed.stage = Stage::Inner(0);
+        }
+        let inflated: &'a [u8] = inflated;
+        // The inner events of a compressed transaction all sit at the outer event's
+        // position; rows are numbered across them.
+        let found = loop {
+            let Stage::Inner(offset) = feed.stage else {
+                return Ok(None);
+            };
+            let rest = inflated.get(offset..).unwrap_or_default();
+            let Some(inner) = crate::binlog::compressed::events(rest).next() else {
+                feed.stage = Stage::Done;
+                return Ok(None);
+            };
+            let inner = inner.map_err(|e| stream.at(feed, e))?;
+            feed.stage = Stage::Inner(offset + inner.len());
+            let (header, ev) = stream
+                .decoder
+                .decode_inner(inner)
+                .map_err(|e| stream.at(feed, e))?;
+            if let Some(rows) = stream.apply(feed, ev)? {
+                break (header, rows);
+            }
         };
+        stream.rows_out(feed, found.0, found.1).map(Some)
+    }
+
+    /// The set of a PREVIOUS_GTIDS event just fed (MySQL, start of a file).
+    pub fn take_previous_gtids(&mut self) -> Option<crate::binlog::gtid::GtidSet> {
+        self.stream.previous_gtids.take()
+    }
+
+    /// The GTID of the transaction the last boundary ended (when the server has GTIDs).
+    pub fn ended_gtid(&self) -> Option<&str> {
+        self.stream.ended_gtid.as_deref()
+    }
+}
+
+impl Stream {
+    fn at(&self, feed: &Feed, source: crate::binlog::DecodeError) -> PositionedError {
+        PositionedError {
+            file: self.file.clone(),
+            pos: feed.pos,
+            source,
+        }
+    }
+
+    /// Applies one decoded event to the state; a rows event that some task wants
+    /// is returned for the caller.
+    fn apply<'e>(
+        &mut self,
+        feed: &mut Feed,
+        ev: Event<'e>,
+    ) -> Result<Option<RowsEvent<'e>>, PositionedError> {
         match ev {
             Event::Rotate { file, .. } => self.file = file,
             Event::Gtid(g) => self.gtid = Some(g),
@@ -147,71 +193,154 @@ impl Changes {
             }
             Event::Rows(rows) => {
                 let Some(table) = self.decoder.table(rows.table_id) else {
-                    return Err(at(crate::binlog::DecodeError::UnknownTable(rows.table_id)).into());
+                    return Err(self.at(
+                        feed,
+                        crate::binlog::DecodeError::UnknownTable(rows.table_id),
+                    ));
                 };
-                if let Some(router) = &mut self.router {
-                    router.prepare(table);
-                }
-                let router = self.router.as_ref();
-                let routes: &[Route] = match router {
-                    None => &self.everything,
-                    Some(r) => r.routes(table.table_id),
-                };
-                let wanted = |r: &&Route| router.is_none_or(|x| x.wants(r.task, rows.kind));
-                if !routes.iter().any(|r| wanted(&r)) {
-                    return Ok((false, 0));
-                }
-                let mut count = 0u32;
-                for (index, change) in rows.rows(table).map_err(at)?.enumerate() {
-                    let row = Row {
-                        at: RowPosition {
-                            file: &self.file,
-                            pos,
-                            index: first_row.saturating_add(index as u32),
-                            timestamp: header.timestamp,
-                            gtid: self.gtid.as_deref(),
-                        },
-                        kind: rows.kind,
-                        table,
-                        change: change.map_err(at)?,
-                    };
-                    for route in routes.iter().filter(wanted) {
-                        each(&row, route)?;
+                let wanted = match &mut self.router {
+                    None => true,
+                    Some(router) => {
+                        router.prepare(table);
+                        router
+                            .routes(table.table_id)
+                            .iter()
+                            .any(|route| router.wants(route.task, rows.kind))
                     }
-                    count += 1;
-                }
-                return Ok((false, count));
+                };
+                return Ok(wanted.then_some(rows));
             }
-            Event::Xid(_) => return Ok((self.end_transaction(), 0)),
+            Event::Xid(_) => feed.ends_transaction |= self.end_transaction(),
             // DDL and COMMIT end a transaction; BEGIN starts one.
             Event::Query { sql, .. } if !sql.eq_ignore_ascii_case("BEGIN") => {
-                return Ok((self.end_transaction(), 0))
+                feed.ends_transaction |= self.end_transaction();
             }
             Event::Compressed(_) => {
-                return Err(at(crate::binlog::DecodeError::malformed(
-                    "transaction payload",
-                    "nested payload",
+                return Err(self.at(
+                    feed,
+                    crate::binlog::DecodeError::malformed("transaction payload", "nested payload"),
                 ))
-                .into())
             }
             Event::Query { .. } | Event::FormatDescription | Event::Heartbeat | Event::Other(_) => {
             }
         }
-        Ok((false, 0))
+        Ok(None)
+    }
+
+    /// The rows of `rows`, routed.
+    fn rows_out<'a>(
+        &'a self,
+        feed: &'a Feed,
+        header: EventHeader,
+        rows: RowsEvent<'a>,
+    ) -> Result<RowsOut<'a>, PositionedError> {
+        let table = self.decoder.table(rows.table_id).ok_or_else(|| {
+            self.at(
+                feed,
+                crate::binlog::DecodeError::UnknownTable(rows.table_id),
+            )
+        })?;
+        let routes: &[Route] = match &self.router {
+            None => &self.everything,
+            Some(r) => r.routes(table.table_id),
+        };
+        Ok(RowsOut {
+            iter: rows.rows(table).map_err(|e| self.at(feed, e))?,
+            kind: rows.kind,
+            table,
+            routes,
+            router: self.router.as_ref(),
+            file: &self.file,
+            gtid: self.gtid.as_deref(),
+            pos: feed.pos,
+            timestamp: header.timestamp,
+            numbered: &feed.rows_out,
+        })
     }
 
     fn end_transaction(&mut self) -> bool {
         self.ended_gtid = self.gtid.take();
         true
     }
+}
 
-    /// The set of a PREVIOUS_GTIDS event just fed (MySQL, start of a file).
-    pub fn take_previous_gtids(&mut self) -> Option<crate::binlog::gtid::GtidSet> {
-        self.previous_gtids.take()
+/// One event taken in by [`Changes::feed`].
+#[derive(Debug)]
+pub struct Feed {
+    pos: u64,
+    stage: Stage,
+    /// Rows handed out so far: numbers the rows of a compressed transaction's
+    /// inner events on, so webhook ids stay unique.
+    rows_out: Cell<u32>,
+    ends_transaction: bool,
+}
+
+impl Feed {
+    /// Whether the event ended a transaction: resuming right after it loses and
+    /// repeats nothing. Final once `next_rows` returned `None`.
+    pub fn ends_transaction(&self) -> bool {
+        self.ends_transaction
     }
+}
 
-    /// The GTID of the transaction the last boundary ended (when the server has GTIDs).
-    pub fn ended_gtid(&self) -> Option<&str> {
-        self.ended_gtid.as_deref()
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    Start,
+    /// Inside a compressed transaction: the offset of the next inner event.
+    Inner(usize),
+    Done,
+}
+
+/// The rows of one rows event, each with every route that wants it.
+pub struct RowsOut<'a> {
+    iter: RowIter<'a, 'a>,
+    kind: RowsKind,
+    table: &'a TableMap,
+    routes: &'a [Route],
+    router: Option<&'a Router>,
+    file: &'a str,
+    gtid: Option<&'a str>,
+    pos: u64,
+    timestamp: u32,
+    numbered: &'a Cell<u32>,
+}
+
+impl<'a> RowsOut<'a> {
+    /// The next row and the routes (tasks) that want it; `None` at the end.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(
+        &mut self,
+    ) -> Option<Result<(Row<'a>, impl Iterator<Item = &'a Route> + 'a), PositionedError>> {
+        let change = self.iter.next()?;
+        let index = self.numbered.get();
+        self.numbered.set(index.saturating_add(1));
+        let change = match change {
+            Ok(c) => c,
+            Err(source) => {
+                return Some(Err(PositionedError {
+                    file: self.file.to_owned(),
+                    pos: self.pos,
+                    source,
+                }))
+            }
+        };
+        let row = Row {
+            at: RowPosition {
+                file: self.file,
+                pos: self.pos,
+                index,
+                timestamp: self.timestamp,
+                gtid: self.gtid,
+            },
+            kind: self.kind,
+            table: self.table,
+            change,
+        };
+        let (router, kind) = (self.router, self.kind);
+        let routes = self
+            .routes
+            .iter()
+            .filter(move |r| router.is_none_or(|x| x.wants(r.task, kind)));
+        Some(Ok((row, routes)))
     }
 }

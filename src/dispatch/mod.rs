@@ -356,34 +356,41 @@ impl crate::source::EventSink for Dispatch {
         let mut ledger = ledger.borrow_mut();
         let mut outbox = outbox.borrow_mut();
         let mut routed = false;
-        let boundary = changes.feed(pos, event, |row, route| {
+        let mut feed = changes.feed(pos);
+        while let Some(mut rows) = changes.next_rows(&mut feed, event)? {
             if repeat {
-                return Ok(());
+                continue;
             }
-            routed = true;
-            scratch.clear();
-            let id_len = payloads.write(scratch, route.shape, row, route.keep.as_deref())?;
-            let task = route.task as u32;
-            *seq += 1;
-            let ordering = plan.tasks[route.task].ordering;
-            let key = crate::route::routing_key(ordering, task, payloads.key(), *seq);
-            // Under `table` one lane orders everything already.
-            let key_change = ordering == Ordering::PerKey && payloads.key_changed();
-            let delivery = Delivery {
-                task,
-                key,
-                txn: *txn,
-                id_len: u16::try_from(id_len).unwrap_or(u16::MAX),
-                body: Bytes::copy_from_slice(scratch),
-                // One clock read per binlog event, not per row: it is when the
-                // event was read, for every row in it.
-                made: began,
-            };
-            outbox.push(plan.shard_of(task, key), delivery, key_change);
-            stats.read(route.task, 1);
-            ledger.sent(route.task, *txn);
-            Ok::<(), DispatchError>(())
-        })?;
+            while let Some(next) = rows.next() {
+                let (row, routes) = next?;
+                for route in routes {
+                    routed = true;
+                    scratch.clear();
+                    let id_len =
+                        payloads.write(scratch, route.shape, &row, route.keep.as_deref())?;
+                    let task = route.task as u32;
+                    *seq += 1;
+                    let ordering = plan.tasks[route.task].ordering;
+                    let key = crate::route::routing_key(ordering, task, payloads.key(), *seq);
+                    // Under `table` one lane orders everything already.
+                    let key_change = ordering == Ordering::PerKey && payloads.key_changed();
+                    let delivery = Delivery {
+                        task,
+                        key,
+                        txn: *txn,
+                        id_len: u16::try_from(id_len).unwrap_or(u16::MAX),
+                        body: Bytes::copy_from_slice(scratch),
+                        // One clock read per binlog event, not per row: it is when
+                        // the event was read, for every row in it.
+                        made: began,
+                    };
+                    outbox.push(plan.shard_of(task, key), delivery, key_change);
+                    stats.read(route.task, 1);
+                    ledger.sent(route.task, *txn);
+                }
+            }
+        }
+        let boundary = feed.ends_transaction();
         if let Some(set) = changes.take_previous_gtids() {
             ledger.previous_gtids(*txn, set);
         }
