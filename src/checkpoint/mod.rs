@@ -402,6 +402,57 @@ mod tests {
         );
     }
 
+    /// Checkpoint files written by earlier releases load to the same position
+    /// and source (tests/fixtures/checkpoint/README.md).
+    #[test]
+    fn frozen_checkpoint_files_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixtures = [
+            (
+                include_str!("../../tests/fixtures/checkpoint/2026-11-mariadb.json"),
+                "binlog.000001:2406025",
+                Some("0-1-10155"),
+                None,
+            ),
+            (
+                include_str!("../../tests/fixtures/checkpoint/2026-11-mysql.json"),
+                "binlog.000003:1650975",
+                Some("10ad9e00-0000-4000-8000-000000000001:1-1500"),
+                Some(1_796_045_000),
+            ),
+        ];
+        for (text, at, set, created) in fixtures {
+            std::fs::write(path(dir.path()), text).unwrap();
+            let cp = load(dir.path()).unwrap().unwrap();
+            assert_eq!(cp.position(), at.parse().unwrap());
+            assert_eq!(cp.position().to_string(), at);
+            assert_eq!(cp.gtid_set.as_deref(), set);
+            assert_eq!(cp.file_created, created);
+            // What this version writes for it loads back the same.
+            store(dir.path(), &cp).unwrap();
+            assert_eq!(load(dir.path()).unwrap(), Some(cp));
+        }
+    }
+
+    #[test]
+    fn positions_parse_print_and_order_as_the_stream_goes() {
+        let p = |s: &str| s.parse::<BinlogPosition>().unwrap();
+        let ordered = [
+            "binlog.000009:4",
+            "binlog.000009:1200",
+            "binlog.000010:4",
+            "binlog.999999:77",
+            "binlog.1000000:4",
+        ];
+        for w in ordered.windows(2) {
+            assert!(p(w[0]) < p(w[1]), "{} < {}", w[0], w[1]);
+        }
+        assert_eq!(p("my:host-bin.000002:9").file, "my:host-bin.000002");
+        for bad in ["binlog.000001", "binlog.000001:x", ":4"] {
+            assert!(bad.parse::<BinlogPosition>().is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn store_then_load_round_trips_and_corruption_is_reported() {
         let dir = tempfile::tempdir().unwrap();

@@ -24,6 +24,55 @@ impl std::fmt::Display for BinlogPosition {
     }
 }
 
+/// `file:pos`, as [`BinlogPosition`] prints it.
+impl std::str::FromStr for BinlogPosition {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (file, pos) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?} is not file:position"))?;
+        let pos = pos
+            .parse()
+            .map_err(|_| format!("{s:?}: {pos:?} is not a byte position"))?;
+        if file.is_empty() {
+            return Err(format!("{s:?} names no file"));
+        }
+        Ok(BinlogPosition {
+            file: file.to_owned(),
+            pos,
+        })
+    }
+}
+
+impl BinlogPosition {
+    /// The file's base name and sequence number (`binlog.000042` -> ("binlog", 42)).
+    fn sequence(&self) -> (&str, Option<u64>) {
+        match self.file.rsplit_once('.') {
+            Some((base, n)) => (base, n.parse().ok()),
+            None => (self.file.as_str(), None),
+        }
+    }
+}
+
+/// Stream order: by file sequence number (a seventh digit after `.999999` still
+/// sorts later), then by offset.
+impl Ord for BinlogPosition {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let (a, b) = (self.sequence(), other.sequence());
+        a.0.cmp(b.0)
+            .then(a.1.cmp(&b.1))
+            .then_with(|| self.file.cmp(&other.file))
+            .then(self.pos.cmp(&other.pos))
+    }
+}
+
+impl PartialOrd for BinlogPosition {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 /// What rowhook learned about the source at start-up.
 #[derive(Debug, Clone)]
 pub struct ServerInfo {
