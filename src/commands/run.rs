@@ -183,7 +183,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             glommio::spawn_local(serve).detach();
             links.push(ShardTx { events, bell: ring });
         }
-        let mut sink = Dispatch::new(
+        let mut downstream = Dispatch::new(
             config,
             plan.clone(),
             links,
@@ -192,16 +192,16 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             stats.clone(),
             latency.clone(),
         );
-        glommio::spawn_local(sink.keeper()).detach();
-        glommio::spawn_local(report_progress(sink.progress(), stats.clone())).detach();
+        glommio::spawn_local(downstream.keeper()).detach();
+        glommio::spawn_local(report_progress(downstream.progress(), stats.clone())).detach();
         if let Some(listener) = listener {
-            let view = Admin::new(config, &plan, stats.clone(), latency.clone(), sink.progress());
+            let view = Admin::new(config, &plan, stats.clone(), latency.clone(), downstream.progress());
             glommio::spawn_local(admin::serve(listener, Rc::new(view))).detach();
         }
         let followed = futures_lite::future::or(
             async {
                 let followed =
-                    crate::source::follow(config, &mut sink, resume_from.as_ref(), true, live);
+                    crate::source::follow(config, &mut downstream, resume_from.as_ref(), true, live);
                 Some(followed.await)
             },
             async {
@@ -217,9 +217,9 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         }
         // Whatever stopped the stream, deliver what is in flight (bounded) and make
         // the acknowledged position durable.
-        sink.drain(DRAIN).await?;
-        let left = sink.in_flight();
-        match sink.store_checkpoint().await {
+        downstream.drain(DRAIN).await?;
+        let left = downstream.in_flight();
+        match downstream.store_checkpoint().await {
             Ok(Some(at)) => tracing::info!(checkpoint = %at, undelivered = left, "checkpoint written"),
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "cannot write the checkpoint"),

@@ -97,7 +97,7 @@ impl<W: Write> Tail<W> {
     }
 }
 
-impl<W: Write> crate::source::EventSink for Tail<W> {
+impl<W: Write> crate::source::Downstream for Tail<W> {
     type Error = TailError;
 
     fn on_connect(

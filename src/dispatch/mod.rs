@@ -1,4 +1,4 @@
-//! `run`'s sink on the source core: row changes -> payloads -> the shard that owns
+//! `run`'s downstream of the follow loop, on the source core: row changes -> payloads -> the shard that owns
 //! their key, with the in-flight budget that pauses reading when receivers fall
 //! behind. Each task gets its own share of `max_inflight`, so a task whose receiver
 //! is down fills only its share while the others keep flowing.
@@ -284,7 +284,7 @@ impl Outbox {
     }
 }
 
-impl crate::source::EventSink for Dispatch {
+impl crate::source::Downstream for Dispatch {
     type Error = DispatchError;
 
     fn on_connect(

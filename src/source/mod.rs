@@ -1,6 +1,6 @@
 //! Following the source's binlog: connect, start the dump, hand every event to a
-//! sink, and on a dead link reconnect with backoff from the last transaction
-//! boundary the sink confirmed. Runs on the source core's glommio executor.
+//! downstream, and on a dead link reconnect with backoff from the last transaction
+//! boundary the downstream confirmed. Runs on the source core's glommio executor.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
@@ -21,11 +21,11 @@ use columns::{ColumnInfo, SchemaCache};
 const MAX_PACKET: usize = 1 << 30;
 
 /// What consumes the binlog stream.
-// Sinks run on one executor and are never boxed, so the future's auto traits do
+// Downstreams run on one executor and are never boxed, so the future's auto traits do
 // not matter.
 #[allow(async_fn_in_trait)]
-pub trait EventSink {
-    /// Why the sink gives up.
+pub trait Downstream {
+    /// Why the downstream gives up.
     type Error: std::error::Error;
 
     /// A (re)connection is about to stream events from `from`; `gtids`, when
@@ -55,8 +55,8 @@ pub trait EventSink {
         event: &[u8],
     ) -> Result<bool, Self::Error>;
 
-    /// Waits until the sink can take more events. The socket is not read meanwhile,
-    /// so a slow sink pushes back on the server through TCP.
+    /// Waits until the downstream can take more events. The socket is not read meanwhile,
+    /// so a slow downstream pushes back on the server through TCP.
     async fn ready(&mut self) -> Result<(), Self::Error> {
         Ok(())
     }
@@ -68,7 +68,7 @@ pub enum SourceError<E: std::error::Error + 'static> {
     /// The server refused, or the link failed in a way a reconnect cannot fix.
     #[error(transparent)]
     Mysql(#[from] MysqlError),
-    /// The sink failed.
+    /// The downstream failed.
     #[error(transparent)]
     Sink(E),
 }
@@ -99,7 +99,7 @@ impl Phase {
 }
 
 /// The follow loop's heartbeat: a count of steps, the phase it is in, and
-/// whether it is waiting on purpose (a backoff, or the sink pushing back). Shared
+/// whether it is waiting on purpose (a backoff, or the downstream pushing back). Shared
 /// with a watchdog thread, so a source core that stops moving is seen from
 /// outside it. A step is one relaxed add — no clock read on the hot path; each
 /// observer ([`Watcher`]) times the count itself.
@@ -199,12 +199,12 @@ struct Resume {
 }
 
 /// Follows the binlog from the `saved` checkpoint (else `source.start`) until the
-/// sink fails or a non-transient error occurs. `retry_first` decides whether a
+/// downstream fails or a non-transient error occurs. `retry_first` decides whether a
 /// failing first connection is retried (a service) or reported at once (an
 /// interactive tool).
-pub async fn follow<S: EventSink>(
+pub async fn follow<S: Downstream>(
     config: &Config,
-    sink: &mut S,
+    downstream: &mut S,
     saved: Option<&Checkpoint>,
     retry_first: bool,
     live: Arc<Liveness>,
@@ -235,7 +235,7 @@ where
             saved,
             &mut resume,
             &mut connected_before,
-            sink,
+            downstream,
             &live,
         );
         let limit = stall_limit(config.source.heartbeat);
@@ -247,7 +247,7 @@ where
             Err(SourceError::Sink(e)) => return Err(SourceError::Sink(e)),
             Err(SourceError::Mysql(e)) => e,
         };
-        sink.on_disconnect(&err);
+        downstream.on_disconnect(&err);
         if !err.is_transient() || (!connected_before && !retry_first) {
             return Err(err.into());
         }
@@ -267,13 +267,13 @@ where
     }
 }
 
-async fn stream_once<S: EventSink>(
+async fn stream_once<S: Downstream>(
     config: &Config,
     options: &ReplicaOptions,
     saved: Option<&Checkpoint>,
     resume: &mut Resume,
     connected: &mut bool,
-    sink: &mut S,
+    downstream: &mut S,
     live: &Liveness,
 ) -> Result<(), SourceError<S::Error>>
 where
@@ -340,9 +340,10 @@ where
             (from, None, seed)
         }
     };
-    // The sink may refuse this server (a checkpoint from another one) before any
+    // The downstream may refuse this server (a checkpoint from another one) before any
     // position of it is asked for.
-    sink.on_connect(&info, &from, seed.as_ref())
+    downstream
+        .on_connect(&info, &from, seed.as_ref())
         .map_err(SourceError::Sink)?;
     live.beat(Phase::Dumping);
     replica::start_dump(&mut conn, &info, options, &from, gtid_start.as_ref()).await?;
@@ -374,18 +375,18 @@ where
             }
             kind::TABLE_MAP => {
                 columns
-                    .before_table_map(config, &event, info.checksum, sink)
+                    .before_table_map(config, &event, info.checksum, downstream)
                     .await
             }
             kind::QUERY => columns.after_query(&event, info.checksum),
             _ => {}
         }
-        let boundary = sink
+        let boundary = downstream
             .on_event(&file, start, &header, &event)
             .map_err(SourceError::Sink)?;
-        // A sink pushing back (receivers behind) is a wait on purpose.
+        // A downstream pushing back (receivers behind) is a wait on purpose.
         live.idle(true);
-        let ready = sink.ready().await;
+        let ready = downstream.ready().await;
         live.idle(false);
         ready.map_err(SourceError::Sink)?;
         if boundary && header.log_pos != 0 {
@@ -429,12 +430,12 @@ impl ColumnLookup {
         }
     }
 
-    async fn before_table_map<S: EventSink>(
+    async fn before_table_map<S: Downstream>(
         &mut self,
         config: &Config,
         event: &[u8],
         checksum: bool,
-        sink: &mut S,
+        downstream: &mut S,
     ) {
         let Some(body) = binlog_body(event, checksum) else {
             return;
@@ -469,7 +470,7 @@ impl ColumnLookup {
             }
         }
         if let Some(cols) = self.cache.get(&map.schema, &map.table) {
-            sink.on_columns(map.table_id, cols);
+            downstream.on_columns(map.table_id, cols);
         }
     }
 
@@ -519,7 +520,7 @@ mod tests {
         ex.run(async {
             let live = Arc::new(Liveness::default());
             let limit = Duration::from_millis(80);
-            // Waiting on purpose (backoff, sink pushing back) is never a stall.
+            // Waiting on purpose (backoff, downstream pushing back) is never a stall.
             live.idle(true);
             let quiet =
                 futures_lite::future::or(async { Some(watchdog(&live, limit).await) }, async {
