@@ -2,7 +2,7 @@
 //! Everything here is sans-I/O except `file`, which reads a binlog from disk.
 
 pub mod compressed;
-mod cursor;
+pub(crate) mod cursor;
 mod decimal;
 pub mod error;
 pub mod event;

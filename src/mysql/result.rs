@@ -36,21 +36,13 @@ pub fn parse_row(p: &[u8], columns: usize) -> Result<Row, MysqlError> {
     Ok(row)
 }
 
-/// A length-encoded integer at `i`: (value, index after it).
+/// A length-encoded integer at `i`: (value, index after it). Read by the one
+/// reader of them, the binlog decoder's cursor.
 fn lenenc(p: &[u8], i: usize) -> Option<(u64, usize)> {
-    let first = *p.get(i)?;
-    let n = match first {
-        0..=0xfa => return Some((u64::from(first), i + 1)),
-        0xfc => 2,
-        0xfd => 3,
-        0xfe => 8,
-        _ => return None,
-    };
-    let bytes = p.get(i + 1..i + 1 + n)?;
-    Some((
-        bytes.iter().rev().fold(0, |a, &b| (a << 8) | u64::from(b)),
-        i + 1 + n,
-    ))
+    let rest = p.get(i..)?;
+    let mut c = crate::binlog::cursor::Cursor::new(rest);
+    let value = c.lenenc("length-encoded integer").ok()?;
+    Some((value, i + rest.len() - c.remaining()))
 }
 
 #[cfg(test)]
