@@ -14,11 +14,11 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::admin::{self, Admin};
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::Config;
-use crate::delivery::bell::Doorbell;
-use crate::delivery::shard::{self, ShardLink};
+use crate::delivery::seam;
+use crate::delivery::shard;
 use crate::delivery::stats::Stats;
 use crate::delivery::Plan;
-use crate::dispatch::{Dispatch, DispatchError, ShardTx};
+use crate::dispatch::{Dispatch, DispatchError};
 use crate::metrics::Latency;
 use crate::mysql::replica;
 use crate::source::SourceError;
@@ -91,15 +91,11 @@ pub fn run(config: &Config) -> Result<(), RunError> {
     let mut senders = Vec::with_capacity(shards);
     let mut handles = Vec::with_capacity(shards);
     for index in 0..shards {
-        let (events_tx, events_rx) = crossbeam_channel::bounded(capacity);
-        let (bell_tx, bell_rx) = Doorbell::shared().map_err(|e| RunError::Start {
-            what: format!("the doorbell of shard {index}"),
-            reason: e.to_string(),
-        })?;
-        let link = ShardLink {
-            events: events_rx,
-            acks: ack_tx.clone(),
-        };
+        let (tx, link, bell_rx) =
+            seam::cross_core(capacity, &ack_tx).map_err(|e| RunError::Start {
+                what: format!("the doorbell of shard {index}"),
+                reason: e.to_string(),
+            })?;
         let cpu = config.runtime.pin.then_some(cpus[(index + 1) % cores]);
         let (plan, stats, latency) = (plan.clone(), stats.clone(), latency.clone());
         // The start closure may be tried twice (pinned, then not); the link moves
@@ -113,16 +109,10 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             }
         })?;
         handles.push(handle);
-        senders.push((events_tx, bell_tx));
+        senders.push(tx);
     }
-    let local_link = on_source.then(|| {
-        let (events_tx, events_rx) = crossbeam_channel::bounded(capacity);
-        let link = ShardLink {
-            events: events_rx,
-            acks: ack_tx.clone(),
-        };
-        (events_tx, link)
-    });
+    // The local channel behind a same-core bell is made on the source core.
+    let local_acks = on_source.then(|| ack_tx.clone());
     drop(ack_tx);
     if on_source {
         tracing::info!(tasks = plan.tasks.len(), pinned = config.runtime.pin, cpus = ?cpus, "delivery runs on the source core (runtime.shards: 0)");
@@ -170,18 +160,12 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         } else {
             None
         };
-        let mut links = Vec::with_capacity(senders.len());
-        for (events, bell) in senders {
-            links.push(ShardTx {
-                events,
-                bell,
-            });
-        }
-        if let Some((events, link)) = local_link {
-            let (ring, bell) = Doorbell::local();
+        let mut links = senders;
+        if let Some(acks) = &local_acks {
+            let (tx, link, bell) = seam::same_core(capacity, acks);
             let serve = shard::serve(0, plan.clone(), stats.clone(), latency.clone(), link, bell);
             glommio::spawn_local(serve).detach();
-            links.push(ShardTx { events, bell: ring });
+            links.push(tx);
         }
         let mut downstream = Dispatch::new(
             config,

@@ -12,6 +12,7 @@ pub mod lane;
 pub mod outcome;
 pub mod plan;
 pub mod request;
+pub mod seam;
 pub mod shard;
 pub mod sign;
 pub mod stats;

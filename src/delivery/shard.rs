@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Sender, TryRecvError};
 use hdrhistogram::Histogram;
 
 use super::bell::Doorbell;
@@ -20,13 +20,7 @@ use super::{Ack, Delivery, Plan};
 use crate::http::{Endpoint, Pool};
 use crate::metrics::{new_histogram, Latency, Stage};
 
-/// The shard's ends of its channels.
-pub struct ShardLink {
-    /// Batches of events from the source core.
-    pub events: Receiver<Vec<Delivery>>,
-    /// Acks back to the source core.
-    pub acks: Sender<Ack>,
-}
+pub use super::seam::ShardLink;
 
 /// What a shard's lanes share.
 pub struct ShardCtx {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, TrySendError};
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -48,13 +48,7 @@ pub enum DispatchError {
     Checkpoint(#[from] CheckpointError),
 }
 
-/// The source core's end of one shard.
-pub struct ShardTx {
-    /// Batches of events.
-    pub events: Sender<Vec<Delivery>>,
-    /// Wakes the shard after a push.
-    pub bell: crate::delivery::bell::Ringer,
-}
+pub use crate::delivery::seam::ShardTx;
 
 /// Turns the binlog stream into deliveries.
 pub struct Dispatch {
