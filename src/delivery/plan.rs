@@ -169,3 +169,52 @@ fn request_head(e: &Endpoint, headers: &[(String, String)]) -> Result<Vec<u8>, S
 fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(worker_count: u32, shards: usize, tasks: &str) -> Plan {
+        let config = crate::config::load_texts(
+            &[(
+                "config.yaml",
+                &format!("database: {{host: h, user: u, server_id: 1}}\ndispatcher: {{worker_count: {worker_count}}}\n"),
+            )],
+            Some(("tasks.yaml", tasks)),
+        )
+        .unwrap()
+        .config;
+        Plan::new(&config, shards).unwrap()
+    }
+
+    const TWO_TASKS: &str = "tasks:
+  - {task_id: a, table_name: t, events: [insert], callback_url: 'http://h/a'}
+  - {task_id: b, table_name: t, events: [insert], callback_url: 'http://h/b', ordering: table, headers: {X-Team: blue}}
+";
+
+    #[test]
+    fn worker_count_is_shared_out_as_lanes_and_every_place_exists() {
+        // 16 requests over 2 shards and 2 tasks: 4 lanes per task per shard, but
+        // one for the task ordered by table.
+        let p = plan(16, 2, TWO_TASKS);
+        assert_eq!((p.tasks[0].lanes, p.tasks[1].lanes), (4, 1));
+        // Fewer workers than tasks: still one lane each.
+        assert_eq!(plan(1, 2, TWO_TASKS).tasks[0].lanes, 1);
+        for key in [0u64, 1, 7, u64::MAX] {
+            assert!(p.shard_of(0, key) < p.shards && p.lane_of(0, key) < p.tasks[0].lanes);
+            assert_eq!(
+                p.shard_of(1, key),
+                p.shard_of(1, 0),
+                "table order: one shard"
+            );
+            assert_eq!(p.lane_of(1, key), 0);
+        }
+        // The request head carries the task's own headers after rowhook's.
+        let head = String::from_utf8(p.tasks[1].head.clone()).unwrap();
+        assert!(
+            head.starts_with("POST /b HTTP/1.1\r\nHost: h\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("X-Team: blue\r\n"), "{head}");
+    }
+}
