@@ -7,7 +7,6 @@ mod render;
 mod server;
 
 use std::rc::Rc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +44,8 @@ struct TaskInfo {
 pub struct Admin {
     server: ServerConfig,
     tasks: Vec<TaskInfo>,
+    /// The delivery plan, for its operator controls (pause/resume).
+    plan: Arc<Plan>,
     stats: Arc<Stats>,
     latency: Arc<Latency>,
     progress: Rc<Progress>,
@@ -63,7 +64,7 @@ impl Admin {
     /// The admin view of a running instance.
     pub fn new(
         config: &Config,
-        plan: &Plan,
+        plan: &Arc<Plan>,
         stats: Arc<Stats>,
         latency: Arc<Latency>,
         progress: Rc<Progress>,
@@ -86,6 +87,7 @@ impl Admin {
         Admin {
             server: config.server.clone(),
             tasks,
+            plan: plan.clone(),
             stats,
             latency,
             progress,
@@ -115,7 +117,7 @@ impl Admin {
             .enumerate()
             .filter(|(i, _)| {
                 p.task_in_flight.get(*i).is_some_and(|n| n.get() > 0)
-                    && !self.stats.is_paused(*i as u32)
+                    && !self.plan.controls.is_paused(*i as u32)
             })
             .map(|(_, t)| t.id.as_str())
             .collect();
@@ -145,8 +147,6 @@ impl Admin {
 
     /// Pauses or resumes task `index`.
     fn set_paused(&self, index: usize, paused: bool) {
-        if let Some(t) = self.stats.tasks.get(index) {
-            t.paused.store(paused, Relaxed);
-        }
+        self.plan.controls.set_paused(index, paused);
     }
 }

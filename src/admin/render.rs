@@ -199,7 +199,7 @@ fn duration_text(secs: u64) -> String {
 fn state(admin: &Admin, index: usize) -> &'static str {
     if !admin.tasks[index].enabled {
         "disabled"
-    } else if admin.stats.is_paused(index as u32) {
+    } else if admin.plan.controls.is_paused(index as u32) {
         "paused"
     } else {
         "running"
@@ -536,7 +536,7 @@ fn prometheus(admin: &Admin) -> Reply {
             o,
             "rowhook_task_paused{{task=\"{}\"}} {}",
             label(&t.id),
-            u8::from(admin.stats.is_paused(i as u32))
+            u8::from(admin.plan.controls.is_paused(i as u32))
         );
     }
     family(

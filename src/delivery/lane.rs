@@ -85,7 +85,7 @@ pub async fn run(ctx: Rc<ShardCtx>, task: u32, lane: Rc<Lane>) {
         }
         lane.busy.set(true);
         // A paused task's events stay queued (and unacked, so the checkpoint waits).
-        while ctx.stats.is_paused(task) {
+        while ctx.plan.controls.is_paused(task) {
             glommio::timer::sleep(PAUSE_POLL).await;
         }
         batch.extend(lane.pop());

@@ -2,6 +2,7 @@
 //! endpoints, pre-built request heads, lane counts, retry settings.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,6 +64,8 @@ pub struct Plan {
     pub pool_limit: usize,
     /// Where dead-letter files go.
     pub dlq_dir: PathBuf,
+    /// What an operator changes while running (pause/resume), per task.
+    pub controls: Arc<Controls>,
     /// TLS for https callbacks.
     pub tls: Arc<rustls::ClientConfig>,
 }
@@ -118,6 +121,13 @@ impl Plan {
             retry_max_delay: d.retry_max_delay,
             pool_limit: (d.max_connections as usize / shards).max(1),
             dlq_dir: config.state.dir.join("dlq"),
+            controls: Arc::new(Controls {
+                paused: config
+                    .tasks
+                    .iter()
+                    .map(|_| AtomicBool::new(false))
+                    .collect(),
+            }),
             tls,
         })
     }
@@ -135,6 +145,28 @@ impl Plan {
     pub fn lane_of(&self, task: u32, key: u64) -> usize {
         let lanes = self.tasks.get(task as usize).map_or(1, |t| t.lanes);
         crate::route::lane_of(key, self.shards, u32::try_from(lanes).unwrap_or(u32::MAX))
+    }
+}
+
+/// Operator controls per task, read by the lanes and set by the admin server.
+#[derive(Debug, Default)]
+pub struct Controls {
+    paused: Vec<AtomicBool>,
+}
+
+impl Controls {
+    /// Whether task `task` is paused: its lanes hold their events.
+    pub fn is_paused(&self, task: u32) -> bool {
+        self.paused
+            .get(task as usize)
+            .is_some_and(|p| p.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Pauses or resumes task `task`.
+    pub fn set_paused(&self, task: usize, paused: bool) {
+        if let Some(p) = self.paused.get(task) {
+            p.store(paused, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 

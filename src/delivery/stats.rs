@@ -1,7 +1,7 @@
 //! Delivery counters per task, shared by all shards (relaxed atomics: each counter
 //! is written by few threads and read only for reports).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::http::{HttpError, Response};
 
@@ -21,8 +21,6 @@ pub struct TaskStats {
     /// Attempts answered 2xx, 3xx, 4xx, 5xx, and attempts without an answer
     /// (connection failure, timeout, malformed response).
     pub answers: [AtomicU64; 5],
-    /// Held by an operator: lanes send nothing until resumed.
-    pub paused: AtomicBool,
     /// Failed attempts to write a dead letter (full disk, I/O error).
     pub dlq_write_errors: AtomicU64,
     /// The last dead-letter write error, while writes keep failing.
@@ -109,13 +107,6 @@ impl Stats {
         if let Some(t) = self.tasks.get(task) {
             t.read.fetch_add(events, Relaxed);
         }
-    }
-
-    /// Whether `task` is paused.
-    pub fn is_paused(&self, task: u32) -> bool {
-        self.tasks
-            .get(task as usize)
-            .is_some_and(|t| t.paused.load(Relaxed))
     }
 
     /// Totals over all tasks: (delivered, retries, dead-lettered).
