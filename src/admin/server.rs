@@ -30,11 +30,22 @@ const IDLE: Duration = Duration::from_secs(30);
 /// From a request's first byte to its last: a client trickling bytes is cut off.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 
+/// The admin port cannot be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("{addr}: {reason} (server.bind / server.port; is another instance running?)")]
+pub struct BindError {
+    /// The address asked for.
+    pub addr: std::net::SocketAddr,
+    /// glommio's complaint.
+    pub reason: String,
+}
+
 /// Binds the admin listener, so a taken port fails the start, not later.
-pub fn bind(admin: &crate::config::ServerConfig) -> Result<TcpListener, String> {
+pub fn bind(admin: &crate::config::ServerConfig) -> Result<TcpListener, BindError> {
     let addr = std::net::SocketAddr::new(admin.bind, admin.port);
-    TcpListener::bind(addr).map_err(|e| {
-        format!("{addr}: {e} (server.bind / server.port; is another instance running?)")
+    TcpListener::bind(addr).map_err(|e| BindError {
+        addr,
+        reason: e.to_string(),
     })
 }
 

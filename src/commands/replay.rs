@@ -26,8 +26,8 @@ pub struct Replayed {
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     /// The configuration does not make a delivery plan.
-    #[error("{0}")]
-    Plan(String),
+    #[error(transparent)]
+    Plan(#[from] crate::delivery::plan::PlanError),
     /// A file could not be read, moved or written.
     #[error("{path}: {source}")]
     Io {
@@ -38,7 +38,7 @@ pub enum ReplayError {
     },
     /// The executor could not start.
     #[error("cannot start the io_uring executor: {0}")]
-    Executor(String),
+    Executor(#[from] glommio::GlommioError<()>),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError + '_ {
@@ -50,7 +50,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError + '_ {
 
 /// Replays the dead letters of `task` (or all) under `config`'s state directory.
 pub fn replay(config: &Config, task: Option<&str>) -> Result<Replayed, ReplayError> {
-    let plan = Plan::new(config, 1).map_err(ReplayError::Plan)?;
+    let plan = Plan::new(config, 1)?;
     let dir = plan.dlq_dir.clone();
     // A replay that died (full disk, kill) left its letters aside: they come back
     // first, so none is hidden.
@@ -60,7 +60,7 @@ pub fn replay(config: &Config, task: Option<&str>) -> Result<Replayed, ReplayErr
         .name("rowhook-replay")
         .io_memory(crate::commands::run::IO_MEMORY)
         .make()
-        .map_err(|e| ReplayError::Executor(e.to_string()))?;
+        .map_err(ReplayError::Executor)?;
     executor.run(async move {
         let mut total = Replayed::default();
         for file in files {

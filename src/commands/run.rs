@@ -32,14 +32,14 @@ pub(crate) const IO_MEMORY: usize = 256 << 10;
 pub enum RunError {
     /// The configuration cannot be turned into a delivery plan.
     #[error("{0}")]
-    Plan(String),
+    Plan(#[from] crate::delivery::plan::PlanError),
     /// A thread or executor could not be started.
-    #[error("cannot start {what}: {reason}")]
+    #[error("cannot start {what}: {source}")]
     Start {
         /// Which one.
         what: String,
         /// Why.
-        reason: String,
+        source: Box<dyn std::error::Error + Send>,
     },
     /// Replication failed for good.
     #[error(transparent)]
@@ -78,7 +78,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
     // 0: one shard, run as a task on the source core (no cross-thread wake-ups).
     let shards = config.runtime.shard_count(cores) as usize;
     let on_source = shards == 0;
-    let plan = Arc::new(Plan::new(config, shards.max(1)).map_err(RunError::Plan)?);
+    let plan = Arc::new(Plan::new(config, shards.max(1))?);
     if let Err(e) = crate::delivery::dlq::recover(&plan.dlq_dir) {
         tracing::error!(dir = %plan.dlq_dir.display(), error = %e, "cannot recover the dead letters of an unfinished replay; `rowhook dlq list` retries");
     }
@@ -94,7 +94,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         let (tx, link, bell_rx) =
             seam::cross_core(capacity, &ack_tx).map_err(|e| RunError::Start {
                 what: format!("the doorbell of shard {index}"),
-                reason: e.to_string(),
+                source: Box::new(e),
             })?;
         let cpu = config.runtime.pin.then_some(cpus[(index + 1) % cores]);
         let (plan, stats, latency) = (plan.clone(), stats.clone(), latency.clone());
@@ -141,7 +141,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
             .map_err(|e| RunError::Start {
                 what: "signal handling".into(),
-                reason: e.to_string(),
+                source: Box::new(e),
             })?;
     }
     let live = Arc::new(crate::source::Liveness::default());
@@ -151,9 +151,9 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         // Bound on the source core before replication starts, so a taken port
         // stops the start with a clear error.
         let listener = if config.server.enabled {
-            let l = admin::bind(&config.server).map_err(|reason| RunError::Start {
+            let l = admin::bind(&config.server).map_err(|e| RunError::Start {
                 what: "the admin server".into(),
-                reason,
+                source: Box::new(e),
             })?;
             tracing::info!(listen = %format!("http://{}:{}", config.server.bind, config.server.port), health = %config.server.path, "admin server listening");
             Some(l)
@@ -210,7 +210,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         }
         match followed {
             None | Some(Ok(())) => Ok(()),
-            Some(Err(SourceError::Sink(e))) => Err(e.into()),
+            Some(Err(SourceError::Downstream(e))) => Err(e.into()),
             Some(Err(SourceError::Mysql(e))) => Err(explain(config, start.as_ref(), e).await),
         }
     });
@@ -239,7 +239,7 @@ fn watch_from_outside(
     )
     .map_err(|e| RunError::Start {
         what: "the source watchdog".into(),
-        reason: e.to_string(),
+        source: Box::new(e),
     })?;
     // SAFETY: pthread_self has no preconditions; the source executor runs on this
     // thread, which outlives the watchdog (it checks `stop` and the process exits).
@@ -271,7 +271,7 @@ fn watch_from_outside(
         .map(|_| ())
         .map_err(|e| RunError::Start {
             what: "the source watchdog".into(),
-            reason: e.to_string(),
+            source: Box::new(e),
         })
 }
 
@@ -360,7 +360,7 @@ where
         .spawn(make)
         .map_err(|e| RunError::Start {
             what: name.to_owned(),
-            reason: e.to_string(),
+            source: Box::new(e),
         })
 }
 
@@ -383,6 +383,6 @@ fn make_source(cpu: Option<usize>) -> Result<glommio::LocalExecutor, RunError> {
         .make()
         .map_err(|e| RunError::Start {
             what: "the source executor".into(),
-            reason: e.to_string(),
+            source: Box::new(e),
         })
 }

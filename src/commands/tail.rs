@@ -152,7 +152,7 @@ pub fn tail_live<W: Write>(
         let live = std::sync::Arc::new(crate::source::Liveness::default());
         match crate::source::follow(config, &mut tail, None, false, live).await {
             Ok(()) => Ok(()),
-            Err(crate::source::SourceError::Sink(e)) => Err(e),
+            Err(crate::source::SourceError::Downstream(e)) => Err(e),
             Err(crate::source::SourceError::Mysql(e)) => Err(TailError::Source(e)),
         }
     })

@@ -72,7 +72,7 @@ pub struct Plan {
 
 impl Plan {
     /// Resolves `config` for `shards` delivery shards.
-    pub fn new(config: &Config, shards: usize) -> Result<Plan, String> {
+    pub fn new(config: &Config, shards: usize) -> Result<Plan, PlanError> {
         let shards = shards.max(1);
         let d = &config.dispatcher;
         // worker_count bounds concurrent requests over all shards and tasks; each
@@ -91,10 +91,15 @@ impl Plan {
         let lanes = (per_shard / enabled).max(1);
         let mut tasks = Vec::with_capacity(config.tasks.len());
         for t in &config.tasks {
-            let endpoint = Endpoint::parse(&t.callback_url)
-                .map_err(|e| format!("task {}: callback_url {e}", t.task_id))?;
-            let head = request_head(&endpoint, &t.headers)
-                .map_err(|e| format!("task {}: headers: {e}", t.task_id))?;
+            let endpoint =
+                Endpoint::parse(&t.callback_url).map_err(|source| PlanError::Callback {
+                    task: t.task_id.clone(),
+                    source,
+                })?;
+            let head = request_head(&endpoint, &t.headers).map_err(|source| PlanError::Header {
+                task: t.task_id.clone(),
+                source,
+            })?;
             tasks.push(TaskPlan {
                 id: t.task_id.clone(),
                 url: t.callback_url.clone(),
@@ -170,7 +175,45 @@ impl Controls {
     }
 }
 
-fn request_head(e: &Endpoint, headers: &[(String, String)]) -> Result<Vec<u8>, String> {
+/// Why the configuration does not make a delivery plan.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// A task's callback URL is not an http(s) endpoint.
+    #[error("task {task}: callback_url {source}")]
+    Callback {
+        /// The task.
+        task: String,
+        /// What is wrong with the URL.
+        source: crate::http::client::EndpointError,
+    },
+    /// A task's extra header cannot be sent.
+    #[error("task {task}: headers: {source}")]
+    Header {
+        /// The task.
+        task: String,
+        /// What is wrong with the header.
+        source: HeaderError,
+    },
+    /// The TLS settings for https callbacks.
+    #[error(transparent)]
+    Tls(#[from] crate::http::client::TlsConfigError),
+}
+
+/// Why a task's extra header cannot be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// Not an RFC 9110 token.
+    #[error("{0:?} is not a valid header name")]
+    Name(String),
+    /// One of rowhook's own headers.
+    #[error("{0} is set by rowhook and cannot be overridden")]
+    Reserved(String),
+    /// CR, LF or NUL in the value.
+    #[error("the value of {0} contains a line break")]
+    LineBreak(String),
+}
+
+fn request_head(e: &Endpoint, headers: &[(String, String)]) -> Result<Vec<u8>, HeaderError> {
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"POST ");
     head.extend_from_slice(e.path.as_bytes());
@@ -181,13 +224,13 @@ fn request_head(e: &Endpoint, headers: &[(String, String)]) -> Result<Vec<u8>, S
     head.extend_from_slice(b"\r\nContent-Type: application/json\r\n");
     for (name, value) in headers {
         if name.is_empty() || !name.bytes().all(is_token_byte) {
-            return Err(format!("{name:?} is not a valid header name"));
+            return Err(HeaderError::Name(name.clone()));
         }
         if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name)) {
-            return Err(format!("{name} is set by rowhook and cannot be overridden"));
+            return Err(HeaderError::Reserved(name.clone()));
         }
         if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-            return Err(format!("the value of {name} contains a line break"));
+            return Err(HeaderError::LineBreak(name.clone()));
         }
         head.extend_from_slice(name.as_bytes());
         head.extend_from_slice(b": ");

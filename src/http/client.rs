@@ -34,24 +34,75 @@ pub struct Endpoint {
     pub authority: String,
 }
 
+/// Why a callback URL is not an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    /// Not a URL at all.
+    #[error("{text:?} is not a URL: {reason}")]
+    NotUrl {
+        /// The text.
+        text: String,
+        /// The URL parser's complaint.
+        reason: String,
+    },
+    /// A scheme other than http(s).
+    #[error("{text:?}: scheme {scheme:?} is not http or https")]
+    Scheme {
+        /// The text.
+        text: String,
+        /// Its scheme.
+        scheme: String,
+    },
+    /// No host part.
+    #[error("{0:?} has no host")]
+    NoHost(String),
+    /// No port, given or known for the scheme.
+    #[error("{0:?} has no port")]
+    NoPort(String),
+}
+
+/// Why the TLS settings for webhooks cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    /// `dispatcher.ca_file` cannot be read or holds a bad certificate.
+    #[error("dispatcher.ca_file {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// rustls refused the protocol versions.
+    #[error("TLS setup: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
 impl Endpoint {
     /// Parses an absolute http(s) URL.
-    pub fn parse(text: &str) -> Result<Endpoint, String> {
-        let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    pub fn parse(text: &str) -> Result<Endpoint, EndpointError> {
+        let url = url::Url::parse(text).map_err(|e| EndpointError::NotUrl {
+            text: text.to_owned(),
+            reason: e.to_string(),
+        })?;
         let tls = match url.scheme() {
             "http" => false,
             "https" => true,
-            other => return Err(format!("{text:?}: scheme {other:?} is not http or https")),
+            other => {
+                return Err(EndpointError::Scheme {
+                    text: text.to_owned(),
+                    scheme: other.to_owned(),
+                })
+            }
         };
         let host = match url.host() {
             Some(url::Host::Domain(d)) => d.to_owned(),
             Some(url::Host::Ipv4(a)) => a.to_string(),
             Some(url::Host::Ipv6(a)) => a.to_string(),
-            None => return Err(format!("{text:?} has no host")),
+            None => return Err(EndpointError::NoHost(text.to_owned())),
         };
         let port = url
             .port_or_known_default()
-            .ok_or_else(|| format!("{text:?} has no port"))?;
+            .ok_or_else(|| EndpointError::NoPort(text.to_owned()))?;
         let authority = match url.port() {
             Some(p) => format!("{}:{p}", url.host_str().unwrap_or(&host)),
             None => url.host_str().unwrap_or(&host).to_owned(),
@@ -139,31 +190,28 @@ impl HttpError {
 
 /// TLS settings for webhooks: the Mozilla roots, plus the CAs in `ca_file`.
 /// Certificates and host names are always verified.
-pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsConfigError> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("dispatcher.ca_file {}: {e}", path.display()))?;
+        let bad = |reason: String| TlsConfigError::CaFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let certs = CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))?;
         let mut added = 0;
         for cert in certs {
-            let cert = cert.map_err(|e| format!("dispatcher.ca_file {}: {e}", path.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("dispatcher.ca_file {}: {e}", path.display()))?;
+            let cert = cert.map_err(|e| bad(e.to_string()))?;
+            roots.add(cert).map_err(|e| bad(e.to_string()))?;
             added += 1;
         }
         if added == 0 {
-            return Err(format!(
-                "dispatcher.ca_file {}: no certificates in the file",
-                path.display()
-            ));
+            return Err(bad("no certificates in the file".into()));
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))

@@ -70,7 +70,7 @@ pub enum SourceError<E: std::error::Error + 'static> {
     Mysql(#[from] MysqlError),
     /// The downstream failed.
     #[error(transparent)]
-    Sink(E),
+    Downstream(E),
 }
 
 /// What the follow loop is doing, for the watchdog's log line.
@@ -244,7 +244,7 @@ where
         });
         let err = match streamed.await {
             Ok(()) => return Ok(()),
-            Err(SourceError::Sink(e)) => return Err(SourceError::Sink(e)),
+            Err(SourceError::Downstream(e)) => return Err(SourceError::Downstream(e)),
             Err(SourceError::Mysql(e)) => e,
         };
         downstream.on_disconnect(&err);
@@ -344,7 +344,7 @@ where
     // position of it is asked for.
     downstream
         .on_connect(&info, &from, seed.as_ref())
-        .map_err(SourceError::Sink)?;
+        .map_err(SourceError::Downstream)?;
     live.beat(Phase::Dumping);
     replica::start_dump(&mut conn, &info, options, &from, gtid_start.as_ref()).await?;
     live.beat(Phase::Streaming);
@@ -383,12 +383,12 @@ where
         }
         let boundary = downstream
             .on_event(&file, start, &header, &event)
-            .map_err(SourceError::Sink)?;
+            .map_err(SourceError::Downstream)?;
         // A downstream pushing back (receivers behind) is a wait on purpose.
         live.idle(true);
         let ready = downstream.ready().await;
         live.idle(false);
-        ready.map_err(SourceError::Sink)?;
+        ready.map_err(SourceError::Downstream)?;
         if boundary && header.log_pos != 0 {
             resume.at = Some(BinlogPosition {
                 file: file.clone(),
