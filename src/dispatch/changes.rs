@@ -177,7 +177,6 @@ impl Stream {
         ev: Event<'e>,
     ) -> Result<Option<RowsEvent<'e>>, PositionedError> {
         match ev {
-            Event::Rotate { file, .. } => self.file = file,
             Event::Gtid(g) => self.gtid = Some(g),
             Event::PreviousGtids(set) => self.previous_gtids = Some(set),
             Event::TableMap(id) => {
@@ -221,8 +220,12 @@ impl Stream {
                     crate::binlog::DecodeError::malformed("transaction payload", "nested payload"),
                 ))
             }
-            Event::Query { .. } | Event::FormatDescription | Event::Heartbeat | Event::Other(_) => {
-            }
+            // The file is the follow loop's to track (it tells it with every event).
+            Event::Rotate { .. }
+            | Event::Query { .. }
+            | Event::FormatDescription
+            | Event::Heartbeat
+            | Event::Other(_) => {}
         }
         Ok(None)
     }
