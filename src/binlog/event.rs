@@ -141,20 +141,3 @@ pub fn verify_crc(data: &[u8], stored: &[u8]) -> Result<(), DecodeError> {
     }
     Ok(())
 }
-
-/// The body of a whole event (without its header and, when `checksum`, its CRC32
-/// trailer); `None` when the event is shorter than those.
-pub fn body(event: &[u8], checksum: bool) -> Option<&[u8]> {
-    let end = if checksum {
-        event.len().checked_sub(4)?
-    } else {
-        event.len()
-    };
-    event.get(HEADER_LEN..end)
-}
-
-/// A ROTATE event's body: the position in the next file and its name.
-pub fn rotate(body: &[u8]) -> Option<(u64, String)> {
-    let pos = u64::from_le_bytes(body.get(..8)?.try_into().ok()?);
-    Some((pos, String::from_utf8_lossy(body.get(8..)?).into_owned()))
-}

@@ -1,6 +1,6 @@
 //! The stateful part of decoding: remembers the format description (checksums,
-//! post-header sizes), the current binlog file and the table maps, and turns each
-//! framed event into an [`Event`]. Sans-I/O: bytes in, values out.
+//! post-header sizes) and the table maps, and turns each framed event into an
+//! [`Event`]. Sans-I/O: bytes in, values out.
 
 use std::collections::HashMap;
 
@@ -118,6 +118,16 @@ impl Decoder {
     /// Decodes one whole event (header through checksum).
     pub fn decode<'a>(&mut self, bytes: &'a [u8]) -> Result<(EventHeader, Event<'a>), DecodeError> {
         let header = EventHeader::parse(bytes)?;
+        self.decode_after(header, bytes)
+    }
+
+    /// Decodes the rest of `bytes` (one whole event) whose `header` the caller
+    /// has already parsed.
+    pub fn decode_after<'a>(
+        &mut self,
+        header: EventHeader,
+        bytes: &'a [u8],
+    ) -> Result<(EventHeader, Event<'a>), DecodeError> {
         if header.kind == kind::FORMAT_DESCRIPTION {
             if header.event_size as usize != bytes.len() {
                 return Err(DecodeError::malformed(
@@ -216,7 +226,7 @@ impl Decoder {
 
 /// The default schema and statement text of a QUERY event body (checksum removed);
 /// `post` is the QUERY post-header length from the format description (13 in v4).
-pub fn query_statement(body: &[u8], post: usize) -> Result<(String, String), DecodeError> {
+fn query_statement(body: &[u8], post: usize) -> Result<(String, String), DecodeError> {
     let mut c = Cursor::new(body);
     c.skip(8, "query thread id and time")?;
     let schema_len = usize::from(c.u8("query schema length")?);

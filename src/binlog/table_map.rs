@@ -220,18 +220,6 @@ pub struct TableMap {
     pub has_primary_key_info: bool,
 }
 
-/// The table id a TABLE_MAP body starts with (`id_len` bytes, little-endian),
-/// without parsing the rest: every transaction repeats its TABLE_MAPs.
-pub fn table_id(body: &[u8], id_len: usize) -> Option<u64> {
-    let bytes = body.get(..id_len.min(8))?;
-    Some(
-        bytes
-            .iter()
-            .rev()
-            .fold(0u64, |a, &x| (a << 8) | u64::from(x)),
-    )
-}
-
 impl TableMap {
     /// Parses a TABLE_MAP body (after the event header, checksum removed).
     pub fn parse(body: &[u8], table_id_len: usize) -> Result<Self, DecodeError> {

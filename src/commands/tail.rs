@@ -9,6 +9,7 @@ use crate::binlog::PositionedError;
 use crate::config::TaskConfig;
 use crate::dispatch::changes::Changes;
 use crate::dispatch::payload::PayloadWriter;
+use crate::source::Step;
 
 /// Why tailing stopped.
 #[derive(Debug, thiserror::Error)]
@@ -62,12 +63,12 @@ impl<W: Write> Tail<W> {
         self.stats
     }
 
-    /// Decodes one whole event starting at binlog position `pos` and prints its rows.
-    /// Returns true when the event ends a transaction.
-    pub fn feed(&mut self, pos: u64, event: &[u8]) -> Result<bool, TailError> {
+    /// Decodes one whole event and prints its rows; says what it meant to the
+    /// follow loop.
+    pub fn feed(&mut self, event: &[u8]) -> Result<Step, TailError> {
         self.line.clear();
         let mut printed = 0;
-        let mut feed = self.changes.feed(pos);
+        let mut feed = self.changes.feed(event)?;
         while let Some(mut rows) = self.changes.next_rows(&mut feed, event)? {
             while let Some(next) = rows.next() {
                 let (row, routes) = next?;
@@ -83,11 +84,10 @@ impl<W: Write> Tail<W> {
                 }
             }
         }
-        let boundary = feed.ends_transaction();
         self.stats.events = self.changes.events;
         self.out.write_all(&self.line)?;
         self.stats.payloads += printed;
-        Ok(boundary)
+        Ok(self.changes.step(&feed))
     }
 
     /// Flushes and returns the output.
@@ -106,7 +106,8 @@ impl<W: Write> crate::source::Downstream for Tail<W> {
         from: &crate::mysql::replica::BinlogPosition,
         _gtids: Option<&crate::binlog::gtid::GtidSet>,
     ) -> Result<(), TailError> {
-        self.changes.on_connect(info.checksum, &from.file);
+        let mariadb = info.flavor == crate::config::Flavor::Mariadb;
+        self.changes.on_connect(info.checksum, from, mariadb);
         Ok(())
     }
 
@@ -114,19 +115,12 @@ impl<W: Write> crate::source::Downstream for Tail<W> {
         self.changes.on_columns(table_id, columns);
     }
 
-    fn on_event(
-        &mut self,
-        file: &str,
-        pos: u64,
-        _header: &crate::binlog::event::EventHeader,
-        event: &[u8],
-    ) -> Result<bool, TailError> {
-        self.changes.set_file(file);
-        let boundary = self.feed(pos, event)?;
-        if boundary {
+    fn on_event(&mut self, event: &[u8]) -> Result<Step, TailError> {
+        let step = self.feed(event)?;
+        if let Step::Boundary { .. } = step {
             self.out.flush()?;
         }
-        Ok(boundary)
+        Ok(step)
     }
 }
 
@@ -170,8 +164,8 @@ pub fn tail_file<W: Write>(
         |n| n.to_string_lossy().into_owned(),
     );
     let mut tail = Tail::new(tasks, out, name);
-    while let Some((offset, event)) = file.next_event()? {
-        tail.feed(offset, event)?;
+    while let Some((_, event)) = file.next_event()? {
+        tail.feed(event)?;
     }
     tail.finish().map(|(_, stats)| stats)
 }

@@ -1,22 +1,27 @@
 //! Binlog events -> row changes and the tasks that want them: the front half shared by
-//! `tail` (prints payloads) and `run` (delivers them). Tracks the current binlog file,
-//! the transaction's GTID and information_schema facts applied to each TABLE_MAP.
+//! `tail` (prints payloads) and `run` (delivers them). The one place that decodes
+//! an event (each is parsed once) and that tracks the current binlog file, the
+//! transaction's GTID and the information_schema facts applied to each TABLE_MAP.
 //!
 //! The caller pulls: [`Changes::feed`] takes an event in, [`Changes::next_rows`]
 //! hands out its rows events one by one (several in a compressed transaction),
-//! and [`RowsOut::next`] each row with the routes that want it. Nothing here calls
-//! back into the caller.
+//! [`RowsOut::next`] each row with the routes that want it, and [`Changes::step`]
+//! says what the event means to the follow loop (a boundary to resume from, a
+//! rotation, a table whose columns must be looked up). Nothing here calls back
+//! into the caller.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::binlog::event::EventHeader;
 use crate::binlog::rows::RowIter;
 use crate::binlog::{Decoder, Event, PositionedError, RowsEvent, RowsKind, TableMap};
 use crate::config::{PayloadShape, TaskConfig};
 use crate::dispatch::payload::{Row, RowPosition};
+use crate::mysql::replica::BinlogPosition;
 use crate::route::{Route, Router};
 use crate::source::columns::ColumnInfo;
+use crate::source::Step;
 
 /// Decoder state plus routing.
 pub struct Changes {
@@ -36,8 +41,14 @@ struct Stream {
     /// The route of "every table" when no tasks are given.
     everything: [Route; 1],
     file: String,
+    /// End of the last event taken in: where an unreadable header is reported.
+    read_to: u64,
     gtid: Option<String>,
     columns: HashMap<u64, Vec<ColumnInfo>>,
+    /// Table ids whose columns were asked for (once each, until a DDL).
+    asked: HashSet<u64>,
+    /// MariaDB marks JSON only in information_schema, so every table is looked up.
+    look_up_every_table: bool,
     /// GTID of the transaction that ended last.
     ended_gtid: Option<String>,
     /// A PREVIOUS_GTIDS event's set, until taken.
@@ -57,8 +68,11 @@ impl Changes {
                     keep: None,
                 }],
                 file,
+                read_to: 4,
                 gtid: None,
                 columns: HashMap::new(),
+                asked: HashSet::new(),
+                look_up_every_table: false,
                 ended_gtid: None,
                 previous_gtids: None,
             },
@@ -67,35 +81,87 @@ impl Changes {
         }
     }
 
-    /// A replication stream starts at `file` with the negotiated checksum setting
-    /// (it applies until the stream's own FDE arrives).
-    pub fn on_connect(&mut self, checksum: bool, file: &str) {
+    /// A replication stream starts at `from` with the negotiated checksum setting
+    /// (it applies until the stream's own FDE arrives). On MariaDB every table's
+    /// columns are asked for (`mariadb`), elsewhere only where a TABLE_MAP lacks
+    /// names or keys.
+    pub fn on_connect(&mut self, checksum: bool, from: &BinlogPosition, mariadb: bool) {
         self.stream.decoder.set_checksum(checksum);
-        self.stream.file = file.to_owned();
+        self.stream.file.clone_from(&from.file);
+        self.stream.read_to = from.pos;
         self.stream.gtid = None;
+        self.stream.look_up_every_table = mariadb;
     }
 
-    /// information_schema facts for `table_id`, applied to its next TABLE_MAP.
+    /// information_schema facts for `table_id`: applied to its map now and to every
+    /// later TABLE_MAP under this id.
     pub fn on_columns(&mut self, table_id: u64, columns: &[ColumnInfo]) {
         self.stream.columns.insert(table_id, columns.to_vec());
+        self.stream.apply_columns(table_id);
     }
 
-    /// The binlog file events come from.
-    pub fn set_file(&mut self, file: &str) {
-        if file != self.stream.file {
-            self.stream.file = file.to_owned();
-        }
+    /// The binlog file events come from now.
+    pub fn file(&self) -> &str {
+        &self.stream.file
     }
 
-    /// Takes in the event at `pos`; its rows come out of [`Changes::next_rows`].
-    pub fn feed(&mut self, pos: u64) -> Feed {
+    /// Takes in `event` (one whole event); its rows come out of
+    /// [`Changes::next_rows`], then [`Changes::step`] tells what it meant.
+    pub fn feed(&mut self, event: &[u8]) -> Result<Feed, PositionedError> {
         self.events += 1;
-        Feed {
+        let header = EventHeader::parse(event).map_err(|source| PositionedError {
+            file: self.stream.file.clone(),
+            pos: self.stream.read_to,
+            source,
+        })?;
+        // Artificial events (log_pos 0) sit at no position of their own.
+        let pos = u64::from(header.log_pos).saturating_sub(u64::from(header.event_size));
+        if header.log_pos != 0 {
+            self.stream.read_to = u64::from(header.log_pos);
+        }
+        Ok(Feed {
+            header,
             pos,
             stage: Stage::Start,
             rows_out: Cell::new(0),
             ends_transaction: false,
+            ddl: false,
+            rotated_to: None,
+            needs_columns: None,
+        })
+    }
+
+    /// What the event `feed` took in means to the follow loop; call once
+    /// `next_rows` returned `None`.
+    pub fn step(&self, feed: &Feed) -> Step {
+        if let Some(pos) = feed.rotated_to {
+            return Step::Rotated {
+                at: BinlogPosition {
+                    file: self.stream.file.clone(),
+                    pos,
+                },
+            };
         }
+        if feed.ends_transaction {
+            return Step::Boundary {
+                end: BinlogPosition {
+                    file: self.stream.file.clone(),
+                    pos: feed.pos + u64::from(feed.header.event_size),
+                },
+                ddl: feed.ddl,
+            };
+        }
+        if let Some(map) = feed
+            .needs_columns
+            .and_then(|id| self.stream.decoder.table(id))
+        {
+            return Step::NeedColumns {
+                table_id: map.table_id,
+                schema: map.schema.clone(),
+                table: map.table.clone(),
+            };
+        }
+        Step::Next
     }
 
     /// Decodes `event` (the one `feed` took in) up to its next rows event that a
@@ -113,7 +179,7 @@ impl Changes {
             feed.stage = Stage::Done;
             let (header, ev) = stream
                 .decoder
-                .decode(event)
+                .decode_after(feed.header, event)
                 .map_err(|e| stream.at(feed, e))?;
             let Event::Compressed(payload) = ev else {
                 return match stream.apply(feed, ev)? {
@@ -180,10 +246,16 @@ impl Stream {
             Event::Gtid(g) => self.gtid = Some(g),
             Event::PreviousGtids(set) => self.previous_gtids = Some(set),
             Event::TableMap(id) => {
-                if let (Some(cols), Some(map)) = (self.columns.get(&id), self.decoder.table_mut(id))
-                {
-                    if !crate::source::columns::apply(map, cols) {
-                        tracing::warn!(table = %map.qualified_name(), "table changed since this event was written; columns keep positional names");
+                if self.columns.contains_key(&id) {
+                    self.apply_columns(id);
+                } else if let Some(map) = self.decoder.table(id) {
+                    let complete = map.has_names && map.has_primary_key_info;
+                    // Inside a compressed transaction the rows follow in the same
+                    // event, before any lookup could answer: positional names there.
+                    let top_level = matches!(feed.stage, Stage::Done);
+                    if top_level && (self.look_up_every_table || !complete) && self.asked.insert(id)
+                    {
+                        feed.needs_columns = Some(id);
                     }
                 }
                 if let Some(r) = &mut self.router {
@@ -213,6 +285,16 @@ impl Stream {
             // DDL and COMMIT end a transaction; BEGIN starts one.
             Event::Query { sql, .. } if !sql.eq_ignore_ascii_case("BEGIN") => {
                 feed.ends_transaction |= self.end_transaction();
+                if crate::source::columns::is_ddl(&sql) {
+                    // Columns may have changed: ask again on the next TABLE_MAPs.
+                    self.columns.clear();
+                    self.asked.clear();
+                    feed.ddl = true;
+                }
+            }
+            Event::Rotate { file, pos } => {
+                self.file = file;
+                feed.rotated_to = Some(pos);
             }
             Event::Compressed(_) => {
                 return Err(self.at(
@@ -220,12 +302,8 @@ impl Stream {
                     crate::binlog::DecodeError::malformed("transaction payload", "nested payload"),
                 ))
             }
-            // The file is the follow loop's to track (it tells it with every event).
-            Event::Rotate { .. }
-            | Event::Query { .. }
-            | Event::FormatDescription
-            | Event::Heartbeat
-            | Event::Other(_) => {}
+            Event::Query { .. } | Event::FormatDescription | Event::Heartbeat | Event::Other(_) => {
+            }
         }
         Ok(None)
     }
@@ -261,6 +339,18 @@ impl Stream {
         })
     }
 
+    /// Applies the saved information_schema facts to the map under `id`.
+    fn apply_columns(&mut self, id: u64) {
+        if let (Some(cols), Some(map)) = (self.columns.get(&id), self.decoder.table_mut(id)) {
+            if !crate::source::columns::apply(map, cols) {
+                tracing::warn!(table = %map.qualified_name(), "table changed since this event was written; columns keep positional names");
+            }
+        }
+        if let Some(r) = &mut self.router {
+            r.invalidate(id);
+        }
+    }
+
     fn end_transaction(&mut self) -> bool {
         self.ended_gtid = self.gtid.take();
         true
@@ -270,12 +360,19 @@ impl Stream {
 /// One event taken in by [`Changes::feed`].
 #[derive(Debug)]
 pub struct Feed {
+    header: EventHeader,
     pos: u64,
     stage: Stage,
     /// Rows handed out so far: numbers the rows of a compressed transaction's
     /// inner events on, so webhook ids stay unique.
     rows_out: Cell<u32>,
     ends_transaction: bool,
+    /// A statement that may have changed columns.
+    ddl: bool,
+    /// A ROTATE: the position in the next file.
+    rotated_to: Option<u64>,
+    /// A TABLE_MAP whose columns should be looked up.
+    needs_columns: Option<u64>,
 }
 
 impl Feed {
@@ -283,6 +380,16 @@ impl Feed {
     /// repeats nothing. Final once `next_rows` returned `None`.
     pub fn ends_transaction(&self) -> bool {
         self.ends_transaction
+    }
+
+    /// The event's header.
+    pub fn header(&self) -> &EventHeader {
+        &self.header
+    }
+
+    /// Where the event starts in its file (0 for artificial events).
+    pub fn pos(&self) -> u64 {
+        self.pos
     }
 }
 
@@ -365,7 +472,8 @@ mod tests {
         let mut payloads = PayloadWriter::default();
         let (mut lines, mut ended) = (Vec::new(), 0);
         while let Some((offset, event)) = file.next_event().unwrap() {
-            let mut feed = changes.feed(offset);
+            let mut feed = changes.feed(event).unwrap();
+            assert_eq!(feed.pos(), offset, "the header's position is the file's");
             while let Some(mut rows) = changes.next_rows(&mut feed, event).unwrap() {
                 while let Some(next) = rows.next() {
                     let (row, routes) = next.unwrap();

@@ -27,6 +27,7 @@ use crate::delivery::{unix_now, Ack, Delivery, Plan};
 use crate::metrics::{Latency, Progress, Stage};
 use crate::mysql::replica::{BinlogPosition, ServerInfo};
 use crate::source::columns::ColumnInfo;
+use crate::source::Step;
 use changes::Changes;
 use payload::PayloadWriter;
 
@@ -297,7 +298,8 @@ impl crate::source::Downstream for Dispatch {
         *p.server.borrow_mut() = Some(info.version.clone());
         p.connected.set(true);
         p.link_since.set(Instant::now());
-        self.changes.on_connect(info.checksum, &from.file);
+        let mariadb = info.flavor == crate::config::Flavor::Mariadb;
+        self.changes.on_connect(info.checksum, from, mariadb);
         Ok(())
     }
 
@@ -312,29 +314,24 @@ impl crate::source::Downstream for Dispatch {
         self.changes.on_columns(table_id, columns);
     }
 
-    fn on_event(
-        &mut self,
-        file: &str,
-        pos: u64,
-        header: &EventHeader,
-        event: &[u8],
-    ) -> Result<bool, DispatchError> {
+    fn on_event(&mut self, event: &[u8]) -> Result<Step, DispatchError> {
+        let mut feed = self.changes.feed(event)?;
+        let (header, pos) = (*feed.header(), feed.pos());
         if header.kind == kind::FORMAT_DESCRIPTION {
+            let file = self.changes.file();
             tracing::debug!(file, created = header.timestamp, "format description");
             self.ledger
                 .borrow_mut()
                 .format_description(file, header.timestamp)?;
         }
-        self.changes.set_file(file);
-        self.note_time(header);
-        self.progress.read(file, pos + event.len() as u64);
+        self.note_time(&header);
         let began = Instant::now();
         // After a reconnect the server repeats the open transaction from its start;
         // its rows already handed to shards are not sent twice.
         let repeat = self
             .sent_upto
             .as_ref()
-            .is_some_and(|(f, p)| f == file && pos <= *p);
+            .is_some_and(|(f, p)| f == self.changes.file() && pos <= *p);
         let Dispatch {
             changes,
             payloads,
@@ -350,7 +347,6 @@ impl crate::source::Downstream for Dispatch {
         let mut ledger = ledger.borrow_mut();
         let mut outbox = outbox.borrow_mut();
         let mut routed = false;
-        let mut feed = changes.feed(pos);
         while let Some(mut rows) = changes.next_rows(&mut feed, event)? {
             if repeat {
                 continue;
@@ -384,29 +380,31 @@ impl crate::source::Downstream for Dispatch {
                 }
             }
         }
-        let boundary = feed.ends_transaction();
         if let Some(set) = changes.take_previous_gtids() {
             ledger.previous_gtids(*txn, set);
         }
         drop(ledger);
         drop(outbox);
+        let step = self.changes.step(&feed);
+        match &step {
+            Step::Rotated { at } => self.progress.read(&at.file, at.pos),
+            _ => self
+                .progress
+                .read(self.changes.file(), pos + event.len() as u64),
+        }
         if routed {
             self.latency.record_since(0, Stage::Decode, began);
-            self.sent_upto = Some((file.to_owned(), pos));
+            self.sent_upto = Some((self.changes.file().to_owned(), pos));
         }
-        if boundary {
-            let end = BinlogPosition {
-                file: file.to_owned(),
-                pos: pos + event.len() as u64,
-            };
+        if let Step::Boundary { end, .. } = &step {
             let gtid = self.changes.ended_gtid().map(str::to_owned);
             if gtid.is_some() {
                 self.progress.gtid.borrow_mut().clone_from(&gtid);
             }
-            self.ledger.borrow_mut().end(self.txn, end, gtid);
+            self.ledger.borrow_mut().end(self.txn, end.clone(), gtid);
             self.txn += 1;
         }
-        Ok(boundary)
+        Ok(step)
     }
 
     async fn ready(&mut self) -> Result<(), DispatchError> {

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::binlog::event::{body as binlog_body, kind, rotate, EventHeader};
 use crate::binlog::gtid::GtidSet;
 use crate::checkpoint::Checkpoint;
 use crate::config::{Config, StartPosition};
@@ -40,26 +39,51 @@ pub trait Downstream {
     /// The link to the server failed; a reconnect follows after a backoff.
     fn on_disconnect(&mut self, _error: &MysqlError) {}
 
-    /// Column facts from information_schema for the table mapped under `table_id`
-    /// (sent before that TABLE_MAP event; apply them to every map with this id).
+    /// Column facts from information_schema for the table mapped under `table_id`,
+    /// answering [`Step::NeedColumns`]: apply them to this map and every later one
+    /// with this id.
     fn on_columns(&mut self, table_id: u64, columns: &[ColumnInfo]);
 
-    /// One whole event at `pos` of `file`, its header already parsed. Returns true
-    /// when the event ends a transaction: resuming right after it loses and
-    /// repeats nothing.
-    fn on_event(
-        &mut self,
-        file: &str,
-        pos: u64,
-        header: &EventHeader,
-        event: &[u8],
-    ) -> Result<bool, Self::Error>;
+    /// One whole event, as read; the downstream decodes it (the only parse of its
+    /// bytes) and says what the follow loop must do about it.
+    fn on_event(&mut self, event: &[u8]) -> Result<Step, Self::Error>;
 
     /// Waits until the downstream can take more events. The socket is not read meanwhile,
     /// so a slow downstream pushes back on the server through TCP.
     async fn ready(&mut self) -> Result<(), Self::Error> {
         Ok(())
     }
+}
+
+/// What an event means to the follow loop, as the decoder saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing to do: read on.
+    Next,
+    /// The event ended a transaction: resuming at `end` loses and repeats
+    /// nothing. `ddl`: it was a statement that may have changed a table's columns.
+    Boundary {
+        /// Right after the event.
+        end: BinlogPosition,
+        /// Cached column facts are stale.
+        ddl: bool,
+    },
+    /// A ROTATE: the stream goes on at `at` in the next file.
+    Rotated {
+        /// Where the next file's events start.
+        at: BinlogPosition,
+    },
+    /// A TABLE_MAP without column names or keys (or any, on MariaDB): look the table
+    /// up in information_schema and answer with [`Downstream::on_columns`] before
+    /// the next event.
+    NeedColumns {
+        /// The id the map was stored under.
+        table_id: u64,
+        /// Its schema.
+        schema: String,
+        /// Its table.
+        table: String,
+    },
 }
 
 /// Why following stopped.
@@ -360,47 +384,37 @@ where
         resume.at = Some(from.clone());
     }
     *connected = true;
-    let mut file = from.file.clone();
-    let mut columns = ColumnLookup::new(info.flavor == crate::config::Flavor::Mariadb);
+    let mut columns = ColumnLookup::default();
     while let Some(event) = conn.binlog_event().await? {
         live.beat(Phase::Streaming);
-        let header = EventHeader::parse(&event)
-            .map_err(|e| MysqlError::Protocol(format!("binlog event at {file}: {e}")))?;
-        let start = u64::from(header.log_pos).saturating_sub(u64::from(header.event_size));
-        match header.kind {
-            kind::ROTATE => {
-                if let Some((_, next)) = binlog_body(&event, info.checksum).and_then(rotate) {
-                    file = next;
+        let step = downstream
+            .on_event(&event)
+            .map_err(SourceError::Downstream)?;
+        match &step {
+            Step::NeedColumns {
+                table_id,
+                schema,
+                table,
+            } => {
+                if let Some(cols) = columns.get(config, schema, table).await {
+                    downstream.on_columns(*table_id, cols);
                 }
             }
-            kind::TABLE_MAP => {
-                columns
-                    .before_table_map(config, &event, info.checksum, downstream)
-                    .await
-            }
-            kind::QUERY => columns.after_query(&event, info.checksum),
+            Step::Boundary { ddl: true, .. } => columns.forget(),
             _ => {}
         }
-        let boundary = downstream
-            .on_event(&file, start, &header, &event)
-            .map_err(SourceError::Downstream)?;
         // A downstream pushing back (receivers behind) is a wait on purpose.
         live.idle(true);
         let ready = downstream.ready().await;
         live.idle(false);
         ready.map_err(SourceError::Downstream)?;
-        if boundary && header.log_pos != 0 {
-            resume.at = Some(BinlogPosition {
-                file: file.clone(),
-                pos: u64::from(header.log_pos),
-            });
-        } else if header.kind == kind::ROTATE && (resume.at.is_some() || gtid_start.is_none()) {
-            if let Some((p, _)) = binlog_body(&event, info.checksum).and_then(rotate) {
-                resume.at = Some(BinlogPosition {
-                    file: file.clone(),
-                    pos: p,
-                });
+        match step {
+            Step::Boundary { end, .. } => resume.at = Some(end),
+            // Until the first boundary a GTID start resumes from its GTIDs.
+            Step::Rotated { at } if resume.at.is_some() || gtid_start.is_none() => {
+                resume.at = Some(at)
             }
+            _ => {}
         }
     }
     // The dump is blocking: the server ends it only when it shuts down. That is a
@@ -408,83 +422,38 @@ where
     Err(MysqlError::StreamEnded.into())
 }
 
-/// Fetches information_schema facts for tables whose TABLE_MAP lacks them, over a
-/// second connection opened on first need.
+/// information_schema facts for the tables the decoder asks about, cached by name
+/// until a DDL, over a second connection opened on first need.
+#[derive(Default)]
 struct ColumnLookup {
-    /// MariaDB marks JSON only in the schema, so every table is looked up there.
-    always: bool,
     cache: SchemaCache,
-    informed: std::collections::HashSet<u64>,
     conn: Option<Connection>,
     warned: bool,
 }
 
 impl ColumnLookup {
-    fn new(always: bool) -> Self {
-        ColumnLookup {
-            always,
-            cache: SchemaCache::default(),
-            informed: Default::default(),
-            conn: None,
-            warned: false,
-        }
-    }
-
-    async fn before_table_map<S: Downstream>(
-        &mut self,
-        config: &Config,
-        event: &[u8],
-        checksum: bool,
-        downstream: &mut S,
-    ) {
-        let Some(body) = binlog_body(event, checksum) else {
-            return;
-        };
-        // Skip the full parse for ids already handled.
-        let Some(id) = crate::binlog::table_map::table_id(body, 6) else {
-            return;
-        };
-        if self.informed.contains(&id) {
-            return;
-        }
-        let Ok(map) = crate::binlog::TableMap::parse(body, 6) else {
-            return;
-        };
-        if self.informed.contains(&map.table_id)
-            || (map.has_names && map.has_primary_key_info && !self.always)
-        {
-            return;
-        }
-        self.informed.insert(map.table_id);
-        if self.cache.get(&map.schema, &map.table).is_none() {
-            match self.fetch(config, &map.schema, &map.table).await {
-                Ok(cols) => self.cache.insert(&map.schema, &map.table, cols),
+    /// The columns of `schema`.`table`, or `None` when they cannot be read (warned
+    /// once; the decoder then keeps positional names).
+    async fn get(&mut self, config: &Config, schema: &str, table: &str) -> Option<&[ColumnInfo]> {
+        if self.cache.get(schema, table).is_none() {
+            match self.fetch(config, schema, table).await {
+                Ok(cols) => self.cache.insert(schema, table, cols),
                 Err(e) => {
                     if !self.warned {
-                        tracing::warn!(error = %e, table = %map.qualified_name(),
+                        tracing::warn!(error = %e, table = %format!("{schema}.{table}"),
                             "cannot read information_schema; columns are named @1, @2, ... and primary_id may be null (grant SELECT, or set binlog_row_metadata=FULL)");
                         self.warned = true;
                     }
-                    return;
+                    return None;
                 }
             }
         }
-        if let Some(cols) = self.cache.get(&map.schema, &map.table) {
-            downstream.on_columns(map.table_id, cols);
-        }
+        self.cache.get(schema, table)
     }
 
-    fn after_query(&mut self, event: &[u8], checksum: bool) {
-        let Some(body) = binlog_body(event, checksum) else {
-            return;
-        };
-        // v4 QUERY post-header is 13 bytes on every server rowhook supports.
-        if let Ok((_, sql)) = crate::binlog::stream::query_statement(body, 13) {
-            if columns::is_ddl(&sql) {
-                self.cache.clear();
-                self.informed.clear();
-            }
-        }
+    /// Drops every cached table: a DDL may have changed any of them.
+    fn forget(&mut self) {
+        self.cache.clear();
     }
 
     async fn fetch(
