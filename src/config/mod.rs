@@ -118,6 +118,14 @@ pub fn load(files: &ConfigFiles) -> Result<Loaded, ConfigError> {
     build(&config_doc, tasks_doc.as_ref(), problems, source)
 }
 
+/// A config for unit tests: a minimal database section, then `extra` YAML, with
+/// `tasks` as tasks.yaml.
+#[cfg(test)]
+pub(crate) fn for_test(extra: &str, tasks: &str) -> Result<Config, ConfigError> {
+    let text = format!("database: {{host: h, user: u, server_id: 1}}\n{extra}");
+    load_texts(&[("config.yaml", &text)], Some(("tasks.yaml", tasks))).map(|l| l.config)
+}
+
 /// Loads a configuration from in-memory texts (`(file name, YAML)` pairs); for tests
 /// and tools that generate configs.
 pub fn load_texts(

@@ -460,14 +460,7 @@ mod tests {
             let tasks = format!(
                 "tasks:\n  - {{task_id: t, table_name: a, events: [insert], callback_url: 'http://h/a', secret: '{secret}'}}\n"
             );
-            crate::config::load_texts(
-                &[(
-                    "config.yaml",
-                    "database: {host: h, user: u, server_id: 1}\n",
-                )],
-                Some(("tasks.yaml", &tasks)),
-            )
-            .map(|l| l.config.tasks[0].secret.clone())
+            crate::config::for_test("", &tasks).map(|c| c.tasks[0].secret.clone())
         };
         // 26 bytes: base64 pads them with one `=`.
         let padded = "whsec_MDEyMzQ1Njc4OWFiY2RlZmdoaWprbG1ub3A=";

@@ -250,15 +250,8 @@ mod tests {
     use super::*;
 
     fn plan(worker_count: u32, shards: usize, tasks: &str) -> Plan {
-        let config = crate::config::load_texts(
-            &[(
-                "config.yaml",
-                &format!("database: {{host: h, user: u, server_id: 1}}\ndispatcher: {{worker_count: {worker_count}}}\n"),
-            )],
-            Some(("tasks.yaml", tasks)),
-        )
-        .unwrap()
-        .config;
+        let dispatcher = format!("dispatcher: {{worker_count: {worker_count}}}\n");
+        let config = crate::config::for_test(&dispatcher, tasks).unwrap();
         Plan::new(&config, shards).unwrap()
     }
 

@@ -493,17 +493,7 @@ mod tests {
         let text = format!(
             "tasks:\n  - {{task_id: t, table_name: '{table}', events: [insert, update, delete], callback_url: 'http://h/x'}}\n"
         );
-        crate::config::load_texts(
-            &[(
-                "config.yaml",
-                "database: {host: h, user: u, server_id: 1}\n",
-            )],
-            Some(("tasks.yaml", &text)),
-        )
-        .unwrap()
-        .config
-        .tasks
-        .remove(0)
+        crate::config::for_test("", &text).unwrap().tasks.remove(0)
     }
 
     #[test]
