@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod mysql;
 pub mod net;
 pub mod route;
+pub mod snapshot;
 pub mod source;

@@ -496,13 +496,7 @@ tasks:
     let _rowhook = Rowhook::run(&config);
     wait_streaming(&db);
     // A seeded walk over keys 1..=12: every statement changes exactly one row.
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut next = common::seeded(0x2545_f491_4f6c_dd1d);
     let mut present: Vec<i64> = Vec::new();
     let mut statements = Vec::new();
     let mut key_changes = 0;

@@ -25,6 +25,6 @@ pub use table_map::{Column, ColumnType, TableMap};
 
 /// JSON writing helpers shared with payload building.
 pub mod write {
-    pub use super::json::{escaped, int, string, uint};
+    pub use super::json::{base64, double, escaped, float, int, string, uint};
     pub use super::temporal::rfc3339;
 }

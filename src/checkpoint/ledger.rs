@@ -37,6 +37,8 @@ struct Durable {
     saved: Option<Checkpoint>,
     info: Option<ServerInfo>,
     written: Option<BinlogPosition>,
+    /// The snapshot progress version last written.
+    written_snapshots: u64,
     last_write: Instant,
     writing: Rc<Cell<bool>>,
     /// Creation times of the binlog files the stream passed (their FORMAT
@@ -57,6 +59,9 @@ impl Ledger {
     ) -> Self {
         *progress.checkpoint.borrow_mut() = saved.as_ref().map(Checkpoint::position);
         let mut window = AckWindow::default();
+        if let Some(cp) = &saved {
+            window.seed_snapshots(cp.snapshots.clone());
+        }
         // The saved set is true where the stream resumes: before the first transaction.
         if let Some(cp) = &saved {
             if let Some(text) = &cp.gtid_set {
@@ -77,6 +82,7 @@ impl Ledger {
                 dir,
                 interval,
                 written: saved.as_ref().map(Checkpoint::position),
+                written_snapshots: 0,
                 unproven: saved.as_ref().is_some_and(|cp| cp.file_created.is_some()),
                 saved,
                 created: Vec::new(),
@@ -187,6 +193,17 @@ impl Ledger {
         }
     }
 
+    /// Transaction `txn` is a snapshot chunk of `task`; `progress` holds once
+    /// its rows are all done.
+    pub fn mark_snapshot(&mut self, txn: u64, task: &str, progress: checkpoint::SnapshotProgress) {
+        self.window.mark_snapshot(txn, task, progress);
+    }
+
+    /// Snapshot progress per task as of the acknowledged position.
+    pub fn snapshots(&self) -> &std::collections::BTreeMap<String, checkpoint::SnapshotProgress> {
+        self.window.snapshots().0
+    }
+
     /// Transaction `txn` ended; resuming at `end` repeats none of it.
     pub fn end(&mut self, txn: u64, end: BinlogPosition, gtid: Option<String>) {
         self.window.end(txn, end, gtid);
@@ -220,11 +237,13 @@ impl Ledger {
             return;
         };
         let pos = &done.position;
-        if d.written.as_ref() == Some(pos) {
+        let (snapshots, version) = self.window.snapshots();
+        if d.written.as_ref() == Some(pos) && d.written_snapshots == version {
             return;
         }
-        let cp = Checkpoint::new(done, info, d.created_of(&pos.file));
+        let cp = Checkpoint::with_snapshots(done, info, d.created_of(&pos.file), snapshots.clone());
         d.written = Some(pos.clone());
+        d.written_snapshots = version;
         d.last_write = Instant::now();
         d.writing.set(true);
         let (dir, busy) = (d.dir.clone(), d.writing.clone());
@@ -288,10 +307,13 @@ pub async fn store_now(
         return Ok(None);
     };
     let pos = &done.position;
-    if durable.written.as_ref() != Some(pos) {
+    let (snapshots, version) = window.snapshots();
+    if durable.written.as_ref() != Some(pos) || durable.written_snapshots != version {
         let created = durable.created_of(&pos.file);
-        checkpoint::store(&durable.dir, &Checkpoint::new(done, info, created))?;
+        let cp = Checkpoint::with_snapshots(done, info, created, snapshots.clone());
+        checkpoint::store(&durable.dir, &cp)?;
         durable.written = Some(pos.clone());
+        durable.written_snapshots = version;
         *progress.checkpoint.borrow_mut() = Some(pos.clone());
     }
     Ok(Some(pos.clone()))

@@ -5,7 +5,7 @@
 
 pub mod ledger;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -35,6 +35,30 @@ pub struct Checkpoint {
     /// of the same name written later (RESET MASTER) has another one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_created: Option<u32>,
+    /// Per task id: how far its snapshot got, as of this position (every row of
+    /// the chunks counted here is delivered or dead-lettered).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub snapshots: BTreeMap<String, SnapshotProgress>,
+}
+
+/// How far a task's snapshot got.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotProgress {
+    /// Names this snapshot run; webhook ids are stable per id and key.
+    pub id: String,
+    /// The tables it reads, in order (`schema.table`).
+    pub tables: Vec<String>,
+    /// Index in `tables` of the table being read (`tables.len()` once done).
+    pub table: usize,
+    /// SQL literals of the last key done in that table; none: from its start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Vec<String>>,
+    /// Chunks done.
+    pub chunks: u64,
+    /// Rows sent.
+    pub rows: u64,
+    /// Every table was read to its end.
+    pub done: bool,
 }
 
 /// Why a checkpoint cannot be used.
@@ -86,6 +110,16 @@ impl Checkpoint {
     /// A checkpoint at `at` on the server described by `info`; `file_created` is
     /// the creation time of `at`'s file, when the stream showed it.
     pub fn new(at: &Done, info: &ServerInfo, file_created: Option<u32>) -> Self {
+        Self::with_snapshots(at, info, file_created, BTreeMap::new())
+    }
+
+    /// [`Checkpoint::new`] with the tasks' snapshot progress.
+    pub fn with_snapshots(
+        at: &Done,
+        info: &ServerInfo,
+        file_created: Option<u32>,
+        snapshots: BTreeMap<String, SnapshotProgress>,
+    ) -> Self {
         Checkpoint {
             file: at.position.file.clone(),
             pos: at.position.pos,
@@ -99,6 +133,7 @@ impl Checkpoint {
             server_id: info.server_id,
             server_uuid: info.server_uuid.clone(),
             file_created,
+            snapshots,
         }
     }
 
@@ -218,6 +253,8 @@ pub fn store(dir: &Path, cp: &Checkpoint) -> Result<(), CheckpointError> {
 struct Txn {
     outstanding: u64,
     end: Option<(BinlogPosition, Option<String>)>,
+    /// A snapshot chunk: its task's progress once the chunk is done.
+    snapshot: Option<(String, SnapshotProgress)>,
 }
 
 /// The end of the last transaction whose events are all done.
@@ -243,6 +280,10 @@ pub struct AckWindow {
     executed: Option<GtidSet>,
     /// A set learned from the stream, true just before transaction `.0`.
     learned: Option<(u64, GtidSet)>,
+    /// Snapshot progress per task as of `done`.
+    snapshots: BTreeMap<String, SnapshotProgress>,
+    /// Bumped whenever `snapshots` changes.
+    snapshot_version: u64,
 }
 
 impl AckWindow {
@@ -254,6 +295,7 @@ impl AckWindow {
             self.txns.push_back(Txn {
                 outstanding: 0,
                 end: None,
+                snapshot: None,
             });
         }
         self.txns.get_mut(index)
@@ -272,6 +314,25 @@ impl AckWindow {
             t.end = Some((at, gtid));
         }
         self.advance();
+    }
+
+    /// Transaction `txn` is a snapshot chunk of `task`: once it is done, the
+    /// task's progress is `progress`.
+    pub fn mark_snapshot(&mut self, txn: u64, task: &str, progress: SnapshotProgress) {
+        if let Some(t) = self.slot(txn, true) {
+            t.snapshot = Some((task.to_owned(), progress));
+        }
+    }
+
+    /// Snapshot progress saved by an earlier run.
+    pub fn seed_snapshots(&mut self, saved: BTreeMap<String, SnapshotProgress>) {
+        self.snapshots = saved;
+    }
+
+    /// Snapshot progress per task as of the position, and a version that changes
+    /// with it.
+    pub fn snapshots(&self) -> (&BTreeMap<String, SnapshotProgress>, u64) {
+        (&self.snapshots, self.snapshot_version)
     }
 
     /// An event of `txn` is delivered or dead-lettered.
@@ -308,9 +369,14 @@ impl AckWindow {
             }
             if let Some(Txn {
                 end: Some((position, gtid)),
+                snapshot,
                 ..
             }) = self.txns.pop_front()
             {
+                if let Some((task, progress)) = snapshot {
+                    self.snapshots.insert(task, progress);
+                    self.snapshot_version += 1;
+                }
                 if let (Some(set), Some(g)) = (&mut self.executed, &gtid) {
                     set.add(g);
                 }
@@ -373,6 +439,38 @@ mod tests {
         // Late or foreign ordinals are ignored, not panics.
         w.ack(1);
         w.ack(u64::MAX);
+    }
+
+    #[test]
+    fn snapshot_progress_counts_only_once_its_chunk_is_done() {
+        let progress = |chunks: u64| SnapshotProgress {
+            id: "s".into(),
+            tables: vec!["d.t".into()],
+            table: 0,
+            after: Some(vec![chunks.to_string()]),
+            chunks,
+            rows: chunks * 10,
+            done: false,
+        };
+        let mut w = AckWindow::default();
+        w.add(0);
+        w.end(0, at(100), None);
+        // A chunk of two rows slipped in after transaction 0, at the same position.
+        w.add(1);
+        w.add(1);
+        w.mark_snapshot(1, "task", progress(1));
+        w.end(1, at(100), None);
+        w.ack(0);
+        assert_eq!(w.position().map(|p| p.position.pos), Some(100));
+        assert!(
+            w.snapshots().0.is_empty(),
+            "rows of the chunk are in flight"
+        );
+        let before = w.snapshots().1;
+        w.ack(1);
+        w.ack(1);
+        assert_eq!(w.snapshots().0.get("task"), Some(&progress(1)));
+        assert_ne!(w.snapshots().1, before, "a changed progress is written");
     }
 
     #[test]
@@ -466,6 +564,19 @@ mod tests {
             server_id: 1,
             server_uuid: None,
             file_created: Some(1_764_000_000),
+            snapshots: [(
+                "items".to_owned(),
+                SnapshotProgress {
+                    id: "items-1764000000".into(),
+                    tables: vec!["shop.items".into(), "shop.more".into()],
+                    table: 1,
+                    after: Some(vec!["42".into(), "'a\\'b'".into()]),
+                    chunks: 3,
+                    rows: 30_000,
+                    done: false,
+                },
+            )]
+            .into(),
         };
         store(dir.path(), &cp).unwrap();
         assert_eq!(load(dir.path()).unwrap(), Some(cp));

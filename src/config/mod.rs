@@ -25,7 +25,9 @@ pub use problem::{ConfigError, Problem};
 pub use runtime::{RuntimeConfig, StateConfig};
 pub use server::ServerConfig;
 pub use source::{SourceConfig, StartPosition};
-pub use tasks::{EventKinds, Ordering, PayloadShape, TablePattern, TaskConfig};
+pub use tasks::{
+    EventKinds, Ordering, PayloadShape, SnapshotEvent, SnapshotMode, TablePattern, TaskConfig,
+};
 
 use document::Document;
 use fields::{Fields, Report};

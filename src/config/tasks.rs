@@ -37,6 +37,30 @@ pub struct TaskConfig {
     pub payload: PayloadShape,
     /// Disabled tasks are loaded but receive nothing.
     pub enabled: bool,
+    /// Whether the task first sends the rows its tables already hold.
+    pub snapshot: SnapshotMode,
+    /// Rows per snapshot chunk (one keyset query, one consistent read).
+    pub snapshot_chunk: u32,
+    /// The `event` of snapshot rows.
+    pub snapshot_event: SnapshotEvent,
+}
+
+/// When a task snapshots its tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotMode {
+    /// Only on demand.
+    Never,
+    /// Once, before streaming, unless the checkpoint says it is done.
+    Initial,
+}
+
+/// What snapshot rows call themselves in the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotEvent {
+    /// `"event": "snapshot"`.
+    Snapshot,
+    /// `"event": "insert"`, for receivers that only know insert.
+    Insert,
 }
 
 /// Which row changes a task wants.
@@ -242,6 +266,25 @@ fn read_task(
         ],
     );
     let enabled = f.bool("enabled", true);
+    let snapshot = f.choice(
+        "snapshot",
+        SnapshotMode::Never,
+        &[
+            ("never", SnapshotMode::Never),
+            ("initial", SnapshotMode::Initial),
+        ],
+    );
+    let snapshot_chunk = f
+        .int("snapshot_chunk", 1, 1_000_000)
+        .map_or(10_000, |n| n as u32);
+    let snapshot_event = f.choice(
+        "snapshot_event",
+        SnapshotEvent::Snapshot,
+        &[
+            ("snapshot", SnapshotEvent::Snapshot),
+            ("insert", SnapshotEvent::Insert),
+        ],
+    );
     Some(TaskConfig {
         task_id: task_id?,
         name,
@@ -256,6 +299,9 @@ fn read_task(
         ordering,
         payload,
         enabled,
+        snapshot,
+        snapshot_chunk,
+        snapshot_event,
     })
 }
 

@@ -53,6 +53,8 @@ struct Stream {
     ended_gtid: Option<String>,
     /// A PREVIOUS_GTIDS event's set, until taken.
     previous_gtids: Option<crate::binlog::gtid::GtidSet>,
+    /// A transaction has begun and not ended.
+    in_transaction: bool,
 }
 
 impl Changes {
@@ -75,6 +77,7 @@ impl Changes {
                 look_up_every_table: false,
                 ended_gtid: None,
                 previous_gtids: None,
+                in_transaction: false,
             },
             inflated: Vec::new(),
             events: 0,
@@ -90,7 +93,14 @@ impl Changes {
         self.stream.file.clone_from(&from.file);
         self.stream.read_to = from.pos;
         self.stream.gtid = None;
+        self.stream.in_transaction = false;
         self.stream.look_up_every_table = mariadb;
+    }
+
+    /// Whether a transaction has begun and not ended (nothing may be slipped in
+    /// between its events).
+    pub fn in_transaction(&self) -> bool {
+        self.stream.in_transaction
     }
 
     /// information_schema facts for `table_id`: applied to its map now and to every
@@ -243,9 +253,13 @@ impl Stream {
         ev: Event<'e>,
     ) -> Result<Option<RowsEvent<'e>>, PositionedError> {
         match ev {
-            Event::Gtid(g) => self.gtid = Some(g),
+            Event::Gtid(g) => {
+                self.gtid = Some(g);
+                self.in_transaction = true;
+            }
             Event::PreviousGtids(set) => self.previous_gtids = Some(set),
             Event::TableMap(id) => {
+                self.in_transaction = true;
                 if self.columns.contains_key(&id) {
                     self.apply_columns(id);
                 } else if let Some(map) = self.decoder.table(id) {
@@ -263,6 +277,7 @@ impl Stream {
                 }
             }
             Event::Rows(rows) => {
+                self.in_transaction = true;
                 let Some(table) = self.decoder.table(rows.table_id) else {
                     return Err(self.at(
                         feed,
@@ -302,8 +317,9 @@ impl Stream {
                     crate::binlog::DecodeError::malformed("transaction payload", "nested payload"),
                 ))
             }
-            Event::Query { .. } | Event::FormatDescription | Event::Heartbeat | Event::Other(_) => {
-            }
+            // BEGIN.
+            Event::Query { .. } => self.in_transaction = true,
+            Event::FormatDescription | Event::Heartbeat | Event::Other(_) => {}
         }
         Ok(None)
     }
@@ -352,6 +368,7 @@ impl Stream {
     }
 
     fn end_transaction(&mut self) -> bool {
+        self.in_transaction = false;
         self.ended_gtid = self.gtid.take();
         true
     }

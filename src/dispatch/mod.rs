@@ -4,6 +4,7 @@
 //! is down fills only its share while the others keep flowing.
 
 pub mod changes;
+pub mod merge;
 pub mod payload;
 
 use std::collections::VecDeque;
@@ -61,8 +62,9 @@ pub struct Dispatch {
     ledger: Rc<RefCell<Ledger>>,
     share: u32,
     limit: u64,
-    txn: u64,
-    seq: u64,
+    /// Transaction ordinals, routing sequence and the stream's boundary, shared
+    /// with snapshot readers.
+    merge: Rc<RefCell<merge::Merge>>,
     /// The last rows event handed to shards (file, position).
     sent_upto: Option<(String, u64)>,
     progress: Rc<Progress>,
@@ -108,8 +110,7 @@ impl Dispatch {
             plan,
             share: (max_inflight / enabled).max(1),
             limit: u64::from(max_inflight.max(1)),
-            txn: 0,
-            seq: 0,
+            merge: Rc::new(RefCell::new(merge::Merge::default())),
             sent_upto: None,
             stats,
             latency,
@@ -148,6 +149,18 @@ impl Dispatch {
                 return Ok(());
             }
             glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Where snapshot readers hand in their chunks.
+    pub fn snapshot_port(&self) -> merge::SnapshotPort {
+        merge::SnapshotPort {
+            merge: self.merge.clone(),
+            outbox: self.outbox.clone(),
+            ledger: self.ledger.clone(),
+            plan: self.plan.clone(),
+            stats: self.stats.clone(),
+            limit: self.limit,
         }
     }
 
@@ -288,9 +301,15 @@ impl crate::source::Downstream for Dispatch {
         from: &BinlogPosition,
         gtids: Option<&crate::binlog::gtid::GtidSet>,
     ) -> Result<(), DispatchError> {
+        let next_txn = self.merge.borrow().txn;
         self.ledger
             .borrow_mut()
-            .on_connect(info, from, gtids.cloned(), self.txn)?;
+            .on_connect(info, from, gtids.cloned(), next_txn)?;
+        {
+            let mut m = self.merge.borrow_mut();
+            m.between = true;
+            m.at = (!from.file.is_empty()).then(|| from.clone());
+        }
         let p = &self.progress;
         if p.server.borrow().is_some() {
             p.reconnects.set(p.reconnects.get() + 1);
@@ -340,10 +359,10 @@ impl crate::source::Downstream for Dispatch {
             outbox,
             ledger,
             stats,
-            txn,
-            seq,
+            merge,
             ..
         } = self;
+        let mut m = merge.borrow_mut();
         let mut ledger = ledger.borrow_mut();
         let mut outbox = outbox.borrow_mut();
         let mut routed = false;
@@ -359,15 +378,15 @@ impl crate::source::Downstream for Dispatch {
                     let id_len =
                         payloads.write(scratch, route.shape, &row, route.keep.as_deref())?;
                     let task = route.task as u32;
-                    *seq += 1;
+                    m.seq += 1;
                     let ordering = plan.tasks[route.task].ordering;
-                    let key = crate::route::routing_key(ordering, task, payloads.key(), *seq);
+                    let key = crate::route::routing_key(ordering, task, payloads.key(), m.seq);
                     // Under `table` one lane orders everything already.
                     let key_change = ordering == Ordering::PerKey && payloads.key_changed();
                     let delivery = Delivery {
                         task,
                         key,
-                        txn: *txn,
+                        txn: m.txn,
                         id_len: u16::try_from(id_len).unwrap_or(u16::MAX),
                         body: Bytes::copy_from_slice(scratch),
                         // One clock read per binlog event, not per row: it is when
@@ -376,15 +395,27 @@ impl crate::source::Downstream for Dispatch {
                     };
                     outbox.push(plan.shard_of(task, key), delivery, key_change);
                     stats.read(route.task, 1);
-                    ledger.sent(route.task, *txn);
+                    ledger.sent(route.task, m.txn);
+                    if !m.watches.is_empty() {
+                        let at = BinlogPosition {
+                            file: row.at.file.to_owned(),
+                            pos: row.at.pos,
+                        };
+                        let (schema, table) = (&row.table.schema, &row.table.table);
+                        m.saw(route.task, schema, table, payloads.key(), &at);
+                        if let Some(old) = payloads.old_key() {
+                            m.saw(route.task, schema, table, old, &at);
+                        }
+                    }
                 }
             }
         }
         if let Some(set) = changes.take_previous_gtids() {
-            ledger.previous_gtids(*txn, set);
+            ledger.previous_gtids(m.txn, set);
         }
         drop(ledger);
         drop(outbox);
+        drop(m);
         let step = self.changes.step(&feed);
         match &step {
             Step::Rotated { at } => self.progress.read(&at.file, at.pos),
@@ -401,9 +432,15 @@ impl crate::source::Downstream for Dispatch {
             if gtid.is_some() {
                 self.progress.gtid.borrow_mut().clone_from(&gtid);
             }
-            self.ledger.borrow_mut().end(self.txn, end.clone(), gtid);
-            self.txn += 1;
+            let mut m = self.merge.borrow_mut();
+            self.ledger
+                .borrow_mut()
+                .end(m.txn, end.clone(), gtid.clone());
+            m.txn += 1;
+            m.at = Some(end.clone());
+            m.gtid = gtid;
         }
+        self.merge.borrow_mut().between = !self.changes.in_transaction();
         Ok(step)
     }
 

@@ -141,24 +141,10 @@ impl PayloadWriter {
                 out.extend_from_slice(&self.after);
             }
         }
-        out.extend_from_slice(b",\"timestamp\":");
-        rfc3339(out, at.timestamp);
-        if shape == PayloadShape::Envelope {
-            out.extend_from_slice(b",\"position\":{\"file\":");
-            string(out, at.file);
-            out.extend_from_slice(b",\"pos\":");
-            uint(out, at.pos);
-            out.extend_from_slice(b",\"gtid\":");
-            match at.gtid {
-                Some(g) => string(out, g),
-                None => out.extend_from_slice(b"null"),
-            }
-            // No `xid`: the XID event follows the rows, and holding every row of a
-            // transaction for it would make memory grow with the transaction.
-            // `position.gtid` names the transaction where the server has GTIDs.
-            out.extend_from_slice(b"},\"ts_ms\":");
-            uint(out, u64::from(at.timestamp) * 1000);
-        }
+        // No `xid`: the XID event follows the rows, and holding every row of a
+        // transaction for it would make memory grow with the transaction.
+        // `position.gtid` names the transaction where the server has GTIDs.
+        write_tail(out, shape, at.timestamp, at.file, at.pos, at.gtid);
         out.push(b'}');
         Ok(id_len)
     }
@@ -171,6 +157,13 @@ impl PayloadWriter {
             && self.before_keys.text != self.after_keys.text
     }
 
+    /// The key values (JSON text) the last row had before an update, when it
+    /// had a before image with a key.
+    pub fn old_key(&self) -> Option<&[u8]> {
+        (self.key_from_after && !self.before_keys.spans.is_empty())
+            .then_some(self.before_keys.text.as_slice())
+    }
+
     /// The primary-key values (JSON text) of the last row written: its routing key.
     /// Empty for a table without a key.
     pub fn key(&self) -> &[u8] {
@@ -179,6 +172,32 @@ impl PayloadWriter {
         } else {
             &self.before_keys.text
         }
+    }
+}
+
+/// `timestamp`, and with the envelope `position` and `ts_ms`.
+fn write_tail(
+    out: &mut Vec<u8>,
+    shape: PayloadShape,
+    timestamp: u32,
+    file: &str,
+    pos: u64,
+    gtid: Option<&str>,
+) {
+    out.extend_from_slice(b",\"timestamp\":");
+    rfc3339(out, timestamp);
+    if shape == PayloadShape::Envelope {
+        out.extend_from_slice(b",\"position\":{\"file\":");
+        string(out, file);
+        out.extend_from_slice(b",\"pos\":");
+        uint(out, pos);
+        out.extend_from_slice(b",\"gtid\":");
+        match gtid {
+            Some(g) => string(out, g),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b"},\"ts_ms\":");
+        uint(out, u64::from(timestamp) * 1000);
     }
 }
 
@@ -199,4 +218,75 @@ fn write_primary_id(out: &mut Vec<u8>, table: &TableMap, keys: &KeyValues) {
             out.push(b'}');
         }
     }
+}
+
+/// One row a snapshot read, rendered, ready to be wrapped in its task's shape.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotRow<'a> {
+    /// The snapshot run's id.
+    pub snapshot: &'a str,
+    /// Schema of the table.
+    pub schema: &'a str,
+    /// The table.
+    pub table: &'a str,
+    /// The `data` object (JSON).
+    pub data: &'a [u8],
+    /// The `primary_id` value (JSON).
+    pub primary_id: &'a [u8],
+    /// The key values (JSON text, column order): also the routing key.
+    pub key: &'a [u8],
+    /// What the row is called: `snapshot` or `insert`.
+    pub event: &'a str,
+    /// The binlog position the chunk's read is consistent with.
+    pub file: &'a str,
+    /// Its offset.
+    pub pos: u64,
+    /// Chunk number within the snapshot.
+    pub chunk: u64,
+    /// The last chunk of the last table.
+    pub last: bool,
+    /// When it was read, seconds since the epoch.
+    pub timestamp: u32,
+}
+
+/// Appends the payload of a snapshot row; returns the id's length (see
+/// [`PayloadWriter::write`]). The id is stable for a key within one snapshot:
+/// `snapshot:<id>:<table>:<hash of the key>`.
+pub fn write_snapshot(out: &mut Vec<u8>, shape: PayloadShape, row: &SnapshotRow<'_>) -> usize {
+    out.extend_from_slice(b"{\"id\":\"");
+    let id_start = out.len();
+    out.extend_from_slice(b"snapshot:");
+    escaped(out, row.snapshot.as_bytes());
+    out.push(b':');
+    escaped(out, row.schema.as_bytes());
+    out.push(b'.');
+    escaped(out, row.table.as_bytes());
+    out.push(b':');
+    let hash = crate::route::key_hash(0, row.key);
+    out.extend_from_slice(format!("{hash:016x}").as_bytes());
+    let id_len = out.len() - id_start;
+    out.extend_from_slice(b"\",\"primary_id\":");
+    out.extend_from_slice(row.primary_id);
+    out.extend_from_slice(b",\"event\":");
+    string(out, row.event);
+    out.extend_from_slice(b",\"database\":");
+    string(out, row.schema);
+    out.extend_from_slice(b",\"table\":");
+    string(out, row.table);
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(row.data);
+    write_tail(out, shape, row.timestamp, row.file, row.pos, None);
+    if shape == PayloadShape::Envelope {
+        out.extend_from_slice(b",\"snapshot\":{\"id\":");
+        string(out, row.snapshot);
+        out.extend_from_slice(b",\"table\":");
+        string(out, &format!("{}.{}", row.schema, row.table));
+        out.extend_from_slice(b",\"chunk\":");
+        uint(out, row.chunk);
+        out.extend_from_slice(b",\"last\":");
+        out.extend_from_slice(if row.last { b"true" } else { b"false" });
+        out.push(b'}');
+    }
+    out.push(b'}');
+    id_len
 }

@@ -11,7 +11,7 @@ use glommio::net::TcpStream;
 use super::error::MysqlError;
 use super::handshake::{self, Greeting};
 use super::packet::{write_packets, Framer};
-use super::result::{parse_row, Row};
+use super::result::{parse_row_bytes, Row};
 use crate::config::{DatabaseConfig, TlsMode};
 use crate::net::Stream;
 
@@ -244,6 +244,22 @@ impl Connection {
 
     /// Runs a text query and returns its rows (NULL as `None`).
     pub async fn query(&mut self, sql: &str) -> Result<Vec<Row>, MysqlError> {
+        let rows = self.query_bytes(sql).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()))
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Runs a text query and returns its rows as the bytes the server sent.
+    pub async fn query_bytes(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<super::result::RawRow>, MysqlError> {
         let mut cmd = Vec::with_capacity(1 + sql.len());
         cmd.push(0x03);
         cmd.extend_from_slice(sql.as_bytes());
@@ -275,7 +291,7 @@ impl Connection {
             if p.first() == Some(&0xff) {
                 return Err(MysqlError::from_err_packet(&p));
             }
-            rows.push(parse_row(&p, columns)?);
+            rows.push(parse_row_bytes(&p, columns)?);
         }
     }
 

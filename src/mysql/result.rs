@@ -17,6 +17,29 @@ pub fn column_count(p: &[u8]) -> Result<usize, MysqlError> {
 
 /// A text-protocol row of `columns` values.
 pub fn parse_row(p: &[u8], columns: usize) -> Result<Row, MysqlError> {
+    Ok(value_ranges(p, columns)?
+        .into_iter()
+        .map(|r| r.map(|r| String::from_utf8_lossy(&p[r]).into_owned()))
+        .collect())
+}
+
+/// A text-protocol row of `columns` values as the bytes the server sent (binary
+/// strings stay binary), sharing `p`'s buffer.
+pub fn parse_row_bytes(p: &bytes::Bytes, columns: usize) -> Result<RawRow, MysqlError> {
+    Ok(value_ranges(p, columns)?
+        .into_iter()
+        .map(|r| r.map(|r| p.slice(r)))
+        .collect())
+}
+
+/// One result row as sent; NULL is `None`.
+pub type RawRow = Vec<Option<bytes::Bytes>>;
+
+/// Where each of the `columns` values of a row lies in `p`; NULL is `None`.
+fn value_ranges(
+    p: &[u8],
+    columns: usize,
+) -> Result<Vec<Option<std::ops::Range<usize>>>, MysqlError> {
     let mut row = Vec::with_capacity(columns);
     let mut i = 0;
     for _ in 0..columns {
@@ -26,11 +49,12 @@ pub fn parse_row(p: &[u8], columns: usize) -> Result<Row, MysqlError> {
             continue;
         }
         let (len, at) = lenenc(p, i).ok_or_else(|| MysqlError::Protocol("truncated row".into()))?;
-        let end = at
-            .checked_add(len as usize)
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|len| at.checked_add(len))
             .filter(|&e| e <= p.len())
             .ok_or_else(|| MysqlError::Protocol("truncated row".into()))?;
-        row.push(Some(String::from_utf8_lossy(&p[at..end]).into_owned()));
+        row.push(Some(at..end));
         i = end;
     }
     Ok(row)

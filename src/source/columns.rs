@@ -189,7 +189,7 @@ pub fn members(column_type: &str) -> Option<Vec<String>> {
 }
 
 /// A string literal for SQL (names come from the binlog, so they are quoted).
-fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 

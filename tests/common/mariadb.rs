@@ -99,34 +99,12 @@ impl MariaDb {
 
     /// Runs SQL with the `mariadb` client; returns rows as tab-separated fields.
     pub fn try_sql(&self, sql: &str) -> Result<Vec<Vec<String>>, String> {
-        let out = Command::new("mariadb")
-            .args([
-                "--protocol=tcp",
-                "-h127.0.0.1",
-                "-uroot",
-                "--batch",
-                "--skip-column-names",
-                "--raw",
-                "--default-character-set=utf8mb4",
-            ])
-            .arg(format!("-P{}", self.port))
-            .arg("-e")
-            .arg(sql)
-            .output()
-            .map_err(|e| format!("cannot run mariadb client: {e}"))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| l.split('\t').map(str::to_owned).collect())
-            .collect())
+        try_sql_at(self.port, sql)
     }
 
     /// Runs SQL and panics with the server's message when it fails.
     pub fn sql(&self, sql: &str) -> Vec<Vec<String>> {
-        self.try_sql(sql)
-            .unwrap_or_else(|e| panic!("SQL failed: {sql}\n{e}"))
+        sql_at(self.port, sql)
     }
 
     /// The single value of a one-row, one-column query.
@@ -237,4 +215,36 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or(0)
+}
+
+/// Runs SQL on the server at `port` with the `mariadb` client (usable from any
+/// thread); returns rows as tab-separated fields.
+pub fn try_sql_at(port: u16, sql: &str) -> Result<Vec<Vec<String>>, String> {
+    let out = Command::new("mariadb")
+        .args([
+            "--protocol=tcp",
+            "-h127.0.0.1",
+            "-uroot",
+            "--batch",
+            "--skip-column-names",
+            "--raw",
+            "--default-character-set=utf8mb4",
+        ])
+        .arg(format!("-P{}", port))
+        .arg("-e")
+        .arg(sql)
+        .output()
+        .map_err(|e| format!("cannot run mariadb client: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect())
+}
+
+/// [`try_sql_at`], panicking with the server's message when it fails.
+pub fn sql_at(port: u16, sql: &str) -> Vec<Vec<String>> {
+    try_sql_at(port, sql).unwrap_or_else(|e| panic!("SQL failed: {sql}\n{e}"))
 }

@@ -1,0 +1,224 @@
+//! Where snapshot chunks join the stream, on the source core. A chunk is a
+//! consistent read of some rows as of binlog position `at` (MariaDB's
+//! `binlog_snapshot_position` of the read's transaction). It goes in between two
+//! transactions, once the stream has read at least up to `at`; rows whose key the
+//! stream changed at or after `at` are dropped, because the receiver already has
+//! (or is about to get, in order) something newer for them. The stream records
+//! those keys from the moment the reader says it is about to read (before `at`
+//! exists, so nothing after it is missed) until the chunk goes in.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::checkpoint::ledger::Ledger;
+use crate::checkpoint::SnapshotProgress;
+use crate::delivery::stats::Stats;
+use crate::delivery::{Delivery, Plan};
+use crate::mysql::replica::BinlogPosition;
+
+use super::{DispatchError, Outbox};
+
+/// What the stream and the snapshot readers share.
+#[derive(Debug, Default)]
+pub(crate) struct Merge {
+    /// Ordinal of the next transaction given to the ledger (stream transactions
+    /// and snapshot chunks share the sequence).
+    pub txn: u64,
+    /// Events routed so far (spreads `ordering: none`).
+    pub seq: u64,
+    /// No transaction is open in the stream.
+    pub between: bool,
+    /// The end of the last transaction read (or where the stream started).
+    pub at: Option<BinlogPosition>,
+    /// Its GTID.
+    pub gtid: Option<String>,
+    /// Keys of watched tables the stream delivered, with the last position.
+    pub watches: Vec<Watch>,
+}
+
+/// A table whose delivered keys are being recorded for a chunk.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    task: usize,
+    schema: String,
+    table: String,
+    keys: HashMap<Vec<u8>, BinlogPosition>,
+}
+
+impl Merge {
+    /// The stream delivered a row of `task` on `schema.table` with key `key` from
+    /// the event at `pos`.
+    pub fn saw(
+        &mut self,
+        task: usize,
+        schema: &str,
+        table: &str,
+        key: &[u8],
+        pos: &BinlogPosition,
+    ) {
+        for w in &mut self.watches {
+            if w.task == task && w.schema == schema && w.table == table {
+                match w.keys.get_mut(key) {
+                    Some(p) => p.clone_from(pos),
+                    None => {
+                        w.keys.insert(key.to_vec(), pos.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One rendered row of a chunk.
+#[derive(Debug)]
+pub struct ChunkRow {
+    /// The key values (JSON text): routing key and what the stream recorded.
+    pub key: Vec<u8>,
+    /// The payload.
+    pub body: Bytes,
+    /// Length of the payload's id.
+    pub id_len: u16,
+}
+
+/// A consistent read of some rows of one table of one task.
+#[derive(Debug)]
+pub struct Chunk {
+    /// Index of the task in the plan.
+    pub task: usize,
+    /// The task's id.
+    pub task_id: String,
+    /// Schema of the table.
+    pub schema: String,
+    /// The table.
+    pub table: String,
+    /// The binlog position the read is consistent with.
+    pub at: BinlogPosition,
+    /// The rows, in key order.
+    pub rows: Vec<ChunkRow>,
+    /// The task's snapshot progress once these rows are done.
+    pub progress: SnapshotProgress,
+}
+
+/// What became of an offered chunk.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Offer {
+    /// The stream has not read up to the chunk's position yet, is inside a
+    /// transaction, or the in-flight budget is spent: offer it again shortly.
+    NotYet,
+    /// Handed to the shards: `sent` rows, `dropped` because the stream had newer.
+    Taken {
+        /// Rows handed on.
+        sent: u64,
+        /// Rows the stream had newer changes for.
+        dropped: u64,
+    },
+}
+
+/// A snapshot reader's way into the stream (same thread; cloned from the dispatcher).
+#[derive(Clone)]
+pub struct SnapshotPort {
+    pub(super) merge: Rc<RefCell<Merge>>,
+    pub(super) outbox: Rc<RefCell<Outbox>>,
+    pub(super) ledger: Rc<RefCell<Ledger>>,
+    pub(super) plan: Arc<Plan>,
+    pub(super) stats: Arc<Stats>,
+    pub(super) limit: u64,
+}
+
+impl SnapshotPort {
+    /// Starts recording the keys the stream delivers for `task` on
+    /// `schema.table`; call before the chunk's read begins.
+    pub fn watch(&self, task: usize, schema: &str, table: &str) {
+        let mut m = self.merge.borrow_mut();
+        if !m
+            .watches
+            .iter()
+            .any(|w| w.task == task && w.schema == schema && w.table == table)
+        {
+            m.watches.push(Watch {
+                task,
+                schema: schema.to_owned(),
+                table: table.to_owned(),
+                keys: HashMap::new(),
+            });
+        }
+    }
+
+    /// Stops recording for `task` on `schema.table` (a read that failed).
+    pub fn unwatch(&self, task: usize, schema: &str, table: &str) {
+        self.merge
+            .borrow_mut()
+            .watches
+            .retain(|w| !(w.task == task && w.schema == schema && w.table == table));
+    }
+
+    /// Snapshot progress saved by the last checkpoint.
+    pub fn saved_progress(&self, task_id: &str) -> Option<SnapshotProgress> {
+        self.ledger.borrow().snapshots().get(task_id).cloned()
+    }
+
+    /// Hands `chunk` to the shards if the stream allows it now.
+    pub fn offer(&self, chunk: &mut Chunk) -> Result<Offer, DispatchError> {
+        let mut m = self.merge.borrow_mut();
+        let Some(at) = m.at.clone().filter(|at| m.between && *at >= chunk.at) else {
+            return Ok(Offer::NotYet);
+        };
+        let mut ledger = self.ledger.borrow_mut();
+        ledger.drain_acks();
+        let n = chunk.rows.len() as u64;
+        // A chunk larger than the budget goes in alone.
+        if ledger.total > 0 && ledger.total + n > self.limit {
+            return Ok(Offer::NotYet);
+        }
+        let newer: HashSet<Vec<u8>> = match m.watches.iter().position(|w| {
+            w.task == chunk.task && w.schema == chunk.schema && w.table == chunk.table
+        }) {
+            Some(i) => m
+                .watches
+                .swap_remove(i)
+                .keys
+                .into_iter()
+                .filter(|(_, p)| *p >= chunk.at)
+                .map(|(k, _)| k)
+                .collect(),
+            None => HashSet::new(),
+        };
+        let txn = m.txn;
+        m.txn += 1;
+        let task = chunk.task as u32;
+        let ordering = self.plan.tasks[chunk.task].ordering;
+        let made = Instant::now();
+        let mut outbox = self.outbox.borrow_mut();
+        let (mut sent, mut dropped) = (0, 0);
+        for row in chunk.rows.drain(..) {
+            if newer.contains(&row.key) {
+                dropped += 1;
+                continue;
+            }
+            m.seq += 1;
+            let key = crate::route::routing_key(ordering, task, &row.key, m.seq);
+            let delivery = Delivery {
+                task,
+                key,
+                txn,
+                id_len: row.id_len,
+                body: row.body,
+                made,
+            };
+            outbox.push(self.plan.shard_of(task, key), delivery, false);
+            self.stats.read(chunk.task, 1);
+            ledger.sent(chunk.task, txn);
+            sent += 1;
+        }
+        ledger.mark_snapshot(txn, &chunk.task_id, chunk.progress.clone());
+        let gtid = m.gtid.clone();
+        ledger.end(txn, at, gtid);
+        outbox.flush()?;
+        Ok(Offer::Taken { sent, dropped })
+    }
+}
