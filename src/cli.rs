@@ -27,6 +27,9 @@ pub enum Command {
     Status(AdminArgs),
     /// List a running instance's tasks with state and counters.
     Tasks(AdminArgs),
+    /// Snapshot a task's tables on a running instance (the rows they hold now),
+    /// and follow it to the end.
+    Snapshot(SnapshotArgs),
     /// Inspect or re-send dead-lettered events.
     Dlq {
         /// list or replay.
@@ -73,6 +76,37 @@ pub struct AdminArgs {
     /// Base URL of the admin server.
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
     pub admin: String,
+}
+
+/// `snapshot TASK`: what to read, and the running instance to ask.
+#[derive(Debug, Clone, Args)]
+pub struct SnapshotArgs {
+    /// The task whose tables to read.
+    #[arg(value_name = "TASK")]
+    pub task: String,
+    /// Only this table of the task (`table` or `schema.table`).
+    #[arg(long, value_name = "TABLE")]
+    pub table: Option<String>,
+    /// Only rows meeting this SQL condition, e.g. "updated_at > '2026-01-01'".
+    #[arg(long = "where", value_name = "SQL")]
+    pub filter: Option<String>,
+    /// Cancel the task's running snapshot instead.
+    #[arg(long, conflicts_with_all = ["table", "filter"])]
+    pub cancel: bool,
+    /// Start it and return; do not follow its progress.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// The admin server.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// `server.token` of the instance (or set ROWHOOK_ADMIN_TOKEN).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "ROWHOOK_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
 
 /// `check`: the configuration, then (unless offline) the server and callbacks.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use rowhook::cli::{
-    normalize_args, CheckArgs, Cli, Command, ConfigArgs, DlqAction, DlqArgs, TailArgs,
+    normalize_args, CheckArgs, Cli, Command, ConfigArgs, DlqAction, DlqArgs, SnapshotArgs, TailArgs,
 };
 use rowhook::config::{self, ConfigError, ConfigFiles, Loaded};
 
@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Command::Tail(args) => tail(&args),
         Command::Status(args) => status(&args.admin),
         Command::Tasks(args) => tasks(&args.admin),
+        Command::Snapshot(args) => snapshot(&args),
         Command::Dlq { action } => match action {
             DlqAction::List(args) => dlq_list(&args),
             DlqAction::Replay(args) => dlq_replay(&args),
@@ -153,6 +154,124 @@ fn tasks(base: &str) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// `rowhook snapshot TASK`: starts (or cancels) a snapshot on the running
+/// instance, then follows it: a progress bar on a terminal, a line every 10 s
+/// otherwise. Exit 0 when it is done, 1 when it failed or was cancelled, 2 when
+/// the request itself is wrong (unknown task, bad body, refused).
+fn snapshot(args: &SnapshotArgs) -> ExitCode {
+    use rowhook::admin::client;
+    let base = &args.admin.admin;
+    let id: String = args
+        .task
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let path = format!("/tasks/{id}/snapshot");
+    let token = args.token.as_deref();
+    let (method, body) = if args.cancel {
+        ("DELETE", None)
+    } else {
+        (
+            "POST",
+            Some(serde_json::json!({"table": args.table, "where": args.filter})),
+        )
+    };
+    let (code, answer) = match client::request(base, method, &path, token, body.as_ref()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    if !(200..300).contains(&code) {
+        let why = answer["error"]
+            .as_str()
+            .map_or_else(|| answer.to_string(), str::to_owned);
+        eprintln!("error: {why}");
+        return ExitCode::from(if code >= 500 {
+            EXIT_RUNTIME
+        } else {
+            EXIT_CONFIG
+        });
+    }
+    if args.cancel {
+        println!(
+            "snapshot of task {} cancelled after its current chunk",
+            args.task
+        );
+        return ExitCode::SUCCESS;
+    }
+    if args.no_wait {
+        println!("snapshot of task {} started", args.task);
+        return ExitCode::SUCCESS;
+    }
+    follow_snapshot(base, &format!("/tasks/{id}"), &args.task)
+}
+
+/// Polls the task until its snapshot is no longer running.
+fn follow_snapshot(base: &str, path: &str, task: &str) -> ExitCode {
+    use std::io::IsTerminal;
+    use std::time::{Duration, Instant};
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:40}] {pos}/~{len} rows, {per_sec}, eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut logged = Instant::now();
+    loop {
+        let snapshot = match rowhook::admin::client::get(base, path) {
+            Ok((200, t)) => t["snapshot"].clone(),
+            Ok((code, answer)) => {
+                eprintln!("error: HTTP {code}: {answer}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        };
+        let rows = snapshot["rows"].as_u64().unwrap_or(0);
+        let estimate = snapshot["estimated_rows"].as_u64().unwrap_or(0).max(rows);
+        let table = snapshot["table"].as_str().unwrap_or("-").to_owned();
+        if let Some(bar) = &bar {
+            bar.set_length(estimate);
+            bar.set_position(rows);
+            bar.set_message(table.clone());
+        } else if logged.elapsed() >= Duration::from_secs(10) {
+            logged = Instant::now();
+            eprintln!("snapshot of {task}: {table}, {rows} of ~{estimate} rows");
+        }
+        match snapshot["state"].as_str().unwrap_or("none") {
+            "running" => std::thread::sleep(Duration::from_millis(500)),
+            state => {
+                if let Some(bar) = &bar {
+                    bar.finish_and_clear();
+                }
+                let id = snapshot["id"].as_str().unwrap_or("-");
+                return match state {
+                    "done" => {
+                        println!("snapshot {id} of task {task} done: {rows} rows");
+                        ExitCode::SUCCESS
+                    }
+                    _ => {
+                        let error = snapshot["error"].as_str().unwrap_or("");
+                        eprintln!("snapshot {id} of task {task} {state} after {rows} rows {error}");
+                        ExitCode::from(EXIT_RUNTIME)
+                    }
+                };
+            }
         }
     }
 }

@@ -386,3 +386,104 @@ tasks:
         "{repeated} rows sent twice over 3 kills ({before} before the last start)"
     );
 }
+
+/// On demand, from the CLI against a running instance: a filtered snapshot runs to
+/// its end and the verb says so (exit 0); wrong requests are refused with what
+/// is wrong (exit 2), a failing one reports why (exit 1), nothing half-started.
+#[test]
+fn rowhook_snapshot_runs_on_demand_and_refuses_clearly() {
+    let db = MariaDb::start();
+    db.sql(
+        "CREATE DATABASE shop;
+         CREATE TABLE shop.items (id INT PRIMARY KEY, v INT NOT NULL, s VARCHAR(40) NOT NULL);
+         INSERT INTO shop.items SELECT seq, seq, CONCAT('row ', seq) FROM shop.seq_1_to_5000;",
+    );
+    let receiver = Receiver::ok();
+    let admin = common::mariadb::free_port();
+    let config = format!(
+        "{}server: {{enabled: true, port: {admin}, token: sesame}}
+tasks:
+  - {{task_id: items, table_name: shop.items, events: [insert, update, delete], callback_url: '{}', snapshot_chunk: 300}}
+",
+        source_yaml(&db),
+        receiver.url("/items")
+    );
+    let rowhook = Rowhook::run(&config);
+    wait_streaming(&db);
+    let url = format!("http://127.0.0.1:{admin}");
+    let snapshot = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rowhook"))
+            .arg("snapshot")
+            .args(args)
+            .args(["--admin", &url])
+            .env_remove("ROWHOOK_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    // Nothing runs without the token, for an unknown task, or to cancel.
+    let (code, out) = snapshot(&["items"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("Authorization"), "{out}");
+    let (code, out) = snapshot(&["nosuch", "--token", "sesame"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("no task \"nosuch\""), "{out}");
+    let (code, out) = snapshot(&["items", "--token", "sesame", "--cancel"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("no snapshot of task \"items\" is running"),
+        "{out}"
+    );
+    // A table the task does not watch, and a condition the server rejects.
+    let (code, out) = snapshot(&["items", "--token", "sesame", "--table", "shop.other"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("not one of the task's tables"), "{out}");
+    let (code, out) = snapshot(&["items", "--token", "sesame", "--where", "v >>> nonsense"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("failed") && out.contains("SQL syntax"),
+        "{out}"
+    );
+    assert!(
+        receiver.requests().is_empty(),
+        "nothing was sent by the refused ones"
+    );
+    // The real one.
+    let (code, out) = snapshot(&[
+        "items",
+        "--token",
+        "sesame",
+        "--table",
+        "items",
+        "--where",
+        "id % 5 = 0",
+    ]);
+    assert_eq!(code, Some(0), "{out}\n{}", rowhook.log());
+    assert!(out.contains("done: 1000 rows"), "{out}");
+    let got = receiver.wait_until(Duration::from_secs(10), |r| r.len() >= 1000);
+    let ids: std::collections::BTreeSet<i64> = got
+        .iter()
+        .map(|r| r.json())
+        .inspect(|p| assert_eq!(p["event"], "snapshot"))
+        .map(|p| p["data"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, (1..=1000).map(|n| n * 5).collect());
+    // /tasks shows the finished snapshot.
+    let tasks = common::loadgen::http(admin, "GET", "/tasks/items", "").1;
+    let task: Value = serde_json::from_str(&tasks).unwrap();
+    assert_eq!(task["snapshot"]["state"], "done", "{task}");
+    assert_eq!(task["snapshot"]["rows"], 1000, "{task}");
+    let metrics = common::loadgen::http(admin, "GET", "/metrics", "").1;
+    assert!(
+        metrics.contains("rowhook_snapshot_rows{task=\"items\"} 1000"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rowhook_snapshot_running{task=\"items\"} 0"),
+        "{metrics}"
+    );
+}

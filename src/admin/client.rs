@@ -1,5 +1,5 @@
-//! `rowhook status` and `rowhook tasks`: one blocking GET against a running
-//! instance's admin server, printed as a readable table.
+//! `rowhook status`, `tasks` and `snapshot`: blocking requests to a running
+//! instance's admin server, printed as readable text.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -38,6 +38,18 @@ pub enum ClientError {
 
 /// GETs `path` from the admin server at `base`: (status, JSON body).
 pub fn get(base: &str, path: &str) -> Result<(u16, Value), ClientError> {
+    request(base, "GET", path, None, None)
+}
+
+/// Sends `method path` (with `token` as a bearer token and `body` as JSON) to the
+/// admin server at `base`: (status, JSON body).
+pub fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Result<(u16, Value), ClientError> {
     let url =
         url::Url::parse(base).map_err(|e| ClientError::Url(base.to_owned(), e.to_string()))?;
     if url.scheme() != "http" {
@@ -69,9 +81,12 @@ pub fn get(base: &str, path: &str) -> Result<(u16, Value), ClientError> {
     stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
     stream.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
     let prefix = url.path().trim_end_matches('/');
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         stream,
-        "GET {prefix}{path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+        "{method} {prefix}{path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: application/json\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .map_err(io)?;
     let mut answer = Vec::new();

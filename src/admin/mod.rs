@@ -58,6 +58,8 @@ pub struct Admin {
     on_source_core: bool,
     /// Events waiting this long without any ack mean delivery is stuck.
     stuck_after: Duration,
+    /// Snapshots to show, start and cancel (`run` only).
+    snapshots: Option<Rc<crate::snapshot::Snapshots>>,
 }
 
 impl Admin {
@@ -100,7 +102,14 @@ impl Admin {
             // A receiver gets its timeout and a retry or two before the instance
             // counts as stuck.
             stuck_after: (plan.timeout * 2).max(Duration::from_secs(60)),
+            snapshots: None,
         }
+    }
+
+    /// Shows and controls `snapshots` too.
+    pub fn with_snapshots(mut self, snapshots: Rc<crate::snapshot::Snapshots>) -> Self {
+        self.snapshots = Some(snapshots);
+        self
     }
 
     /// Why the instance is DOWN; empty when it is UP.

@@ -61,6 +61,7 @@ pub(super) fn error(status: u16, message: &str) -> Reply {
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        202 => "Accepted",
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
@@ -75,7 +76,7 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// Answers one request.
-pub(super) fn route(admin: &Admin, req: &Request) -> Reply {
+pub(super) fn route(admin: &Admin, req: &Request, body: &[u8]) -> Reply {
     let path = req.path.trim_end_matches('/');
     let get = req.method == "GET" || req.method == "HEAD";
     let only_get = |reply: fn(&Admin) -> Reply| {
@@ -93,7 +94,7 @@ pub(super) fn route(admin: &Admin, req: &Request) -> Reply {
         "/metrics.json" => only_get(metrics_json),
         "/histograms" => only_get(histograms),
         "/tasks" => only_get(|a| Reply::json(200, &Value::Array(tasks(a)))),
-        _ => task_route(admin, req, path),
+        _ => task_route(admin, req, path, body),
     }
 }
 
@@ -103,8 +104,8 @@ fn not_allowed(allow: &str) -> Reply {
     r
 }
 
-/// `/tasks/{id}`, `/tasks/{id}/pause`, `/tasks/{id}/resume`.
-fn task_route(admin: &Admin, req: &Request, path: &str) -> Reply {
+/// `/tasks/{id}`, `/tasks/{id}/pause`, `/tasks/{id}/resume`, `/tasks/{id}/snapshot`.
+fn task_route(admin: &Admin, req: &Request, path: &str, body: &[u8]) -> Reply {
     let Some(rest) = path.strip_prefix("/tasks/") else {
         return error(
             404,
@@ -112,7 +113,7 @@ fn task_route(admin: &Admin, req: &Request, path: &str) -> Reply {
         );
     };
     let (id, action) = match rest.rsplit_once('/') {
-        Some((id, a @ ("pause" | "resume"))) => (id, Some(a)),
+        Some((id, a @ ("pause" | "resume" | "snapshot"))) => (id, Some(a)),
         _ => (rest, None),
     };
     let id = percent_decode(id);
@@ -125,8 +126,13 @@ fn task_route(admin: &Admin, req: &Request, path: &str) -> Reply {
         }
         return not_allowed("GET");
     };
-    if req.method != "POST" {
-        return not_allowed("POST");
+    let allowed = if action == "snapshot" {
+        "POST, DELETE"
+    } else {
+        "POST"
+    };
+    if req.method != "POST" && !(action == "snapshot" && req.method == "DELETE") {
+        return not_allowed(allowed);
     }
     if let Some(token) = &admin.server.token {
         let expected = format!("Bearer {token}");
@@ -136,6 +142,9 @@ fn task_route(admin: &Admin, req: &Request, path: &str) -> Reply {
             r.extra = "WWW-Authenticate: Bearer realm=\"rowhook\"\r\n".to_owned();
             return r;
         }
+    }
+    if action == "snapshot" {
+        return snapshot_route(admin, req, index, body);
     }
     if !admin.tasks[index].enabled {
         return error(
@@ -147,6 +156,56 @@ fn task_route(admin: &Admin, req: &Request, path: &str) -> Reply {
     admin.set_paused(index, pause);
     tracing::info!(task = %id, held = admin.progress.task_in_flight[index].get(), "task {}", if pause { "paused by the admin API" } else { "resumed by the admin API" });
     Reply::json(200, &task(admin, index))
+}
+
+/// `POST /tasks/{id}/snapshot` (body: optional `{"table": T, "where": SQL}`) starts
+/// a snapshot; `DELETE` cancels the running one.
+fn snapshot_route(admin: &Admin, req: &Request, index: usize, body: &[u8]) -> Reply {
+    let Some(snapshots) = &admin.snapshots else {
+        return error(409, "snapshots are not available on this instance");
+    };
+    let id = &admin.tasks[index].id;
+    if req.method == "DELETE" {
+        if !snapshots.cancel(index) {
+            return error(409, &format!("no snapshot of task {id:?} is running"));
+        }
+        tracing::info!(task = %id, "snapshot cancel asked by the admin API");
+        return Reply::json(200, &task(admin, index));
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        table: Option<String>,
+        #[serde(rename = "where")]
+        filter: Option<String>,
+    }
+    let parsed: Body = if body.iter().all(u8::is_ascii_whitespace) {
+        Body {
+            table: None,
+            filter: None,
+        }
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(b) => b,
+            Err(e) => {
+                return error(
+                    400,
+                    &format!("the body must be {{\"table\": \"...\", \"where\": \"...\"}} (both optional): {e}"),
+                )
+            }
+        }
+    };
+    let request = crate::snapshot::Request {
+        table: parsed.table.filter(|t| !t.trim().is_empty()),
+        filter: parsed.filter.filter(|f| !f.trim().is_empty()),
+    };
+    match snapshots.start(index, request) {
+        Ok(()) => {
+            tracing::info!(task = %id, "snapshot started by the admin API");
+            Reply::json(202, &task(admin, index))
+        }
+        Err(e) => error(409, &e.to_string()),
+    }
 }
 
 /// Compares without stopping at the first difference, so timing does not tell how
@@ -227,6 +286,22 @@ fn task(admin: &Admin, index: usize) -> Value {
         "retries": s.retries.load(Relaxed),
         "dead_lettered": s.dead_lettered.load(Relaxed),
         "answers": answers,
+        "snapshot": admin.snapshots.as_ref().map(|s| snapshot_status(&s.status(index))),
+    })
+}
+
+fn snapshot_status(s: &crate::snapshot::Status) -> Value {
+    let rate = s.rate();
+    let left = s.estimated_rows.saturating_sub(s.rows);
+    json!({
+        "state": s.state,
+        "id": s.id,
+        "table": s.table,
+        "rows": s.rows,
+        "estimated_rows": s.estimated_rows,
+        "rows_per_s": if s.state == "running" { (rate * 10.0).round() / 10.0 } else { 0.0 },
+        "eta_s": (s.state == "running" && rate > 0.0).then(|| (left as f64 / rate).ceil()),
+        "error": s.error,
     })
 }
 
@@ -538,6 +613,39 @@ fn prometheus(admin: &Admin) -> Reply {
             label(&t.id),
             u8::from(admin.plan.controls.is_paused(i as u32))
         );
+    }
+    if let Some(snapshots) = &admin.snapshots {
+        let all: Vec<_> = (0..admin.tasks.len())
+            .map(|i| snapshots.status(i))
+            .collect();
+        type Gauge = (
+            &'static str,
+            &'static str,
+            fn(&crate::snapshot::Status) -> u64,
+        );
+        let gauges: [Gauge; 3] = [
+            (
+                "rowhook_snapshot_running",
+                "1 while a snapshot of the task runs.",
+                |s| u64::from(s.state == "running"),
+            ),
+            (
+                "rowhook_snapshot_rows",
+                "Rows read by the task's current (or last) snapshot.",
+                |s| s.rows,
+            ),
+            (
+                "rowhook_snapshot_estimated_rows",
+                "information_schema's estimate of the rows that snapshot reads.",
+                |s| s.estimated_rows,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            family(&mut o, name, "gauge", help);
+            for (t, s) in admin.tasks.iter().zip(&all) {
+                let _ = writeln!(o, "{name}{{task=\"{}\"}} {}", label(&t.id), value(s));
+            }
+        }
     }
     family(
         &mut o,

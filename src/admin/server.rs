@@ -307,8 +307,8 @@ async fn connection(mut stream: TcpStream, admin: &Admin, slot: &Slot) -> std::i
             buf.extend_from_slice(&chunk[..n]);
         }
         slot.waiting(false);
-        buf.drain(..head + request.body_len);
-        let reply = render::route(admin, &request);
+        let body: Vec<u8> = buf.drain(..head + request.body_len).skip(head).collect();
+        let reply = render::route(admin, &request, &body);
         let mut out = reply.to_bytes(request.close);
         if request.method == "HEAD" {
             out.truncate(out.len() - reply.body_len());

@@ -53,6 +53,9 @@ pub struct SnapshotProgress {
     /// SQL literals of the last key done in that table; none: from its start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<Vec<String>>,
+    /// A condition rows must meet (`rowhook snapshot --where`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
     /// Chunks done.
     pub chunks: u64,
     /// Rows sent.
@@ -448,6 +451,7 @@ mod tests {
             tables: vec!["d.t".into()],
             table: 0,
             after: Some(vec![chunks.to_string()]),
+            filter: None,
             chunks,
             rows: chunks * 10,
             done: false,
@@ -571,6 +575,7 @@ mod tests {
                     tables: vec!["shop.items".into(), "shop.more".into()],
                     table: 1,
                     after: Some(vec!["42".into(), "'a\\'b'".into()]),
+                    filter: Some("v > 3".into()),
                     chunks: 3,
                     rows: 30_000,
                     done: false,

@@ -177,23 +177,12 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             latency.clone(),
         );
         glommio::spawn_local(downstream.keeper()).detach();
-        let snapshots = config
-            .tasks
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.enabled && t.snapshot == crate::config::SnapshotMode::Initial);
-        for (index, task) in snapshots {
-            let reader = crate::snapshot::keep_running(
-                config.clone(),
-                index,
-                task.clone(),
-                downstream.snapshot_port(),
-            );
-            glommio::spawn_local(reader).detach();
-        }
+        let snapshots = crate::snapshot::Snapshots::new(config, downstream.snapshot_port());
+        snapshots.start_due();
         glommio::spawn_local(report_progress(downstream.progress(), stats.clone())).detach();
         if let Some(listener) = listener {
-            let view = Admin::new(config, &plan, stats.clone(), latency.clone(), downstream.progress());
+            let view = Admin::new(config, &plan, stats.clone(), latency.clone(), downstream.progress())
+                .with_snapshots(snapshots.clone());
             glommio::spawn_local(admin::serve(listener, Rc::new(view))).detach();
         }
         let followed = futures_lite::future::or(

@@ -12,10 +12,12 @@
 
 pub mod render;
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::SnapshotProgress;
-use crate::config::{Config, SnapshotEvent, TaskConfig};
+use crate::config::{Config, SnapshotEvent, SnapshotMode, TaskConfig};
 use crate::dispatch::merge::{Chunk, ChunkRow, Offer, SnapshotPort};
 use crate::dispatch::payload::{write_snapshot, SnapshotRow};
 use crate::dispatch::DispatchError;
@@ -63,116 +65,372 @@ struct Table {
     keep: Vec<bool>,
 }
 
-/// Runs [`run`] until the snapshot is done, retrying with a backoff while the
-/// server is unreachable (each retry resumes at the last chunk whose rows are all
-/// delivered). A snapshot that cannot go on is logged; the task streams on.
-pub async fn keep_running(config: Config, index: usize, task: TaskConfig, port: SnapshotPort) {
-    let mut backoff = crate::net::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-    loop {
-        match run(&config, index, &task, port.clone()).await {
-            Ok(()) => return,
-            Err(SnapshotError::Mysql { source, .. }) if source.is_transient() => {
-                let delay = backoff.next_delay();
-                tracing::warn!(task = %task.task_id, error = %source, retry_in = ?delay, "snapshot interrupted; resuming");
-                glommio::timer::sleep(delay).await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "snapshot stopped; the task streams on without it");
-                return;
-            }
-        }
+/// What an operator asks for (`rowhook snapshot`, `POST /tasks/{id}/snapshot`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    /// Only this table (`table` or `schema.table`) of the task.
+    pub table: Option<String>,
+    /// Only rows meeting this SQL condition.
+    pub filter: Option<String>,
+}
+
+/// A task's snapshot as the admin API shows it.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// `none`, `running`, `done`, `failed` or `cancelled`.
+    pub state: &'static str,
+    /// The run's id.
+    pub id: Option<String>,
+    /// The table being read (`schema.table`).
+    pub table: Option<String>,
+    /// Rows read so far (this run, resumed rows included).
+    pub rows: u64,
+    /// information_schema's estimate of the rows to read.
+    pub estimated_rows: u64,
+    /// When this process started (or resumed) it.
+    pub started: Option<Instant>,
+    /// Rows read when it started here (for the rate).
+    pub rows_at_start: u64,
+    /// Why it failed.
+    pub error: Option<String>,
+    cancel: bool,
+}
+
+impl Status {
+    /// Rows per second since it started here.
+    pub fn rate(&self) -> f64 {
+        let secs = self.started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+        (self.rows.saturating_sub(self.rows_at_start)) as f64 / secs.max(1e-3)
     }
 }
 
-/// Reads every table of `task` (index `index` in the plan) that its saved
-/// progress does not mark done, chunk by chunk, handing each chunk to `port`.
-pub async fn run(
-    config: &Config,
-    index: usize,
-    task: &TaskConfig,
+/// Why a snapshot cannot start now.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Refused {
+    /// One is running for the task.
+    #[error(
+        "a snapshot of task {0:?} is running; cancel it first (DELETE /tasks/{{id}}/snapshot)"
+    )]
+    Running(String),
+    /// The task is disabled.
+    #[error("task {0:?} is disabled in the configuration")]
+    Disabled(String),
+}
+
+/// The snapshots of a running instance: who runs, how far, and the way to start
+/// and cancel them. Lives on the source core (the admin server shares it).
+pub struct Snapshots {
+    config: Config,
     port: SnapshotPort,
-) -> Result<(), SnapshotError> {
-    let mysql = |source| SnapshotError::Mysql {
-        task: task.task_id.clone(),
-        source,
-    };
-    let mut conn = Connection::connect(&config.database, 1 << 30, Duration::from_secs(10))
-        .await
-        .map_err(mysql)?;
-    let version = conn.query("SELECT VERSION()").await.map_err(mysql)?;
-    let version = version
-        .first()
-        .and_then(|r| r.first().cloned().flatten())
-        .unwrap_or_default();
-    if !version.to_ascii_lowercase().contains("mariadb") {
-        return Err(SnapshotError::Table {
-            task: task.task_id.clone(),
-            table: task.table.table.clone(),
-            problem: format!("the server is {version}; snapshots need MariaDB's binlog_snapshot_position (a consistent read with its binlog position), and MySQL is not supported yet"),
-            fix: "set snapshot: never for this task".into(),
-        });
+    status: RefCell<Vec<Status>>,
+}
+
+impl Snapshots {
+    /// The snapshots of `config`'s tasks, handing chunks to `port`.
+    pub fn new(config: &Config, port: SnapshotPort) -> Rc<Self> {
+        Rc::new(Snapshots {
+            status: RefCell::new(
+                config
+                    .tasks
+                    .iter()
+                    .map(|t| Status {
+                        state: match port.saved_progress(&t.task_id) {
+                            Some(p) if p.done => "done",
+                            _ => "none",
+                        },
+                        ..Status::default()
+                    })
+                    .collect(),
+            ),
+            config: config.clone(),
+            port,
+        })
     }
-    // UTC for TIMESTAMP (as the binlog decoder renders it); backslash escapes on
-    // for the key literals.
-    conn.exec("SET SESSION time_zone = '+00:00', sql_mode = ''")
-        .await
-        .map_err(mysql)?;
-    let mut progress = match port.saved_progress(&task.task_id) {
-        Some(p) => p,
-        None => SnapshotProgress {
-            id: format!("{}-{}", task.task_id, crate::delivery::unix_now()),
-            tables: tables_of(&mut conn, task).await.map_err(mysql)?,
-            table: 0,
-            after: None,
-            chunks: 0,
-            rows: 0,
-            done: false,
-        },
-    };
-    if progress.done {
-        return Ok(());
-    }
-    tracing::info!(task = %task.task_id, snapshot = %progress.id, tables = ?progress.tables,
-        from_table = progress.table, resumed = progress.after.is_some(), "snapshot starting");
-    let started = Instant::now();
-    let mut logged = Instant::now();
-    while progress.table < progress.tables.len() {
-        let qualified = progress.tables[progress.table].clone();
-        let table = describe(&mut conn, task, &qualified).await?;
-        loop {
-            // Keys the stream delivers from now on are recorded: the read below
-            // is consistent with a position after this moment.
-            port.watch(index, &table.schema, &table.name);
-            let chunk = match read_chunk(&mut conn, index, task, &table, &progress).await {
-                Ok(c) => c,
-                Err(e) => {
-                    port.unwatch(index, &table.schema, &table.name);
-                    return Err(e);
-                }
-            };
-            let full = chunk.rows.len() >= task.snapshot_chunk as usize;
-            let mut chunk = chunk;
-            let (sent, dropped) = loop {
-                match port.offer(&mut chunk)? {
-                    Offer::Taken { sent, dropped } => break (sent, dropped),
-                    Offer::NotYet => glommio::timer::sleep(Duration::from_millis(2)).await,
-                }
-            };
-            progress = chunk.progress;
-            tracing::debug!(task = %task.task_id, table = %qualified, sent, dropped, chunk = progress.chunks, "snapshot chunk");
-            if logged.elapsed() >= Duration::from_secs(10) {
-                logged = Instant::now();
-                tracing::info!(task = %task.task_id, table = %qualified, rows = progress.rows,
-                    rate = progress.rows as f64 / started.elapsed().as_secs_f64().max(1e-3), "snapshot running");
+
+    /// At start: resumes every unfinished snapshot of the checkpoint, and starts
+    /// `snapshot: initial` tasks that have none.
+    pub fn start_due(self: &Rc<Self>) {
+        for (index, task) in self.config.tasks.iter().enumerate() {
+            if !task.enabled {
+                continue;
             }
-            if !full {
-                break;
+            let due = match self.port.saved_progress(&task.task_id) {
+                Some(p) => !p.done,
+                None => task.snapshot == SnapshotMode::Initial,
+            };
+            if due {
+                self.spawn(index, None);
             }
         }
     }
-    tracing::info!(task = %task.task_id, snapshot = %progress.id, rows = progress.rows,
-        seconds = started.elapsed().as_secs_f64(), "snapshot done");
-    Ok(())
+
+    /// Starts a new snapshot of task `index` (its previous one, done or not, is
+    /// replaced).
+    pub fn start(self: &Rc<Self>, index: usize, request: Request) -> Result<(), Refused> {
+        let task = &self.config.tasks[index];
+        if !task.enabled {
+            return Err(Refused::Disabled(task.task_id.clone()));
+        }
+        if self.status.borrow()[index].state == "running" {
+            return Err(Refused::Running(task.task_id.clone()));
+        }
+        self.spawn(index, Some(request));
+        Ok(())
+    }
+
+    /// Asks the running snapshot of task `index` to stop after its current chunk;
+    /// false when none runs.
+    pub fn cancel(&self, index: usize) -> bool {
+        let mut status = self.status.borrow_mut();
+        match status.get_mut(index) {
+            Some(s) if s.state == "running" => {
+                s.cancel = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Where task `index`'s snapshot stands.
+    pub fn status(&self, index: usize) -> Status {
+        self.status.borrow().get(index).cloned().unwrap_or_default()
+    }
+
+    fn spawn(self: &Rc<Self>, index: usize, fresh: Option<Request>) {
+        {
+            let mut status = self.status.borrow_mut();
+            status[index] = Status {
+                state: "running",
+                started: Some(Instant::now()),
+                ..Status::default()
+            };
+        }
+        let me = self.clone();
+        glommio::spawn_local(async move { me.keep_running(index, fresh).await }).detach();
+    }
+
+    fn set(&self, index: usize, f: impl FnOnce(&mut Status)) {
+        if let Some(s) = self.status.borrow_mut().get_mut(index) {
+            f(s);
+        }
+    }
+
+    /// Runs the snapshot until it is done, retrying with a backoff while the server
+    /// is unreachable (each retry resumes at the last chunk whose rows are all
+    /// delivered). A snapshot that cannot go on is logged and shown; the task
+    /// streams on.
+    async fn keep_running(&self, index: usize, mut fresh: Option<Request>) {
+        let task = &self.config.tasks[index];
+        let mut backoff =
+            crate::net::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        loop {
+            match self.run(index, task, fresh.take()).await {
+                Ok(cancelled) => {
+                    self.set(index, |s| {
+                        s.state = if cancelled { "cancelled" } else { "done" }
+                    });
+                    return;
+                }
+                Err(SnapshotError::Mysql { source, .. }) if source.is_transient() => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(task = %task.task_id, error = %source, retry_in = ?delay, "snapshot interrupted; resuming");
+                    glommio::timer::sleep(delay).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "snapshot stopped; the task streams on without it");
+                    self.set(index, |s| {
+                        s.state = "failed";
+                        s.error = Some(e.to_string());
+                    });
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads every table of `task` (index `index` in the plan) from its saved
+    /// progress, or from the start for a `fresh` request, chunk by chunk, handing
+    /// each chunk to the stream. Ok(true) when cancelled.
+    async fn run(
+        &self,
+        index: usize,
+        task: &TaskConfig,
+        fresh: Option<Request>,
+    ) -> Result<bool, SnapshotError> {
+        let port = &self.port;
+        let mysql = |source| SnapshotError::Mysql {
+            task: task.task_id.clone(),
+            source,
+        };
+        let mut conn = Connection::connect(&self.config.database, 1 << 30, Duration::from_secs(10))
+            .await
+            .map_err(mysql)?;
+        let version = conn.query("SELECT VERSION()").await.map_err(mysql)?;
+        let version = version
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .unwrap_or_default();
+        if !version.to_ascii_lowercase().contains("mariadb") {
+            return Err(SnapshotError::Table {
+                task: task.task_id.clone(),
+                table: task.table.table.clone(),
+                problem: format!("the server is {version}; snapshots need MariaDB's binlog_snapshot_position (a consistent read with its binlog position), and MySQL is not supported yet"),
+                fix: "set snapshot: never for this task".into(),
+            });
+        }
+        // UTC for TIMESTAMP (as the binlog decoder renders it); backslash escapes on
+        // for the key literals.
+        conn.exec("SET SESSION time_zone = '+00:00', sql_mode = ''")
+            .await
+            .map_err(mysql)?;
+        let saved = port.saved_progress(&task.task_id);
+        let mut progress = match (fresh, saved) {
+            (None, Some(p)) => p,
+            (request, _) => {
+                let request = request.unwrap_or_default();
+                let mut tables = tables_of(&mut conn, task).await.map_err(mysql)?;
+                if let Some(wanted) = &request.table {
+                    tables.retain(|t| {
+                        t == wanted || t.split_once('.').is_some_and(|(_, name)| name == wanted)
+                    });
+                    if tables.is_empty() {
+                        return Err(SnapshotError::Table {
+                            task: task.task_id.clone(),
+                            table: wanted.clone(),
+                            problem: "it is not one of the task's tables".into(),
+                            fix: format!(
+                                "name a table the task's table_name ({}) matches",
+                                task.table.table
+                            ),
+                        });
+                    }
+                }
+                SnapshotProgress {
+                    id: format!("{}-{}", task.task_id, crate::delivery::unix_now()),
+                    tables,
+                    table: 0,
+                    after: None,
+                    filter: request.filter,
+                    chunks: 0,
+                    rows: 0,
+                    done: false,
+                }
+            }
+        };
+        if progress.done {
+            return Ok(false);
+        }
+        let estimated = estimate(&mut conn, &progress.tables).await.map_err(mysql)?;
+        self.set(index, |s| {
+            s.id = Some(progress.id.clone());
+            s.rows = progress.rows;
+            s.rows_at_start = progress.rows;
+            s.estimated_rows = estimated;
+        });
+        tracing::info!(task = %task.task_id, snapshot = %progress.id, tables = ?progress.tables,
+            from_table = progress.table, resumed = progress.after.is_some() || progress.table > 0,
+            "snapshot starting");
+        let started = Instant::now();
+        let mut logged = Instant::now();
+        if progress.tables.is_empty() {
+            // Nothing to read; recorded as done so it does not run again.
+            progress.done = true;
+            self.offer_empty(index, task, &progress).await?;
+        }
+        while progress.table < progress.tables.len() {
+            let qualified = progress.tables[progress.table].clone();
+            self.set(index, |s| s.table = Some(qualified.clone()));
+            let table = describe(&mut conn, task, &qualified).await?;
+            loop {
+                if self.status(index).cancel {
+                    progress.done = true;
+                    self.offer_empty(index, task, &progress).await?;
+                    tracing::info!(task = %task.task_id, snapshot = %progress.id, rows = progress.rows, "snapshot cancelled");
+                    return Ok(true);
+                }
+                // Keys the stream delivers from now on are recorded: the read below
+                // is consistent with a position after this moment.
+                port.watch(index, &table.schema, &table.name);
+                let chunk = match read_chunk(&mut conn, index, task, &table, &progress).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        port.unwatch(index, &table.schema, &table.name);
+                        return Err(e);
+                    }
+                };
+                let full = chunk.rows.len() >= task.snapshot_chunk as usize;
+                let mut chunk = chunk;
+                let (sent, dropped) = loop {
+                    match port.offer(&mut chunk)? {
+                        Offer::Taken { sent, dropped } => break (sent, dropped),
+                        Offer::NotYet => glommio::timer::sleep(Duration::from_millis(2)).await,
+                    }
+                };
+                progress = chunk.progress;
+                self.set(index, |s| s.rows = progress.rows);
+                tracing::debug!(task = %task.task_id, table = %qualified, sent, dropped, chunk = progress.chunks, "snapshot chunk");
+                if logged.elapsed() >= Duration::from_secs(10) {
+                    logged = Instant::now();
+                    tracing::info!(task = %task.task_id, table = %qualified, rows = progress.rows,
+                        estimated_rows = estimated,
+                        rate = progress.rows as f64 / started.elapsed().as_secs_f64().max(1e-3), "snapshot running");
+                }
+                if !full {
+                    break;
+                }
+            }
+        }
+        tracing::info!(task = %task.task_id, snapshot = %progress.id, rows = progress.rows,
+            seconds = started.elapsed().as_secs_f64(), "snapshot done");
+        Ok(false)
+    }
+
+    /// Records `progress` through the stream with no rows (so it lands in order
+    /// with the chunks before it).
+    async fn offer_empty(
+        &self,
+        index: usize,
+        task: &TaskConfig,
+        progress: &SnapshotProgress,
+    ) -> Result<(), SnapshotError> {
+        let mut chunk = Chunk {
+            task: index,
+            task_id: task.task_id.clone(),
+            schema: String::new(),
+            table: String::new(),
+            at: BinlogPosition {
+                file: String::new(),
+                pos: 0,
+            },
+            rows: Vec::new(),
+            progress: progress.clone(),
+        };
+        while self.port.offer(&mut chunk)? == Offer::NotYet {
+            glommio::timer::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(())
+    }
+}
+
+/// information_schema's row estimate for `tables` (`schema.table`).
+async fn estimate(conn: &mut Connection, tables: &[String]) -> Result<u64, MysqlError> {
+    let mut total = 0;
+    for t in tables {
+        let (schema, name) = t.split_once('.').unwrap_or(("", t));
+        let rows = conn
+            .query(&format!(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {}",
+                quote(schema),
+                quote(name)
+            ))
+            .await?;
+        total += rows
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(total)
 }
 
 /// The base tables `task` watches, `schema.table`, sorted.
@@ -313,13 +571,25 @@ async fn read_chunk(
         .iter()
         .map(|&i| quote_name(&table.columns[i].name))
         .collect();
-    let after = match &progress.after {
-        Some(values) if values.len() == key_names.len() => format!(
-            " WHERE ({}) > ({})",
+    let mut conditions = Vec::new();
+    if let Some(values) = progress
+        .after
+        .as_ref()
+        .filter(|v| v.len() == key_names.len())
+    {
+        conditions.push(format!(
+            "({}) > ({})",
             key_names.join(", "),
             values.join(", ")
-        ),
-        _ => String::new(),
+        ));
+    }
+    if let Some(filter) = &progress.filter {
+        conditions.push(format!("({filter})"));
+    }
+    let after = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
     };
     let sql = format!(
         "SELECT {} FROM {}.{}{after} ORDER BY {} LIMIT {}",
