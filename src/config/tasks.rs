@@ -43,6 +43,8 @@ pub struct TaskConfig {
     pub snapshot_chunk: u32,
     /// The `event` of snapshot rows.
     pub snapshot_event: SnapshotEvent,
+    /// At most this many snapshot rows per second (`None`: as fast as they go).
+    pub snapshot_rate: Option<u32>,
 }
 
 /// When a task snapshots its tables.
@@ -285,6 +287,7 @@ fn read_task(
             ("insert", SnapshotEvent::Insert),
         ],
     );
+    let snapshot_rate = f.int("snapshot_rate", 1, 100_000_000).map(|n| n as u32);
     Some(TaskConfig {
         task_id: task_id?,
         name,
@@ -302,6 +305,7 @@ fn read_task(
         snapshot,
         snapshot_chunk,
         snapshot_event,
+        snapshot_rate,
     })
 }
 

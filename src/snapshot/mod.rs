@@ -368,6 +368,17 @@ impl Snapshots {
                 };
                 progress = chunk.progress;
                 self.set(index, |s| s.rows = progress.rows);
+                if let Some(rate) = task.snapshot_rate {
+                    // Paced over the whole run here: a slow chunk is not made up
+                    // for by a burst, and a fast one waits its share.
+                    let read_here = progress
+                        .rows
+                        .saturating_sub(self.status(index).rows_at_start);
+                    let due = Duration::from_secs_f64(read_here as f64 / f64::from(rate.max(1)));
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        glommio::timer::sleep(wait).await;
+                    }
+                }
                 tracing::debug!(task = %task.task_id, table = %qualified, sent, dropped, chunk = progress.chunks, "snapshot chunk");
                 if logged.elapsed() >= Duration::from_secs(10) {
                     logged = Instant::now();
@@ -410,6 +421,50 @@ impl Snapshots {
         }
         Ok(())
     }
+}
+
+/// The query of one chunk: `select` (expressions) of `schema.table` after the key
+/// values `after` (SQL literals, in the order of `keys`), meeting `filter`, in key
+/// order. The key condition is spelled out (`a > x OR (a = x AND b > y)`), a
+/// shape the optimizer turns into a range scan of the primary key.
+pub fn chunk_query(
+    schema: &str,
+    table: &str,
+    select: &[String],
+    keys: &[String],
+    after: Option<&[String]>,
+    filter: Option<&str>,
+    limit: u32,
+) -> String {
+    let names: Vec<String> = keys.iter().map(|k| quote_name(k)).collect();
+    let mut conditions = Vec::new();
+    if let Some(values) = after.filter(|v| v.len() == names.len()) {
+        let alternatives: Vec<String> = (0..names.len())
+            .map(|i| {
+                let mut terms: Vec<String> = (0..i)
+                    .map(|j| format!("{} = {}", names[j], values[j]))
+                    .collect();
+                terms.push(format!("{} > {}", names[i], values[i]));
+                format!("({})", terms.join(" AND "))
+            })
+            .collect();
+        conditions.push(format!("({})", alternatives.join(" OR ")));
+    }
+    if let Some(filter) = filter {
+        conditions.push(format!("({filter})"));
+    }
+    let condition = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    format!(
+        "SELECT {} FROM {}.{}{condition} ORDER BY {} LIMIT {limit}",
+        select.join(", "),
+        quote_name(schema),
+        quote_name(table),
+        names.join(", "),
+    )
 }
 
 /// information_schema's row estimate for `tables` (`schema.table`).
@@ -569,35 +624,16 @@ async fn read_chunk(
     let key_names: Vec<String> = table
         .key_order
         .iter()
-        .map(|&i| quote_name(&table.columns[i].name))
+        .map(|&i| table.columns[i].name.clone())
         .collect();
-    let mut conditions = Vec::new();
-    if let Some(values) = progress
-        .after
-        .as_ref()
-        .filter(|v| v.len() == key_names.len())
-    {
-        conditions.push(format!(
-            "({}) > ({})",
-            key_names.join(", "),
-            values.join(", ")
-        ));
-    }
-    if let Some(filter) = &progress.filter {
-        conditions.push(format!("({filter})"));
-    }
-    let after = if conditions.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conditions.join(" AND "))
-    };
-    let sql = format!(
-        "SELECT {} FROM {}.{}{after} ORDER BY {} LIMIT {}",
-        select.join(", "),
-        quote_name(&table.schema),
-        quote_name(&table.name),
-        key_names.join(", "),
-        task.snapshot_chunk
+    let sql = chunk_query(
+        &table.schema,
+        &table.name,
+        &select,
+        &key_names,
+        progress.after.as_deref(),
+        progress.filter.as_deref(),
+        task.snapshot_chunk,
     );
     conn.exec("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
         .await
