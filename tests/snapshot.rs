@@ -216,7 +216,7 @@ fn raw<'a>(body: &'a str, name: &str, next: &str) -> &'a str {
 
 /// Every column type, composite string keys and ENUM/SET labels: a snapshot row
 /// is byte for byte the row the stream delivered for the same data, on FULL and
-/// MINIMAL servers. A table without a primary key is refused with a clear
+/// MINIMAL servers; a 1 MB row too, and an empty table is done with no rows. A table without a primary key is refused with a clear
 /// message while its task keeps streaming.
 #[test]
 fn snapshot_rows_render_every_type_as_the_stream_does() {
@@ -232,7 +232,10 @@ fn snapshot_rows_render_every_type_as_the_stream_does() {
              INSERT INTO shop.all_types (id) VALUES (3);
              INSERT INTO shop.all_types (id, f, d) VALUES (6, 0.1, 0.1), (7, 3.4028235e38, 1e-300), (8, 1.2345678, 2.718281828459045);
              INSERT INTO shop.all_types (id, dt, dtm, ts) VALUES (4, '0000-00-00', '0000-00-00 00:00:00', '0000-00-00 00:00:00');
-             INSERT INTO shop.`order-2024` VALUES (7, 'y''s', 3), (-1, '', 4), (8, 'é', 5);",
+             INSERT INTO shop.`order-2024` VALUES (7, 'y''s', 3), (-1, '', 4), (8, 'é', 5);
+             CREATE TABLE shop.empty (id INT PRIMARY KEY);
+             CREATE TABLE shop.big (id INT PRIMARY KEY, b LONGBLOB, t LONGTEXT);
+             INSERT INTO shop.big VALUES (1, REPEAT(x'00ff', 524288), REPEAT('é', 300000)), (2, '', NULL);",
         );
         let receiver = Receiver::ok();
         let task = |id: &str, table: &str| {
@@ -242,16 +245,18 @@ fn snapshot_rows_render_every_type_as_the_stream_does() {
             )
         };
         let config = format!(
-            "{}tasks:\n{}{}{}{}",
+            "{}tasks:\n{}{}{}{}{}{}",
             source_yaml(&db).replace("start: latest", "start: earliest"),
             task("types", "shop.all_types"),
             task("composite", "shop.order-2024"),
             task("labels", "shop.labels"),
             task("nokey", "shop.nokey"),
+            task("empty", "shop.empty"),
+            task("big", "shop.big"),
         );
         let rowhook = Rowhook::run(&config);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while rowhook.log().matches("snapshot done").count() < 3 {
+        while rowhook.log().matches("snapshot done").count() < 5 {
             assert!(
                 Instant::now() < deadline,
                 "snapshots never finished:\n{}",
@@ -266,7 +271,11 @@ fn snapshot_rows_render_every_type_as_the_stream_does() {
                 && log.contains("fix: add a primary key"),
             "{log}"
         );
-        for id in ["types", "composite", "labels"] {
+        assert!(
+            log.contains("snapshot done task=empty") && log.contains("rows=0"),
+            "{log}"
+        );
+        for id in ["types", "composite", "labels", "big"] {
             let bodies: Vec<String> = receiver
                 .requests()
                 .iter()
@@ -556,4 +565,42 @@ fn snapshot_rate_paces_the_reads() {
         "3,000 rows at 1,500/s arrived over {spread:?}\n{}",
         rowhook.log()
     );
+}
+
+/// A user that may replicate but not SELECT the task's table: the snapshot stops
+/// with what to grant, and the task still streams.
+#[test]
+fn a_user_without_select_gets_a_clear_snapshot_error_and_still_streams() {
+    let db = MariaDb::start();
+    db.sql(
+        "CREATE DATABASE shop;
+         CREATE TABLE shop.items (id INT PRIMARY KEY, v INT NOT NULL);
+         INSERT INTO shop.items VALUES (1, 1);
+         CREATE USER 'repl'@'%' IDENTIFIED BY 'pw';
+         GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'repl'@'%';",
+    );
+    let receiver = Receiver::ok();
+    let config = format!(
+        "{}tasks:
+  - {{task_id: items, table_name: shop.items, events: [insert], callback_url: '{}', snapshot: initial}}
+",
+        source_yaml(&db).replace("user: root, password: ''", "user: repl, password: pw"),
+        receiver.url("/items")
+    );
+    let rowhook = Rowhook::run(&config);
+    wait_streaming(&db);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !rowhook.log().contains("snapshot stopped") {
+        assert!(Instant::now() < deadline, "{}", rowhook.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = rowhook.log();
+    assert!(
+        log.contains("no table this user can see matches") && log.contains("GRANT SELECT"),
+        "{log}"
+    );
+    db.sql("INSERT INTO shop.items VALUES (2, 2)");
+    let got = receiver.wait_until(Duration::from_secs(10), |r| !r.is_empty());
+    assert_eq!(got[0].json()["event"], "insert");
+    assert_eq!(got.len(), 1, "no snapshot row was sent");
 }

@@ -333,9 +333,17 @@ impl Snapshots {
         let started = Instant::now();
         let mut logged = Instant::now();
         if progress.tables.is_empty() {
-            // Nothing to read; recorded as done so it does not run again.
-            progress.done = true;
-            self.offer_empty(index, task, &progress).await?;
+            // A user without SELECT sees no tables at all: say so rather than
+            // record an empty snapshot as done.
+            return Err(SnapshotError::Table {
+                task: task.task_id.clone(),
+                table: match &task.table.schema {
+                    Some(s) => format!("{s}.{}", task.table.table),
+                    None => task.table.table.clone(),
+                },
+                problem: "no table this user can see matches the task's table_name".into(),
+                fix: "check the table exists and GRANT SELECT on it to the configured user".into(),
+            });
         }
         while progress.table < progress.tables.len() {
             let qualified = progress.tables[progress.table].clone();
@@ -541,8 +549,8 @@ async fn describe(
         .map_err(mysql)?;
     if facts.is_empty() || facts.len() != types.len() {
         return Err(problem(
-            "it is gone, or changed while being read".into(),
-            "check the table exists, then snapshot again",
+            "information_schema shows no columns for it: it is gone, changed while being read, or the user lacks SELECT on it".into(),
+            "check the table exists and GRANT SELECT on it to the configured user, then snapshot again",
         ));
     }
     let mut columns = Vec::with_capacity(facts.len());
