@@ -604,3 +604,132 @@ fn a_user_without_select_gets_a_clear_snapshot_error_and_still_streams() {
     assert_eq!(got[0].json()["event"], "insert");
     assert_eq!(got.len(), 1, "no snapshot row was sent");
 }
+
+/// A table without a primary key but with a unique key of NOT NULL columns: read
+/// in that key's order and matched with the stream's changes by that key's values
+/// — the view keyed by it equals the table after a live writer, including changes
+/// of the key itself.
+#[test]
+fn a_unique_key_stands_in_for_a_missing_primary_key() {
+    let db = MariaDb::start();
+    db.sql(
+        "CREATE DATABASE shop;
+         CREATE TABLE shop.u (code VARCHAR(20) NOT NULL, v INT NOT NULL, note VARCHAR(20) NULL, UNIQUE KEY by_code (code));
+         INSERT INTO shop.u SELECT CONCAT('c', seq), seq, NULL FROM shop.seq_1_to_6000;",
+    );
+    let (receiver, accepted) = flaky_receiver(2);
+    let config = format!(
+        "{}dispatcher: {{max_retries: -1, retry_base_delay: 5ms, retry_max_delay: 20ms, worker_count: 8, max_inflight: 1000}}
+tasks:
+  - {{task_id: u, table_name: shop.u, events: [insert, update, delete], callback_url: '{}', snapshot: initial, snapshot_chunk: 200}}
+",
+        source_yaml(&db),
+        receiver.url("/u")
+    );
+    let rowhook = Rowhook::run(&config);
+    wait_streaming(&db);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, port) = (stop.clone(), db.port);
+        std::thread::spawn(move || {
+            let mut next = common::seeded(0x9e37_79b9_7f4a_7c15);
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) && n < 20_000 {
+                let batch: Vec<String> = (0..40)
+                    .map(|_| {
+                        n += 1;
+                        let k = 1 + next(6_500);
+                        match next(6) {
+                            0 => format!("INSERT IGNORE INTO shop.u VALUES ('c{k}', {n}, 'new')"),
+                            1 => format!("UPDATE IGNORE shop.u SET code = 'c{}', v = {n} WHERE code = 'c{k}'", 1 + next(6_500)),
+                            2 => format!("DELETE FROM shop.u WHERE code = 'c{k}'"),
+                            _ => format!("UPDATE shop.u SET v = {n}, note = 'upd' WHERE code = 'c{k}'"),
+                        }
+                    })
+                    .collect();
+                common::mariadb::sql_at(port, &(batch.join(";\n") + ";"));
+            }
+            n
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !rowhook.log().contains("snapshot done") {
+        assert!(
+            Instant::now() < deadline,
+            "never finished:\n{}",
+            rowhook.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let statements = writer.join().unwrap();
+    assert!(statements >= 200, "the writer ran alongside: {statements}");
+    let want: BTreeMap<String, (i64, String)> = db
+        .sql("SELECT code, v, COALESCE(note, 'NULL') FROM shop.u")
+        .into_iter()
+        .map(|r| (r[0].clone(), (r[1].parse().unwrap(), r[2].clone())))
+        .collect();
+    let row = |d: &Value| {
+        (
+            d["code"].as_str().unwrap().to_owned(),
+            (
+                d["v"].as_i64().unwrap(),
+                d["note"].as_str().unwrap_or("NULL").to_owned(),
+            ),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (view, snapshot_rows) = loop {
+        let verdicts = accepted.lock().unwrap().clone();
+        let mut view = BTreeMap::new();
+        let mut snapshot_rows = 0;
+        for r in receiver.requests() {
+            if !verdicts.get(&r.n).copied().unwrap_or(false) {
+                continue;
+            }
+            let p = r.json();
+            // The server promotes the first unique NOT NULL key to the table's
+            // primary key (COLUMN_KEY 'PRI', and so in TABLE_MAPs): snapshot and
+            // stream name rows by it alike.
+            let image = if p["event"] == "update" {
+                &p["new_data"]
+            } else {
+                &p["data"]
+            };
+            assert_eq!(p["primary_id"], image["code"], "{p}");
+            match p["event"].as_str().unwrap() {
+                "snapshot" | "insert" => {
+                    snapshot_rows += usize::from(p["event"] == "snapshot");
+                    let (k, v) = row(&p["data"]);
+                    view.insert(k, v);
+                }
+                "update" => {
+                    view.remove(p["old_data"]["code"].as_str().unwrap());
+                    let (k, v) = row(&p["new_data"]);
+                    view.insert(k, v);
+                }
+                "delete" => {
+                    view.remove(p["data"]["code"].as_str().unwrap());
+                }
+                other => panic!("unexpected event {other}"),
+            }
+        }
+        if view == want || Instant::now() > deadline {
+            break (view, snapshot_rows);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let differ: Vec<_> = want
+        .iter()
+        .filter(|(k, v)| view.get(*k) != Some(v))
+        .take(5)
+        .collect();
+    assert!(
+        view == want,
+        "view {} rows vs table {}; differing {differ:?}",
+        view.len(),
+        want.len()
+    );
+    assert!(snapshot_rows >= 4_000, "{snapshot_rows}");
+}

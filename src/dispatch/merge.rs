@@ -47,26 +47,77 @@ pub(crate) struct Watch {
     task: usize,
     schema: String,
     table: String,
+    /// For a table without a primary key: the unique key's columns, whose values
+    /// (read from the payload) identify a row instead.
+    unique: Option<Vec<String>>,
     keys: HashMap<Vec<u8>, BinlogPosition>,
 }
 
+impl Watch {
+    fn record(&mut self, key: &[u8], pos: &BinlogPosition) {
+        match self.keys.get_mut(key) {
+            Some(p) => p.clone_from(pos),
+            None => {
+                self.keys.insert(key.to_vec(), pos.clone());
+            }
+        }
+    }
+}
+
+/// The values of `columns` in a payload's row object (JSON), canonically
+/// written: how a row of a table without a primary key is recognised on both
+/// sides of the merge.
+pub fn unique_key_of(row: &[u8], columns: &[String]) -> Vec<u8> {
+    let row: serde_json::Value = serde_json::from_slice(row).unwrap_or_default();
+    unique_key(&row, columns)
+}
+
+fn unique_key(row: &serde_json::Value, columns: &[String]) -> Vec<u8> {
+    let values: Vec<&serde_json::Value> = columns
+        .iter()
+        .map(|c| row.get(c).unwrap_or(&serde_json::Value::Null))
+        .collect();
+    serde_json::to_vec(&values).unwrap_or_default()
+}
+
+/// The stream's side of one delivered row, as the watches need it.
+pub(crate) struct Seen<'a> {
+    /// Index of the task.
+    pub task: usize,
+    /// Schema and table.
+    pub table: (&'a str, &'a str),
+    /// Its key values, and the old ones of an update that changed them.
+    pub keys: (&'a [u8], Option<&'a [u8]>),
+    /// The payload.
+    pub payload: &'a [u8],
+    /// The rows event's position.
+    pub pos: &'a BinlogPosition,
+}
+
 impl Merge {
-    /// The stream delivered a row of `task` on `schema.table` with key `key` from
-    /// the event at `pos`.
-    pub fn saw(
-        &mut self,
-        task: usize,
-        schema: &str,
-        table: &str,
-        key: &[u8],
-        pos: &BinlogPosition,
-    ) {
+    /// The stream delivered a row: record it where a chunk of its table waits.
+    pub fn saw(&mut self, seen: Seen<'_>) {
         for w in &mut self.watches {
-            if w.task == task && w.schema == schema && w.table == table {
-                match w.keys.get_mut(key) {
-                    Some(p) => p.clone_from(pos),
-                    None => {
-                        w.keys.insert(key.to_vec(), pos.clone());
+            if w.task != seen.task || (w.schema.as_str(), w.table.as_str()) != seen.table {
+                continue;
+            }
+            match &w.unique {
+                None => {
+                    w.record(seen.keys.0, seen.pos);
+                    if let Some(old) = seen.keys.1 {
+                        w.record(old, seen.pos);
+                    }
+                }
+                Some(columns) => {
+                    let body: serde_json::Value =
+                        serde_json::from_slice(seen.payload).unwrap_or_default();
+                    let keys: Vec<Vec<u8>> = ["data", "new_data", "old_data"]
+                        .iter()
+                        .filter_map(|image| body.get(image))
+                        .map(|row| unique_key(row, columns))
+                        .collect();
+                    for k in keys {
+                        w.record(&k, seen.pos);
                     }
                 }
             }
@@ -77,8 +128,11 @@ impl Merge {
 /// One rendered row of a chunk.
 #[derive(Debug)]
 pub struct ChunkRow {
-    /// The key values (JSON text): routing key and what the stream recorded.
+    /// The key values (JSON text), as the stream routes the table's rows (empty
+    /// without a primary key).
     pub key: Vec<u8>,
+    /// What the stream records for the same row: `key`, or the unique key's values.
+    pub matched: Vec<u8>,
     /// The payload.
     pub body: Bytes,
     /// Length of the payload's id.
@@ -133,7 +187,7 @@ pub struct SnapshotPort {
 impl SnapshotPort {
     /// Starts recording the keys the stream delivers for `task` on
     /// `schema.table`; call before the chunk's read begins.
-    pub fn watch(&self, task: usize, schema: &str, table: &str) {
+    pub fn watch(&self, task: usize, schema: &str, table: &str, unique: Option<Vec<String>>) {
         let mut m = self.merge.borrow_mut();
         if !m
             .watches
@@ -144,6 +198,7 @@ impl SnapshotPort {
                 task,
                 schema: schema.to_owned(),
                 table: table.to_owned(),
+                unique,
                 keys: HashMap::new(),
             });
         }
@@ -196,7 +251,7 @@ impl SnapshotPort {
         let mut outbox = self.outbox.borrow_mut();
         let (mut sent, mut dropped) = (0, 0);
         for row in chunk.rows.drain(..) {
-            if newer.contains(&row.key) {
+            if newer.contains(&row.matched) {
                 dropped += 1;
                 continue;
             }

@@ -401,11 +401,13 @@ impl crate::source::Downstream for Dispatch {
                             file: row.at.file.to_owned(),
                             pos: row.at.pos,
                         };
-                        let (schema, table) = (&row.table.schema, &row.table.table);
-                        m.saw(route.task, schema, table, payloads.key(), &at);
-                        if let Some(old) = payloads.old_key() {
-                            m.saw(route.task, schema, table, old, &at);
-                        }
+                        m.saw(merge::Seen {
+                            task: route.task,
+                            table: (&row.table.schema, &row.table.table),
+                            keys: (payloads.key(), payloads.old_key()),
+                            payload: scratch,
+                            pos: &at,
+                        });
                     }
                 }
             }

@@ -59,8 +59,12 @@ struct Table {
     schema: String,
     name: String,
     columns: Vec<Column>,
-    /// Indexes into `columns` of the primary key, in index order (the scan order).
+    /// Indexes into `columns` of the primary key, in index order (the scan order);
+    /// without one, of a unique key of NOT NULL columns.
     key_order: Vec<usize>,
+    /// `key_order` is a unique key, not the primary key: the stream has no key for
+    /// these rows (one lane per task orders them), and matches them by its values.
+    unique: bool,
     /// Which columns the task sends.
     keep: Vec<bool>,
 }
@@ -358,7 +362,14 @@ impl Snapshots {
                 }
                 // Keys the stream delivers from now on are recorded: the read below
                 // is consistent with a position after this moment.
-                port.watch(index, &table.schema, &table.name);
+                let unique = table.unique.then(|| {
+                    table
+                        .key_order
+                        .iter()
+                        .map(|&i| table.columns[i].name.clone())
+                        .collect()
+                });
+                port.watch(index, &table.schema, &table.name, unique);
                 let chunk = match read_chunk(&mut conn, index, task, &table, &progress).await {
                     Ok(c) => c,
                     Err(e) => {
@@ -582,18 +593,28 @@ async fn describe(
         ))
         .await
         .map_err(mysql)?;
-    let key_order: Vec<usize> = keys
+    let position = |k: &str| columns.iter().position(|c| c.name == k);
+    let mut key_order: Vec<usize> = keys
         .iter()
         .filter_map(|r| r.first().cloned().flatten())
-        .filter_map(|k| columns.iter().position(|c| c.name == k))
+        .filter_map(|k| position(&k))
         .collect();
+    let unique = key_order.is_empty();
+    if unique {
+        key_order = unique_not_null_key(conn, schema, name)
+            .await
+            .map_err(mysql)?
+            .iter()
+            .filter_map(|k| position(k))
+            .collect();
+    }
     if key_order.is_empty() {
         return Err(problem(
-            "it has no primary key, so its rows cannot be read in key order or matched with the stream's changes".into(),
+            "it has neither a primary key nor a unique key of NOT NULL columns, so its rows cannot be read in key order or matched with the stream's changes".into(),
             "add a primary key, or leave the table out of this task",
         ));
     }
-    let keep = columns
+    let keep: Vec<bool> = columns
         .iter()
         .map(|c| {
             task.columns
@@ -601,13 +622,63 @@ async fn describe(
                 .is_none_or(|names| names.contains(&c.name))
         })
         .collect();
+    if unique {
+        if let Some(&i) = key_order.iter().find(|&&i| !keep[i]) {
+            return Err(problem(
+                format!("it has no primary key, and its unique key's column {} is not in the task's columns, so its rows cannot be matched with the stream's changes", columns[i].name),
+                "add the unique key's columns to the task's columns list",
+            ));
+        }
+    }
     Ok(Table {
         schema: schema.to_owned(),
         name: name.to_owned(),
         columns,
         key_order,
+        unique,
         keep,
     })
+}
+
+/// The columns, in index order, of the first unique index whose columns are all
+/// NOT NULL (empty when there is none).
+async fn unique_not_null_key(
+    conn: &mut Connection,
+    schema: &str,
+    table: &str,
+) -> Result<Vec<String>, MysqlError> {
+    let rows = conn
+        .query(&format!(
+            "SELECT s.INDEX_NAME, s.COLUMN_NAME, c.IS_NULLABLE FROM information_schema.STATISTICS s \
+             JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = s.TABLE_SCHEMA \
+             AND c.TABLE_NAME = s.TABLE_NAME AND c.COLUMN_NAME = s.COLUMN_NAME \
+             WHERE s.TABLE_SCHEMA = {} AND s.TABLE_NAME = {} AND s.NON_UNIQUE = 0 \
+             ORDER BY s.INDEX_NAME, s.SEQ_IN_INDEX",
+            quote(schema),
+            quote(table)
+        ))
+        .await?;
+    let mut indexes: Vec<(String, Vec<String>, bool)> = Vec::new();
+    for r in rows {
+        let (Some(index), Some(column)) =
+            (r.first().cloned().flatten(), r.get(1).cloned().flatten())
+        else {
+            continue;
+        };
+        let not_null = r.get(2).cloned().flatten().as_deref() == Some("NO");
+        match indexes.last_mut() {
+            Some((name, cols, ok)) if *name == index => {
+                cols.push(column);
+                *ok &= not_null;
+            }
+            _ => indexes.push((index, vec![column], not_null)),
+        }
+    }
+    Ok(indexes
+        .into_iter()
+        .find(|(_, _, ok)| *ok)
+        .map(|(_, cols, _)| cols)
+        .unwrap_or_default())
 }
 
 /// Reads the chunk after `progress.after` in one consistent read and renders it.
@@ -709,8 +780,14 @@ async fn read_chunk(
     let mut out = Vec::with_capacity(rows.len());
     let (mut data, mut key, mut primary_id, mut body) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::with_capacity(512));
+    // The stream's key: primary-key values in column order (none without one).
     let key_columns: Vec<usize> = (0..table.columns.len())
         .filter(|&i| table.columns[i].primary_key)
+        .collect();
+    let unique_names: Vec<String> = table
+        .key_order
+        .iter()
+        .map(|&i| table.columns[i].name.clone())
         .collect();
     for (n, row) in rows.iter().enumerate() {
         data.clear();
@@ -739,6 +816,7 @@ async fn read_chunk(
             spans.push((i, from..key.len()));
         }
         match spans.as_slice() {
+            [] => primary_id.extend_from_slice(b"null"),
             [(_, r)] => primary_id.extend_from_slice(&key[r.clone()]),
             spans => {
                 primary_id.push(b'{');
@@ -756,6 +834,12 @@ async fn read_chunk(
                 primary_id.push(b'}');
             }
         }
+        // What the stream records for this row: the key, or the unique key's values.
+        let matched = if table.unique {
+            crate::dispatch::merge::unique_key_of(&data, &unique_names)
+        } else {
+            key.clone()
+        };
         body.clear();
         let id_len = write_snapshot(
             &mut body,
@@ -766,7 +850,7 @@ async fn read_chunk(
                 table: &table.name,
                 data: &data,
                 primary_id: &primary_id,
-                key: &key,
+                key: &matched,
                 event,
                 file: &at.file,
                 pos: at.pos,
@@ -777,6 +861,7 @@ async fn read_chunk(
         );
         out.push(ChunkRow {
             key: key.clone(),
+            matched,
             body: bytes::Bytes::copy_from_slice(&body),
             id_len: u16::try_from(id_len).unwrap_or(u16::MAX),
         });
