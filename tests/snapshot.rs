@@ -235,7 +235,9 @@ fn snapshot_rows_render_every_type_as_the_stream_does() {
              INSERT INTO shop.`order-2024` VALUES (7, 'y''s', 3), (-1, '', 4), (8, 'é', 5);
              CREATE TABLE shop.empty (id INT PRIMARY KEY);
              CREATE TABLE shop.big (id INT PRIMARY KEY, b LONGBLOB, t LONGTEXT);
-             INSERT INTO shop.big VALUES (1, REPEAT(x'00ff', 524288), REPEAT('é', 300000)), (2, '', NULL);",
+             INSERT INTO shop.big VALUES (1, REPEAT(x'00ff', 524288), REPEAT('é', 300000)), (2, '', NULL);
+             CREATE TABLE shop.zf (id INT(6) ZEROFILL PRIMARY KEY, d DECIMAL(8,2) ZEROFILL, b BIGINT UNSIGNED ZEROFILL);
+             INSERT INTO shop.zf VALUES (10, 12.5, 7), (0, 0, 0), (123456, 99999.99, NULL);",
         );
         let receiver = Receiver::ok();
         let task = |id: &str, table: &str| {
@@ -245,7 +247,7 @@ fn snapshot_rows_render_every_type_as_the_stream_does() {
             )
         };
         let config = format!(
-            "{}tasks:\n{}{}{}{}{}{}",
+            "{}tasks:\n{}{}{}{}{}{}{}",
             source_yaml(&db).replace("start: latest", "start: earliest"),
             task("types", "shop.all_types"),
             task("composite", "shop.order-2024"),
@@ -253,10 +255,11 @@ fn snapshot_rows_render_every_type_as_the_stream_does() {
             task("nokey", "shop.nokey"),
             task("empty", "shop.empty"),
             task("big", "shop.big"),
+            task("zerofill", "shop.zf"),
         );
         let rowhook = Rowhook::run(&config);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while rowhook.log().matches("snapshot done").count() < 5 {
+        while rowhook.log().matches("snapshot done").count() < 6 {
             assert!(
                 Instant::now() < deadline,
                 "snapshots never finished:\n{}",
@@ -267,7 +270,7 @@ fn snapshot_rows_render_every_type_as_the_stream_does() {
         std::thread::sleep(Duration::from_millis(500));
         let log = rowhook.log();
         assert!(
-            log.contains("table shop.nokey: it has no primary key")
+            log.contains("table shop.nokey: it has neither a primary key nor a unique key")
                 && log.contains("fix: add a primary key"),
             "{log}"
         );
@@ -275,7 +278,7 @@ fn snapshot_rows_render_every_type_as_the_stream_does() {
             log.contains("snapshot done task=empty") && log.contains("rows=0"),
             "{log}"
         );
-        for id in ["types", "composite", "labels", "big"] {
+        for id in ["types", "composite", "labels", "big", "zerofill"] {
             let bodies: Vec<String> = receiver
                 .requests()
                 .iter()

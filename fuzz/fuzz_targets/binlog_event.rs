@@ -1,17 +1,22 @@
-//! Arbitrary events after a real table map: framing, checksum, rows and payloads.
+//! Arbitrary events after a real table map, through the same pull path `run` and
+//! `tail` use (`Changes`: header, decode, rows, routes, the follow loop's Step):
+//! framing, checksum, rows and payloads.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rowhook::binlog::{Decoder, Event};
 use rowhook::config::PayloadShape;
-use rowhook::dispatch::payload::{PayloadWriter, Row, RowPosition};
+use rowhook::dispatch::changes::Changes;
+use rowhook::dispatch::payload::PayloadWriter;
+use rowhook::mysql::replica::BinlogPosition;
 
 fuzz_target!(|data: &[u8]| {
-    // First byte picks checksum on/off; the rest is split into events by their
-    // own size fields, so one input can hold a TABLE_MAP and then rows.
+    // First byte picks checksum on/off and MariaDB-style column lookups; the rest
+    // is split into events by their own size fields, so one input can hold a
+    // TABLE_MAP and then rows.
     let Some((&mode, mut rest)) = data.split_first() else { return };
-    let mut decoder = Decoder::new();
-    decoder.set_checksum(mode & 1 == 1);
+    let mut changes = Changes::new(None, String::new());
+    let from = BinlogPosition { file: "f.000001".into(), pos: 4 };
+    changes.on_connect(mode & 1 == 1, &from, mode & 2 == 2);
     let mut writer = PayloadWriter::default();
     let mut out = Vec::new();
     while rest.len() >= 19 {
@@ -19,26 +24,19 @@ fuzz_target!(|data: &[u8]| {
         let size = size.clamp(19, rest.len());
         let (event, tail) = rest.split_at(size);
         rest = tail;
-        // The follow loop's own looks at an event, before the decoder's.
-        if let Some(body) = rowhook::binlog::event::body(event, mode & 1 == 1) {
-            let _ = rowhook::binlog::event::rotate(body);
-            let _ = rowhook::binlog::table_map::table_id(body, 6);
-        }
-        let Ok((header, Event::Rows(rows))) = decoder.decode(event) else { continue };
-        let Some(table) = decoder.table(rows.table_id) else { continue };
-        let Ok(iter) = rows.rows(table) else { continue };
-        for (i, change) in iter.enumerate() {
-            let Ok(change) = change else { break };
-            let row = Row {
-                at: RowPosition { file: "f", pos: 4, index: i as u32, timestamp: header.timestamp, gtid: None },
-                kind: rows.kind,
-                table,
-                change,
-            };
-            out.clear();
-            if writer.write(&mut out, PayloadShape::Envelope, &row, None).is_ok() {
-                assert!(std::str::from_utf8(&out).is_ok());
+        let Ok(mut feed) = changes.feed(event) else { continue };
+        loop {
+            let Ok(Some(mut rows)) = changes.next_rows(&mut feed, event) else { break };
+            while let Some(next) = rows.next() {
+                let Ok((row, routes)) = next else { break };
+                for route in routes {
+                    out.clear();
+                    if writer.write(&mut out, PayloadShape::Envelope, &row, route.keep.as_deref()).is_ok() {
+                        assert!(std::str::from_utf8(&out).is_ok());
+                    }
+                }
             }
         }
+        let _ = changes.step(&feed);
     }
 });

@@ -3,7 +3,7 @@
 //! the same values (`binlog::value`), so a snapshot row and a streamed row of the
 //! same data are the same bytes. Sans-I/O.
 
-use crate::binlog::write::{base64, double, escaped, float, string, uint};
+use crate::binlog::write::{base64, double, float, string, uint};
 
 /// How a column's text-protocol value becomes JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,14 +140,14 @@ pub fn write_value(out: &mut Vec<u8>, col: &Column, value: Option<&[u8]>) -> Res
             if !is_integer(v) {
                 return Err(bad("not an integer"));
             }
-            out.extend_from_slice(v);
+            write_number(out, v);
         }
         Kind::Decimal => {
             if !is_decimal(v) {
                 return Err(bad("not a decimal"));
             }
             out.push(b'"');
-            out.extend_from_slice(v);
+            write_number(out, v);
             out.push(b'"');
         }
         Kind::Float => {
@@ -170,8 +170,13 @@ pub fn write_value(out: &mut Vec<u8>, col: &Column, value: Option<&[u8]>) -> Res
             Err(_) => string(out, &String::from_utf8_lossy(v)),
         },
         Kind::Temporal => {
+            // The server writes digits, '-', ':', ' ' and '.'; anything else would
+            // be copied into the payload's JSON.
+            if !v.iter().all(|b| b.is_ascii_digit() || b"-:. ".contains(b)) {
+                return Err(bad("not a date or time"));
+            }
             out.push(b'"');
-            escaped(out, v);
+            out.extend_from_slice(v);
             out.push(b'"');
         }
         Kind::Bit => {
@@ -227,6 +232,31 @@ pub fn literal(col: &Column, v: &[u8]) -> Result<String, BadValue> {
 /// `name` as a quoted identifier.
 pub fn quote_name(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
+}
+
+/// Writes a validated integer or decimal without the leading zeros ZEROFILL
+/// columns are sent with (`00012.50` is `12.50`, as the binlog decoder writes it).
+fn write_number(out: &mut Vec<u8>, v: &[u8]) {
+    let (negative, digits) = match v.strip_prefix(b"-") {
+        Some(d) => (true, d),
+        None => (false, v),
+    };
+    let whole_len = digits
+        .iter()
+        .position(|&b| b == b'.')
+        .unwrap_or(digits.len());
+    let zeros = digits[..whole_len]
+        .iter()
+        .take_while(|&&b| b == b'0')
+        .count();
+    // Keep one digit before the point.
+    let start = zeros.min(whole_len.saturating_sub(1));
+    let rest = &digits[start..];
+    let is_zero = rest.iter().all(|&b| b == b'0' || b == b'.');
+    if negative && !is_zero {
+        out.push(b'-');
+    }
+    out.extend_from_slice(rest);
 }
 
 fn is_integer(v: &[u8]) -> bool {
@@ -305,6 +335,23 @@ mod tests {
         assert!(json(&col("decimal", None), Some(b"1.2\"")).is_err());
         assert!(json(&col("bit", None), Some(&[1; 9])).is_err());
         assert!(Column::new("u", "uuid", None, false, false).is_err());
+        // Found by the snapshot_value fuzz target: ZEROFILL columns are sent with
+        // leading zeros, which are no JSON number.
+        assert_eq!(json(&col("int", None), Some(b"00010")).unwrap(), "10");
+        assert_eq!(json(&col("int", None), Some(b"000")).unwrap(), "0");
+        assert_eq!(json(&col("int", None), Some(b"-007")).unwrap(), "-7");
+        assert_eq!(
+            json(&col("decimal", None), Some(b"0012.50")).unwrap(),
+            "\"12.50\""
+        );
+        assert_eq!(
+            json(&col("decimal", None), Some(b"000.05")).unwrap(),
+            "\"0.05\""
+        );
+        // And bytes that are not a time
+        // were copied into the JSON as they came (invalid UTF-8 included).
+        assert!(json(&col("datetime", None), Some(b"{\xff\x01")).is_err());
+        assert!(json(&col("time", None), Some(b"1\"")).is_err());
     }
 
     #[test]
