@@ -6,11 +6,16 @@
 #   - `mariadb-binlog --read-from-remote-server --raw`: what a client that only
 #     reads the dump's packets gets from the same server.
 #   scripts/bench-tail.sh [RUNS]
+# ROWHOOK=path/to/rowhook measures another build (e.g. an older commit's) instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
 source scripts/sandbox-200k-rows.sh
-cargo build --release -q -p rowhook
+if [ -z "${ROWHOOK:-}" ]; then
+  cargo build --release -q -p rowhook
+  ROWHOOK=target/release/rowhook
+fi
+export ROWHOOK
 cat >"$work/tail.yaml" <<YAML
 database: {host: 127.0.0.1, port: $port, user: root, password: '', server_id: 4646, tls: disabled}
 source: {start: {file: $file, pos: $pos}, heartbeat: 1s}
@@ -24,7 +29,7 @@ runs, config, n = int(sys.argv[1]), sys.argv[2], 200_000
 tick = os.sysconf("SC_CLK_TCK")
 for _ in range(runs):
     t0 = time.time()
-    p = subprocess.Popen(["target/release/rowhook", "tail", "--config", config],
+    p = subprocess.Popen([os.environ["ROWHOOK"], "tail", "--config", config],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     fd, seen, first = p.stdout.fileno(), 0, None
     while seen < n:
