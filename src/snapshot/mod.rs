@@ -67,7 +67,14 @@ struct Table {
     unique: bool,
     /// Which columns the task sends.
     keep: Vec<bool>,
+    /// Rows per chunk: `snapshot_chunk`, fewer for wide rows so a chunk stays
+    /// near [`CHUNK_BYTES`].
+    chunk_rows: u32,
 }
+
+/// About how many bytes of rows one chunk holds at most (wide rows make smaller
+/// chunks): the chunk and its rendered payloads are in memory at once.
+const CHUNK_BYTES: u64 = 16 << 20;
 
 /// What an operator asks for (`rowhook snapshot`, `POST /tasks/{id}/snapshot`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -377,7 +384,7 @@ impl Snapshots {
                         return Err(e);
                     }
                 };
-                let full = chunk.rows.len() >= task.snapshot_chunk as usize;
+                let full = chunk.rows.len() >= table.chunk_rows as usize;
                 let mut chunk = chunk;
                 let (sent, dropped) = loop {
                     match port.offer(&mut chunk)? {
@@ -637,7 +644,42 @@ async fn describe(
         key_order,
         unique,
         keep,
+        chunk_rows: chunk_rows(
+            task.snapshot_chunk,
+            average_row_length(conn, schema, name)
+                .await
+                .map_err(mysql)?,
+        ),
     })
+}
+
+/// `information_schema.TABLES.AVG_ROW_LENGTH` of `schema.table` (0 when unknown).
+async fn average_row_length(
+    conn: &mut Connection,
+    schema: &str,
+    table: &str,
+) -> Result<u64, MysqlError> {
+    let rows = conn
+        .query(&format!(
+            "SELECT AVG_ROW_LENGTH FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {}",
+            quote(schema),
+            quote(table)
+        ))
+        .await?;
+    Ok(rows
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0))
+}
+
+/// Rows per chunk for rows of `average` bytes: at most `configured`, and about
+/// [`CHUNK_BYTES`] of rows.
+fn chunk_rows(configured: u32, average: u64) -> u32 {
+    let fit = CHUNK_BYTES / average.max(1);
+    u32::try_from(fit)
+        .unwrap_or(u32::MAX)
+        .clamp(1, configured.max(1))
 }
 
 /// The columns, in index order, of the first unique index whose columns are all
@@ -712,7 +754,7 @@ async fn read_chunk(
         &key_names,
         progress.after.as_deref(),
         progress.filter.as_deref(),
-        task.snapshot_chunk,
+        table.chunk_rows,
     );
     conn.exec("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
         .await
@@ -755,7 +797,7 @@ async fn read_chunk(
             })
         }
     };
-    let full = rows.len() >= task.snapshot_chunk as usize;
+    let full = rows.len() >= table.chunk_rows as usize;
     let mut next = progress.clone();
     next.chunks += 1;
     next.rows += rows.len() as u64;
@@ -875,4 +917,21 @@ async fn read_chunk(
         rows: out,
         progress: next,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wide_rows_make_smaller_chunks() {
+        assert_eq!(
+            chunk_rows(10_000, 0),
+            10_000,
+            "unknown width: as configured"
+        );
+        assert_eq!(chunk_rows(10_000, 100), 10_000);
+        assert_eq!(chunk_rows(10_000, 1 << 20), 16, "1 MB rows: 16 per chunk");
+        assert_eq!(chunk_rows(10_000, 1 << 30), 1);
+    }
 }
