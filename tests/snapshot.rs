@@ -81,6 +81,19 @@ fn keyed_view(
     (view, snapshot_rows)
 }
 
+/// Waits up to `secs` for `rowhook` to have logged `needle` `times` times.
+fn wait_logged(rowhook: &Rowhook, needle: &str, times: usize, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while rowhook.log().matches(needle).count() < times {
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} not logged {times} time(s) within {secs} s:\n{}",
+            rowhook.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn table(db: &MariaDb) -> BTreeMap<i64, (i64, String)> {
     db.sql("SELECT id, v, s FROM shop.items")
         .iter()
@@ -179,11 +192,7 @@ tasks:
     let stop = Arc::new(AtomicBool::new(false));
     let writer = spawn_writer(db.port, 22_000, stop.clone());
     // Until the snapshot is done, then a little more.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !rowhook.log().contains("snapshot done") {
-        assert!(Instant::now() < deadline, "the snapshot never finished");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_logged(&rowhook, "snapshot done", 1, 60);
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     let statements = writer.join().unwrap();
@@ -276,15 +285,7 @@ fn snapshot_rows_render_every_type_as_the_stream_does() {
             task("zerofill", "shop.zf"),
         );
         let rowhook = Rowhook::run(&config);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while rowhook.log().matches("snapshot done").count() < 6 {
-            assert!(
-                Instant::now() < deadline,
-                "snapshots never finished:\n{}",
-                rowhook.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_logged(&rowhook, "snapshot done", 6, 30);
         std::thread::sleep(Duration::from_millis(500));
         let log = rowhook.log();
         assert!(
@@ -392,15 +393,7 @@ tasks:
     }
     assert_eq!(resumed, 4, "every restart resumed the saved progress");
     let rowhook = Rowhook::run(&config);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !rowhook.log().contains("snapshot done") {
-        assert!(
-            Instant::now() < deadline,
-            "never finished:\n{}",
-            rowhook.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_logged(&rowhook, "snapshot done", 1, 60);
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     let total = snapshot_rows(&receiver);
@@ -610,11 +603,7 @@ fn a_user_without_select_gets_a_clear_snapshot_error_and_still_streams() {
     );
     let rowhook = Rowhook::run(&config);
     wait_streaming(&db);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !rowhook.log().contains("snapshot stopped") {
-        assert!(Instant::now() < deadline, "{}", rowhook.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_logged(&rowhook, "snapshot stopped", 1, 20);
     let log = rowhook.log();
     assert!(
         log.contains("no table this user can see matches") && log.contains("GRANT SELECT"),
@@ -673,15 +662,7 @@ tasks:
             n
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !rowhook.log().contains("snapshot done") {
-        assert!(
-            Instant::now() < deadline,
-            "never finished:\n{}",
-            rowhook.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_logged(&rowhook, "snapshot done", 1, 60);
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let statements = writer.join().unwrap();
