@@ -735,3 +735,36 @@ tasks:
     );
     assert!(snapshot_rows >= 4_000, "{snapshot_rows}");
 }
+
+/// A binlog rotated while rowhook streams (FLUSH BINARY LOGS, as a size limit or
+/// a restart does) and then idle: a snapshot's reads are at a position in the new
+/// file, past events that belong to no transaction; the stream has passed them
+/// too, so the chunks go in.
+#[test]
+fn a_snapshot_after_a_rotation_on_an_idle_server_finishes() {
+    let db = MariaDb::start();
+    db.sql(
+        "CREATE DATABASE shop;
+         CREATE TABLE shop.items (id INT PRIMARY KEY, v INT NOT NULL, s VARCHAR(40) NOT NULL);
+         INSERT INTO shop.items SELECT seq, seq, CONCAT('row ', seq) FROM shop.seq_1_to_1000;",
+    );
+    let receiver = Receiver::ok();
+    let admin = common::mariadb::free_port();
+    let config = format!(
+        "{}server: {{enabled: true, port: {admin}}}
+tasks:
+  - {{task_id: items, table_name: shop.items, events: [insert], callback_url: '{}', snapshot_chunk: 300}}
+",
+        source_yaml(&db),
+        receiver.url("/items")
+    );
+    let rowhook = Rowhook::run(&config);
+    wait_streaming(&db);
+    db.sql("FLUSH BINARY LOGS");
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, body) = common::loadgen::http(admin, "POST", "/tasks/items/snapshot", "");
+    assert_eq!(status, 202, "{body}");
+    wait_logged(&rowhook, "snapshot done", 1, 15);
+    let got = receiver.wait_until(Duration::from_secs(10), |r| r.len() >= 1000);
+    assert_eq!(got.len(), 1000);
+}

@@ -442,7 +442,31 @@ impl crate::source::Downstream for Dispatch {
             m.at = Some(end.clone());
             m.gtid = gtid;
         }
-        self.merge.borrow_mut().between = !self.changes.in_transaction();
+        let between = !self.changes.in_transaction();
+        let mut m = self.merge.borrow_mut();
+        m.between = between;
+        // Outside transactions the stream also passes events that end none (a
+        // ROTATE, a new file's FORMAT_DESCRIPTION and GTID list): a snapshot read
+        // positioned after them must not wait for the next write. Forward only:
+        // a dump that starts mid-file opens with the file's first events.
+        let passed = match &step {
+            Step::Rotated { at } => Some(at.clone()),
+            Step::Next
+                if between
+                    && header.log_pos != 0
+                    && header.kind != kind::HEARTBEAT
+                    && header.kind != kind::HEARTBEAT_V2 =>
+            {
+                Some(BinlogPosition {
+                    file: self.changes.file().to_owned(),
+                    pos: u64::from(header.log_pos),
+                })
+            }
+            _ => None,
+        };
+        if let Some(p) = passed.filter(|p| m.at.as_ref().is_none_or(|at| at < p)) {
+            m.at = Some(p);
+        }
         Ok(step)
     }
 
