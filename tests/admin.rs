@@ -21,6 +21,7 @@ const TOKEN: &str = "s3cret-token";
 fn config(db: &MariaDb, receiver: &Receiver, state: &Path, port: u16) -> String {
     format!(
         "{}state: {{dir: '{}', checkpoint_interval: 100ms}}
+runtime: {{shards: 1}}
 server: {{enabled: true, port: {port}, token: {TOKEN}}}
 tasks:
   - {{task_id: seq, table_name: shop.seq, events: [insert, update, delete], callback_url: '{}'}}

@@ -31,6 +31,26 @@ struct Step {
     bare: bool,
 }
 
+/// rowhook's default `runtime.shards` on this machine (see `RuntimeConfig`): 0 on
+/// two cores or fewer, else cores − 1.
+fn default_shards() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores <= 2 {
+        0
+    } else {
+        cores as u32 - 1
+    }
+}
+
+/// The delivery mode the ladder compares the default with.
+fn alternative_shards() -> u32 {
+    if default_shards() == 0 {
+        1
+    } else {
+        0
+    }
+}
+
 fn ladder(profile: &str) -> Option<Vec<Step>> {
     let s = |rate: u64, seconds: u64, batch| Step {
         rate,
@@ -41,9 +61,12 @@ fn ladder(profile: &str) -> Option<Vec<Step>> {
         shards: None,
         bare: false,
     };
-    // The same step with delivery on the source core (`runtime.shards: 0`).
-    let on_source = |step: Step| Step {
-        shards: Some(0),
+    // The same step in the other delivery mode than this machine's default:
+    // a shard thread where the default delivers on the source core, and the
+    // source core where the default starts shard threads.
+    let other = alternative_shards();
+    let alternative = |step: Step| Step {
+        shards: Some(other),
         ..step
     };
     let bare = |rate: u64, seconds: u64| Step {
@@ -68,7 +91,7 @@ fn ladder(profile: &str) -> Option<Vec<Step>> {
             s(1_000, 8, 1),
             bare(10_000, 8),
             s(10_000, 8, 1),
-            on_source(s(10_000, 8, 1)),
+            alternative(s(10_000, 8, 1)),
             s(10_000, 8, 100),
             max(50_000, 1),
             stalled(5_000, 12, 3, 5),
@@ -77,12 +100,12 @@ fn ladder(profile: &str) -> Option<Vec<Step>> {
             s(1_000, 30, 1),
             bare(10_000, 30),
             s(10_000, 30, 1),
-            on_source(s(10_000, 30, 1)),
+            alternative(s(10_000, 30, 1)),
             s(25_000, 30, 1),
             s(10_000, 30, 100),
             s(50_000, 30, 100),
             max(300_000, 1),
-            on_source(max(300_000, 1)),
+            alternative(max(300_000, 1)),
             max(1_000_000, 100),
             stalled(10_000, 45, 5, 30),
         ]),
@@ -341,6 +364,9 @@ dispatcher: {{worker_count: 16, max_inflight: 10000, timeout: 10s, max_retries: 
     // the sink's stall clock starts at its first request, a moment later).
     let mut phases = [0u64; 3];
     let mut done_at = None;
+    // Counted from the first delivery on: start-up is not per-event cost.
+    let mut window: Option<(crate::probe::Window, u64)> = None;
+    let mut verified = 0;
     while Instant::now() < deadline {
         let rss = proc_usage(pid).1;
         peak_rss = peak_rss.max(rss);
@@ -361,10 +387,18 @@ dispatcher: {{worker_count: 16, max_inflight: 10000, timeout: 10s, max_retries: 
                 work.join("rowhook.log").display()
             ));
         }
-        let verified = get(sport, "/report")
+        verified = get(sport, "/report")
             .ok()
             .and_then(|r| r["verified"].as_u64())
-            .unwrap_or(0);
+            .unwrap_or(verified);
+        if window.is_none() && verified > 0 && verified < expected {
+            let processes = [
+                ("rowhook", pid),
+                ("master", master.child.id()),
+                ("sink", sink.child.id()),
+            ];
+            window = Some((crate::probe::Window::open(&processes, &work), verified));
+        }
         if verified >= expected {
             done_at = Some(started.elapsed());
             break;
@@ -373,6 +407,9 @@ dispatcher: {{worker_count: 16, max_inflight: 10000, timeout: 10s, max_retries: 
     }
     let (cpu, _) = proc_usage(pid);
     let steal_pct = steal_pct(ticks_before, machine_ticks());
+    let attribution = window.map_or(Value::Null, |(w, from)| {
+        w.close(verified.saturating_sub(from))
+    });
     let histograms = get(aport, "/histograms").unwrap_or(Value::Null);
     rowhook.terminate();
     sink.terminate();
@@ -406,6 +443,7 @@ dispatcher: {{worker_count: 16, max_inflight: 10000, timeout: 10s, max_retries: 
         "rowhook_cpu_us_per_event": cpu * 1e6 / verified.max(1) as f64,
         "steal_pct": steal_pct,
         "rowhook_peak_rss_mb": peak_rss as f64 / 1024.0,
+        "attribution": attribution,
         "stall": step.stall.map(|(at, length)| json!({
             "at_s": at, "for_s": length,
             "rss_mb_before": phases[0] as f64 / 1024.0,
@@ -495,6 +533,149 @@ fn bare_webhook_step(bins: &Bins, out: &Path, rate: u64, seconds: u64) -> Result
     }))
 }
 
+/// Runs SQL on the sandbox at `port` with the `mariadb` client.
+fn mariadb_sql(port: u16, sql: &str) -> Result<String, String> {
+    let out = Command::new("mariadb")
+        .args(["--protocol=tcp", "-h127.0.0.1", "-uroot", "-N", "-B"])
+        .arg(format!("-P{port}"))
+        .args(["-e", sql])
+        .output()
+        .map_err(|e| format!("cannot run the mariadb client: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{sql}: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Snapshot throughput: a throwaway MariaDB (`scripts/mariadb-sandbox`) with
+/// `rows` rows of a loadgen-shaped table, `rowhook run` with `snapshot: initial`
+/// and `batch_size` 100, and a `loadgen sink` counting what arrives. Rows/s is from
+/// rowhook's start to the sink's last row; rowhook's CPU per row from /proc.
+fn snapshot_step(bins: &Bins, out: &Path, rows: u64) -> Result<Value, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/mariadb-sandbox");
+    let name = format!("snapshot-{rows}");
+    let work = out.join(&name);
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let scratch = std::env::temp_dir().join(format!("rowhook-bench-{}-{name}", std::process::id()));
+    let _cleanup = Scratch(scratch.clone());
+    let [port, sport] = free_ports::<2>()?;
+    let data = scratch.join("data");
+    let mut server = spawn(
+        &script,
+        &[
+            data.display().to_string(),
+            port.to_string(),
+            "FULL".to_owned(),
+        ],
+        &work.join("mariadbd.log"),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while mariadb_sql(port, "SELECT 1").is_err() {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "MariaDB did not start; see {}",
+                work.join("mariadbd.log").display()
+            ));
+        }
+        if let Ok(Some(status)) = server.child.try_wait() {
+            return Err(format!(
+                "mariadb-sandbox exited ({status}); see {}",
+                work.join("mariadbd.log").display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let filled = Instant::now();
+    mariadb_sql(
+        port,
+        &format!(
+            "CREATE DATABASE loadgen; CREATE TABLE loadgen.t0 (id BIGINT PRIMARY KEY, seq BIGINT NOT NULL,              sent_ns BIGINT NOT NULL, payload VARBINARY(64));              INSERT INTO loadgen.t0 SELECT seq, seq, 0, REPEAT('x', 48) FROM loadgen.seq_1_to_{rows}"
+        ),
+    )?;
+    let fill_s = filled.elapsed().as_secs_f64();
+    let mut sink = spawn(
+        &bins.loadgen,
+        &[
+            "sink".to_owned(),
+            "--listen".to_owned(),
+            format!("127.0.0.1:{sport}"),
+            "--expect-rows".to_owned(),
+            rows.to_string(),
+        ],
+        &work.join("sink.log"),
+    )?;
+    wait_port(sport, "loadgen sink")?;
+    let config = work.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "database: {{host: 127.0.0.1, port: {port}, user: root, password: '', server_id: 4848, tls: disabled}}
+source: {{start: latest, heartbeat: 1s}}
+state: {{dir: '{}'}}
+dispatcher: {{worker_count: 16, max_inflight: 10000}}
+tasks:
+  - {{task_id: snap, table_name: loadgen.t0, events: [insert], callback_url: 'http://127.0.0.1:{sport}/hook', batch_size: 100, snapshot: initial}}
+",
+            scratch.join("state").display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let ticks_before = machine_ticks();
+    let mut rowhook = spawn(
+        &bins.rowhook,
+        &[
+            "run".to_owned(),
+            "--config".to_owned(),
+            config.display().to_string(),
+        ],
+        &work.join("rowhook.log"),
+    )?;
+    let pid = rowhook.child.id();
+    let deadline = started + Duration::from_secs(120 + rows / 10_000);
+    let mut done_at = None;
+    let mut peak_rss = 0;
+    while Instant::now() < deadline {
+        peak_rss = peak_rss.max(proc_usage(pid).1);
+        let events = get(sport, "/report")
+            .ok()
+            .and_then(|r| r["events"].as_u64())
+            .unwrap_or(0);
+        if events >= rows {
+            done_at = Some(started.elapsed());
+            break;
+        }
+        if let Ok(Some(status)) = rowhook.child.try_wait() {
+            return Err(format!(
+                "rowhook exited ({status}); see {}",
+                work.join("rowhook.log").display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (cpu, _) = proc_usage(pid);
+    let steal = steal_pct(ticks_before, machine_ticks());
+    rowhook.terminate();
+    sink.terminate();
+    server.terminate();
+    let Some(took) = done_at else {
+        return Err(format!(
+            "the snapshot of {rows} rows did not arrive; see {}",
+            work.display()
+        ));
+    };
+    Ok(json!({
+        "step": name,
+        "rows": rows,
+        "fill_seconds": fill_s,
+        "seconds": took.as_secs_f64(),
+        "rows_per_s": rows as f64 / took.as_secs_f64().max(1e-9),
+        "rowhook_cpu_us_per_row": cpu * 1e6 / rows.max(1) as f64,
+        "rowhook_peak_rss_mb": peak_rss as f64 / 1024.0,
+        "steal_pct": steal,
+    }))
+}
+
 /// Decode-only rows/s on one core over a `loadgen binlog` file.
 fn decode_step(bins: &Bins, out: &Path, seconds: u64) -> Result<Value, String> {
     let file = out.join("decode.bin");
@@ -548,7 +729,7 @@ fn markdown(
 ) -> String {
     let mut md = String::from("# rowhook bench report\n\n");
     let _ = writeln!(md, "Machine: {machine}\n");
-    md.push_str("`loadgen master` → `rowhook run` (1 source core + shards, worker_count 16) → `loadgen sink`, all on this machine. Latency: row's scheduled send time → sink parsed the body. *generator p99*: how late the master itself made rows available (part of the latency, not rowhook's); *rowhook p99*: rowhook's own event decoded → webhook acknowledged. *steal %*: share of the machine's CPU time the hypervisor gave to other guests during the step (from /proc/stat); latency from a step with much of it says more about the neighbours than about rowhook. Steps named `-shards-0` run delivery on the source core (`runtime.shards: 0`); the others use the default, one source core and cores − 1 shards.\n\n");
+    md.push_str("`loadgen master` → `rowhook run` (1 source core + shards, worker_count 16) → `loadgen sink`, all on this machine. Latency: row's scheduled send time → sink parsed the body. *generator p99*: how late the master itself made rows available (part of the latency, not rowhook's); *rowhook p99*: rowhook's own event decoded → webhook acknowledged. *steal %*: share of the machine's CPU time the hypervisor gave to other guests during the step (from /proc/stat); latency from a step with much of it says more about the neighbours than about rowhook. Steps without a `-shards-N` suffix use rowhook's default `runtime.shards` for this machine (0 — delivery on the source core — on two cores or fewer, else cores − 1 shard threads); `-shards-N` steps set it to N, the other mode.\n\n");
     md.push_str("![latency by percentile](latency.svg)\n\n| step | offered rows/s | delivered/s | lost | dups | reorders | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | generator p99 ms | rowhook p99 ms | CPU µs/event | peak RSS MB | steal % |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for s in steps {
         let l = &s["sink"]["latency_ms"];
@@ -576,6 +757,7 @@ fn markdown(
             f(&s["steal_pct"]),
         );
     }
+    md.push_str(&attribution_table(steps));
     let _ = writeln!(md, "\nDecode only (one pinned core, `loadgen binlog` file, 4 tables, mix 70:20:10): **{:.0} rows/s**, {:.1} binlog MB/s.\n", f(&decode["rows_per_s"]), f(&decode["binlog_mb_per_s"]));
     let p99_10k = |shards: Value| {
         steps
@@ -639,7 +821,11 @@ fn markdown(
     md.push('\n');
     md.push_str("Targets:\n\n");
     let verdict = |ok: bool| if ok { "met" } else { "not met" };
-    for (shards, how) in [(Value::Null, "default shards"), (json!(0), "`shards: 0`")] {
+    let other = alternative_shards();
+    for (shards, how) in [
+        (Value::Null, "default shards".to_owned()),
+        (json!(other), format!("`shards: {other}`")),
+    ] {
         if let Some((p, lag)) = p99_10k(shards) {
             let _ = writeln!(
                 md,
@@ -673,6 +859,161 @@ fn markdown(
         "- one webhook per event vs the raw HTTP ceiling (`loadgen blast`, 16 keep-alive connections, same sink, same body shape): {best:.0} / {ceiling_rate:.0} requests/s = **{:.0} %** (the ceiling run has the two cores to itself; rowhook's shares them with the master)",
         100.0 * best / ceiling_rate.max(1.0)
     );
+    md
+}
+
+/// The step whose counts the ci profile guards: a moderate rate, one event per
+/// webhook, default shards (in both profiles).
+const GUARDED_STEP: &str = "rate-10000-batch-1";
+
+/// The committed full report the guard compares with: the newest
+/// `bench/reports/full-*/report.json`.
+fn committed_full_report() -> Result<(PathBuf, Value), String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("reports");
+    let newest = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("full-"))
+                && p.join("report.json").exists()
+        })
+        .max()
+        .ok_or_else(|| format!("no full-*/report.json under {}", dir.display()))?;
+    let path = newest.join("report.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let report = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((path, report))
+}
+
+/// Counts of this run against the committed full report's at [`GUARDED_STEP`]:
+/// rowhook's CPU µs/event and syscalls/event may be at most twice the committed
+/// figure. Counts per event barely move with the machine's noise; latency would.
+/// Returns the report lines and whether the guard holds.
+fn guard(steps: &[Value]) -> (String, bool) {
+    let (path, baseline) = match committed_full_report() {
+        Ok(b) => b,
+        Err(e) => return (format!("Guard: no baseline ({e}) — FAILED\n"), false),
+    };
+    let find = |steps: &[Value]| -> Option<Value> {
+        steps
+            .iter()
+            .find(|s| s["step"] == GUARDED_STEP)
+            .map(|s| s["attribution"]["processes"]["rowhook"].clone())
+    };
+    let now = find(steps);
+    let then = baseline["steps"].as_array().and_then(|s| find(s));
+    let (Some(now), Some(then)) = (now, then) else {
+        return (
+            format!(
+                "Guard: step {GUARDED_STEP} lacks counts here or in {} — FAILED\n",
+                path.display()
+            ),
+            false,
+        );
+    };
+    let mut md = format!(
+        "Guard (counts at {GUARDED_STEP} ≤ 2 × the committed full report, {}):\n\n",
+        path.display()
+    );
+    let mut ok = true;
+    for (what, key) in [
+        ("CPU µs/event", "cpu_us_per_event"),
+        ("syscalls/event", "syscalls_per_event"),
+    ] {
+        let (n, t) = (now[key].as_f64(), then[key].as_f64());
+        let (Some(n), Some(t)) = (n, t) else {
+            ok = false;
+            let why = if n.is_none() {
+                "not measured in this run (perf stat needs linux-perf, and root or perf_event_paranoid ≤ 1)"
+            } else {
+                "the committed full report has no such count (run bench run --profile full and commit its report)"
+            };
+            let _ = writeln!(md, "- {what}: {why} — FAILED");
+            continue;
+        };
+        let held = n <= 2.0 * t;
+        ok &= held;
+        let _ = writeln!(
+            md,
+            "- {what}: {n:.2} vs committed {t:.2} (limit {:.2}) — {}",
+            2.0 * t,
+            if held { "ok" } else { "FAILED" }
+        );
+    }
+    (md, ok)
+}
+
+/// The "where the time went" table: per step, process and rowhook thread.
+fn attribution_table(steps: &[Value]) -> String {
+    let mut md = String::from("\nWhere the time went (from the first delivery to the last; `/proc/<pid>/task/<tid>/schedstat` and `status`, syscalls from `perf stat` tracepoints over the same window). *CPU share*: cores used; *run-queue wait*: ms per second a runnable thread waited for a CPU, summed over the process's threads.\n\n| step | process / thread | CPU µs/event | CPU share | run-queue wait ms/s | ctx switches/event | syscalls/event | top syscalls/event |\n|---|---|---|---|---|---|---|---|\n");
+    let opt = |v: &Value| {
+        v.as_f64()
+            .map_or_else(|| "—".to_owned(), |x| format!("{x:.2}"))
+    };
+    for s in steps {
+        let a = &s["attribution"];
+        let Some(processes) = a["processes"].as_object() else {
+            continue;
+        };
+        for (label, p) in processes {
+            let mut top: Vec<(&String, f64)> = p["syscalls"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter(|(k, _)| k.as_str() != "total")
+                        .map(|(k, v)| (k, f(v)))
+                        .filter(|(_, v)| *v >= 0.05)
+                        .collect()
+                })
+                .unwrap_or_default();
+            top.sort_by(|x, y| y.1.total_cmp(&x.1));
+            let top: Vec<String> = top
+                .iter()
+                .take(5)
+                .map(|(k, v)| format!("{k} {v:.2}"))
+                .collect();
+            let _ = writeln!(
+                md,
+                "| {} | **{label}** | {:.1} | {:.2} | {:.0} | {:.2} | {} | {} |",
+                s["step"].as_str().unwrap_or("?"),
+                f(&p["cpu_us_per_event"]),
+                f(&p["cpu_share"]),
+                f(&p["run_queue_wait_ms_per_s"]),
+                f(&p["ctx_switches_per_event"]),
+                opt(&p["syscalls_per_event"]),
+                if top.is_empty() {
+                    "—".to_owned()
+                } else {
+                    top.join(", ")
+                },
+            );
+            if label != "rowhook" {
+                continue;
+            }
+            for t in p["threads"].as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    md,
+                    "| | {} ×{} | {:.1} | | {:.0} | {:.2} | {} | |",
+                    t["thread"].as_str().unwrap_or("?"),
+                    t["count"],
+                    f(&t["cpu_us_per_event"]),
+                    f(&t["run_queue_wait_ms_per_s"]),
+                    f(&t["ctx_switches_per_event"]),
+                    opt(&t["syscalls_per_event"]),
+                );
+            }
+        }
+        if let Some(why) = a["syscalls_unavailable"].as_str() {
+            let _ = writeln!(
+                md,
+                "| {} | syscalls not counted: {why} | | | | | | |",
+                s["step"].as_str().unwrap_or("?")
+            );
+        }
+    }
     md
 }
 
@@ -775,6 +1116,14 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    eprintln!("bench: snapshot of a MariaDB table into the sink, batch_size 100 ...");
+    let snapshot = match snapshot_step(&bins, &out, if ci { 200_000 } else { 1_000_000 }) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("bench: snapshot: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let decode = match decode_step(&bins, &out, if ci { 3 } else { 10 }) {
         Ok(d) => d,
         Err(e) => {
@@ -782,7 +1131,7 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let md = markdown(
+    let mut md = markdown(
         &results,
         &decode,
         &ceiling,
@@ -792,7 +1141,23 @@ pub fn main(args: &[String]) -> ExitCode {
         },
         &machine,
     );
-    let report = json!({"profile": profile, "machine": machine, "steps": results, "decode": decode, "http_ceiling": ceiling, "wake": wake, "bare_webhook": bare});
+    md.push_str(&format!(
+        "\nSnapshot (`snapshot: initial`, a real MariaDB on this machine, {} rows of (BIGINT id, BIGINT, BIGINT, 48-byte VARBINARY), batch_size 100, into `loadgen sink`): **{:.0} rows/s** ({:.2} s from rowhook's start to the last row; rowhook CPU {:.2} µs/row, peak RSS {:.1} MB, steal {:.0} %). Target ≥ 200,000 rows/s — {}.\n",
+        snapshot["rows"],
+        f(&snapshot["rows_per_s"]),
+        f(&snapshot["seconds"]),
+        f(&snapshot["rowhook_cpu_us_per_row"]),
+        f(&snapshot["rowhook_peak_rss_mb"]),
+        f(&snapshot["steal_pct"]),
+        if f(&snapshot["rows_per_s"]) >= 200_000.0 { "met" } else { "not met" },
+    ));
+    // The full profile is the baseline; the ci profile is held to it.
+    let guarded = ci.then(|| guard(&results));
+    if let Some((lines, _)) = &guarded {
+        md.push('\n');
+        md.push_str(lines);
+    }
+    let report = json!({"profile": profile, "machine": machine, "steps": results, "decode": decode, "http_ceiling": ceiling, "wake": wake, "bare_webhook": bare, "snapshot": snapshot});
     let written = std::fs::write(out.join("report.md"), &md).and_then(|_| {
         std::fs::write(
             out.join("report.json"),
@@ -824,10 +1189,13 @@ pub fn main(args: &[String]) -> ExitCode {
             )
         })
         .collect();
-    if broken.is_empty() {
-        ExitCode::SUCCESS
-    } else {
+    if !broken.is_empty() {
         eprintln!("bench: correctness failed:\n  {}", broken.join("\n  "));
-        ExitCode::from(1)
+        return ExitCode::from(1);
     }
+    if let Some((lines, false)) = &guarded {
+        eprintln!("bench: a per-event count doubled:\n{lines}");
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
 }

@@ -98,7 +98,10 @@ impl Admin {
             max_inflight: config.dispatcher.max_inflight,
             worker_count: config.dispatcher.worker_count,
             shards: plan.shards,
-            on_source_core: config.runtime.shards == Some(0),
+            on_source_core: config
+                .runtime
+                .shard_count(crate::config::RuntimeConfig::usable_cpus().len())
+                == 0,
             // A receiver gets its timeout and a retry or two before the instance
             // counts as stuck.
             stuck_after: (plan.timeout * 2).max(Duration::from_secs(60)),

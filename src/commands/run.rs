@@ -68,12 +68,7 @@ pub enum RunError {
 pub fn run(config: &Config) -> Result<(), RunError> {
     // The CPUs this process may run on (CPUAffinity=, taskset, cgroup cpusets):
     // the source core takes the first, shards the following ones.
-    let cpus: Vec<usize> = core_affinity::get_core_ids()
-        .map(|ids| ids.into_iter().map(|c| c.id).collect())
-        .filter(|ids: &Vec<usize>| !ids.is_empty())
-        .unwrap_or_else(|| {
-            (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
-        });
+    let cpus = crate::config::RuntimeConfig::usable_cpus();
     let cores = cpus.len();
     // 0: one shard, run as a task on the source core (no cross-thread wake-ups).
     let shards = config.runtime.shard_count(cores) as usize;
