@@ -5,6 +5,7 @@
 
 mod decode;
 mod plot;
+mod probe;
 mod run;
 mod wake;
 

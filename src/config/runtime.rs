@@ -37,13 +37,10 @@ impl RuntimeConfig {
     /// Unset: on two cores or fewer, 0 — delivery on the source core, which there
     /// costs about 60 % of the CPU per event of a second thread and has the
     /// lower tail and the higher one-per-event ceiling (bench report
-    /// full-2026-11-30); above, one per core beside the source core.
+    /// full-2026-11-30a); above, one per core beside the source core.
     pub fn shard_count(&self, cores: usize) -> u32 {
-        self.shards.unwrap_or(if cores <= 2 {
-            0
-        } else {
-            (cores - 1) as u32
-        })
+        self.shards
+            .unwrap_or(if cores <= 2 { 0 } else { (cores - 1) as u32 })
     }
 
     /// The CPUs this process may run on (its affinity mask), in order: the
