@@ -39,6 +39,9 @@ pub(crate) struct Merge {
     pub gtid: Option<String>,
     /// Keys of watched tables the stream delivered, with the last position.
     pub watches: Vec<Watch>,
+    /// Rows of a chunk that waits only for in-flight room (the stream reads no
+    /// further until it fits).
+    pub reserved: u64,
 }
 
 /// A table whose delivered keys are being recorded for a chunk.
@@ -212,6 +215,11 @@ impl SnapshotPort {
             .retain(|w| !(w.task == task && w.schema == schema && w.table == table));
     }
 
+    /// Gives back in-flight room a chunk reserved (its reader stopped).
+    pub fn release(&self) {
+        self.merge.borrow_mut().reserved = 0;
+    }
+
     /// Snapshot progress saved by the last checkpoint.
     pub fn saved_progress(&self, task_id: &str) -> Option<SnapshotProgress> {
         self.ledger.borrow().snapshots().get(task_id).cloned()
@@ -226,10 +234,17 @@ impl SnapshotPort {
         let mut ledger = self.ledger.borrow_mut();
         ledger.drain_acks();
         let n = chunk.rows.len() as u64;
-        // A chunk larger than the budget goes in alone.
-        if ledger.total > 0 && ledger.total + n > self.limit {
+        // The chunk needs room for itself, or half the budget when it is larger
+        // (in flight may then pass the budget by at most one chunk). Under a
+        // steady stream that room would rarely come: reserve it, so the stream
+        // stops reading until it has. Never more than half, so a reservation
+        // left behind cannot stop the stream.
+        let room = n.min(self.limit / 2);
+        if ledger.total + room > self.limit {
+            m.reserved = room;
             return Ok(Offer::NotYet);
         }
+        m.reserved = 0;
         let newer: HashSet<Vec<u8>> = match m.watches.iter().position(|w| {
             w.task == chunk.task && w.schema == chunk.schema && w.table == chunk.table
         }) {

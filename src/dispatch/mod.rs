@@ -183,7 +183,10 @@ impl Dispatch {
     }
 
     fn over_budget(&self) -> bool {
-        self.in_flight() >= self.limit
+        // A snapshot chunk the stream has passed waits only for room: the stream
+        // leaves it that room instead of filling the budget again first.
+        let reserved = self.merge.borrow().reserved;
+        self.in_flight() + reserved >= self.limit
             || self
                 .progress
                 .task_in_flight

@@ -235,7 +235,9 @@ impl Snapshots {
         let mut backoff =
             crate::net::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {
-            match self.run(index, task, fresh.take()).await {
+            let ran = self.run(index, task, fresh.take()).await;
+            self.port.release();
+            match ran {
                 Ok(cancelled) => {
                     self.set(index, |s| {
                         s.state = if cancelled { "cancelled" } else { "done" }
