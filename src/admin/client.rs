@@ -201,13 +201,13 @@ pub fn print_status(
 pub fn print_tasks(out: &mut impl Write, tasks: &Value) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:<24} {:<9} {:>9} {:>10} {:>10} {:>8} {:>6}  url",
-        "task", "state", "in_flight", "read", "delivered", "retries", "dlq"
+        "{:<24} {:<9} {:>9} {:>10} {:>10} {:>8} {:>6}  {:<36}  url",
+        "task", "state", "in_flight", "read", "delivered", "retries", "dlq", "snapshot"
     )?;
     for t in tasks.as_array().into_iter().flatten() {
         writeln!(
             out,
-            "{:<24} {:<9} {:>9} {:>10} {:>10} {:>8} {:>6}  {}",
+            "{:<24} {:<9} {:>9} {:>10} {:>10} {:>8} {:>6}  {:<36}  {}",
             text(&t["task_id"]),
             text(&t["state"]),
             text(&t["in_flight"]),
@@ -215,10 +215,32 @@ pub fn print_tasks(out: &mut impl Write, tasks: &Value) -> std::io::Result<()> {
             text(&t["delivered"]),
             text(&t["retries"]),
             text(&t["dead_lettered"]),
+            snapshot_text(&t["snapshot"]),
             text(&t["callback_url"])
         )?;
     }
     Ok(())
+}
+
+/// A task's snapshot in one cell: `running 1200/~5000 300/s eta 13s`, `done 5000`,
+/// `failed`, or `-`.
+fn snapshot_text(s: &Value) -> String {
+    let rows = s["rows"].as_u64().unwrap_or(0);
+    match s["state"].as_str().unwrap_or("none") {
+        "none" => "-".to_owned(),
+        "running" => {
+            let mut cell = format!(
+                "running {rows}/~{} {}/s",
+                s["estimated_rows"].as_u64().unwrap_or(0).max(rows),
+                s["rows_per_s"].as_f64().unwrap_or(0.0).round()
+            );
+            if let Some(eta) = s["eta_s"].as_f64() {
+                cell.push_str(&format!(" eta {eta}s"));
+            }
+            cell
+        }
+        state => format!("{state} {rows}"),
+    }
 }
 
 #[cfg(test)]
@@ -237,6 +259,22 @@ mod tests {
         assert!(parse_answer(b"HTTP/1.1 200 OK\r\nX: y")
             .unwrap_err()
             .contains("early"));
+    }
+
+    #[test]
+    fn tasks_show_their_snapshot() {
+        let tasks = serde_json::json!([
+            {"task_id": "a", "state": "running", "snapshot": {"state": "running", "rows": 1200,
+              "estimated_rows": 5000, "rows_per_s": 300.4, "eta_s": 13.0}},
+            {"task_id": "b", "state": "running", "snapshot": {"state": "done", "rows": 5000}},
+            {"task_id": "c", "state": "paused", "snapshot": {"state": "none", "rows": 0}},
+        ]);
+        let mut out = Vec::new();
+        print_tasks(&mut out, &tasks).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("running 1200/~5000 300/s eta 13s"), "{out}");
+        assert!(out.contains("done 5000"), "{out}");
+        assert!(out.lines().nth(3).unwrap().contains(" - "), "{out}");
     }
 
     #[test]
