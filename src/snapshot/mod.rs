@@ -500,20 +500,31 @@ async fn estimate(conn: &mut Connection, tables: &[String]) -> Result<u64, Mysql
     let mut total = 0;
     for t in tables {
         let (schema, name) = t.split_once('.').unwrap_or(("", t));
-        let rows = conn
-            .query(&format!(
-                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {}",
-                quote(schema),
-                quote(name)
-            ))
-            .await?;
-        total += rows
-            .first()
-            .and_then(|r| r.first().cloned().flatten())
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0);
+        total += table_figure(conn, "TABLE_ROWS", schema, name).await?;
     }
     Ok(total)
+}
+
+/// A numeric column of `information_schema.TABLES` for `schema.table` (0 when
+/// the server does not know it).
+async fn table_figure(
+    conn: &mut Connection,
+    column: &str,
+    schema: &str,
+    table: &str,
+) -> Result<u64, MysqlError> {
+    let rows = conn
+        .query(&format!(
+            "SELECT {column} FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {}",
+            quote(schema),
+            quote(table)
+        ))
+        .await?;
+    Ok(rows
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0))
 }
 
 /// The base tables `task` watches, `schema.table`, sorted.
@@ -648,31 +659,11 @@ async fn describe(
         keep,
         chunk_rows: chunk_rows(
             task.snapshot_chunk,
-            average_row_length(conn, schema, name)
+            table_figure(conn, "AVG_ROW_LENGTH", schema, name)
                 .await
                 .map_err(mysql)?,
         ),
     })
-}
-
-/// `information_schema.TABLES.AVG_ROW_LENGTH` of `schema.table` (0 when unknown).
-async fn average_row_length(
-    conn: &mut Connection,
-    schema: &str,
-    table: &str,
-) -> Result<u64, MysqlError> {
-    let rows = conn
-        .query(&format!(
-            "SELECT AVG_ROW_LENGTH FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {}",
-            quote(schema),
-            quote(table)
-        ))
-        .await?;
-    Ok(rows
-        .first()
-        .and_then(|r| r.first().cloned().flatten())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0))
 }
 
 /// Rows per chunk for rows of `average` bytes: at most `configured`, and about
