@@ -27,6 +27,9 @@ pub enum Command {
     Status(AdminArgs),
     /// List a running instance's tasks with state and counters.
     Tasks(AdminArgs),
+    /// Make a running instance read its tasks again (as SIGHUP does) and wait
+    /// until the new set applies; a rejected set is printed and the old one stays.
+    Reload(TokenArgs),
     /// Snapshot a task's tables on a running instance (the rows they hold now),
     /// and follow it to the end.
     Snapshot(SnapshotArgs),
@@ -76,6 +79,22 @@ pub struct AdminArgs {
     /// Base URL of the admin server.
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
     pub admin: String,
+}
+
+/// A running instance's admin API and its token.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The admin server.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// `server.token` of the instance (or set ROWHOOK_ADMIN_TOKEN).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "ROWHOOK_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
 
 /// `snapshot TASK`: what to read, and the running instance to ask.

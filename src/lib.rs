@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod control;
 pub mod delivery;
 pub mod dispatch;
 pub mod http;

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status(&args.admin),
         Command::Tasks(args) => tasks(&args.admin),
         Command::Snapshot(args) => snapshot(&args),
+        Command::Reload(args) => reload(&args),
         Command::Dlq { action } => match action {
             DlqAction::List(args) => dlq_list(&args),
             DlqAction::Replay(args) => dlq_replay(&args),
@@ -112,7 +113,11 @@ fn run(args: &ConfigArgs) -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
-    match rowhook::commands::run::run(&loaded.config) {
+    let files = ConfigFiles {
+        configs: args.config.clone(),
+        tasks: args.tasks.clone(),
+    };
+    match rowhook::commands::run::run(&loaded, files) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ rowhook::commands::run::RunError::Plan(_)) => {
             eprintln!("error: {e}");
@@ -162,6 +167,73 @@ fn tasks(base: &str) -> ExitCode {
 /// instance, then follows it: a progress bar on a terminal, a line every 10 s
 /// otherwise. Exit 0 when it is done, 1 when it failed or was cancelled, 2 when
 /// the request itself is wrong (unknown task, bad body, refused).
+/// How long `rowhook reload` waits for the new set to apply (a transaction
+/// boundary; an idle source passes one at once).
+const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn reload(args: &rowhook::cli::TokenArgs) -> ExitCode {
+    use rowhook::admin::client;
+    let base = &args.admin.admin;
+    let (code, answer) = match client::request(base, "POST", "/reload", args.token.as_deref(), None)
+    {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    if code == 200 {
+        println!("tasks unchanged");
+        return ExitCode::SUCCESS;
+    }
+    if code != 202 {
+        let why = answer["error"]
+            .as_str()
+            .map_or_else(|| answer.to_string(), str::to_owned);
+        eprintln!("error: {why}");
+        return ExitCode::from(if code >= 500 {
+            EXIT_RUNTIME
+        } else {
+            EXIT_CONFIG
+        });
+    }
+    let list = |k: &str| {
+        answer[k]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "-".into())
+    };
+    println!(
+        "accepted: added {}; changed {}; removed {}; {} unchanged",
+        list("added"),
+        list("changed"),
+        list("removed"),
+        answer["unchanged"]
+    );
+    let target = answer["applies_as_generation"].as_u64().unwrap_or(0);
+    let until = std::time::Instant::now() + RELOAD_WAIT;
+    while std::time::Instant::now() < until {
+        if let Ok((_, health)) = client::get(base, "/health") {
+            if health["tasks_generation"]
+                .as_u64()
+                .is_some_and(|g| g >= target)
+            {
+                println!("applied at a transaction boundary (tasks generation {target})");
+                return ExitCode::SUCCESS;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    eprintln!("error: not applied after {RELOAD_WAIT:?}: the stream is inside a long transaction (it applies when that ends)");
+    ExitCode::from(EXIT_RUNTIME)
+}
+
 fn snapshot(args: &SnapshotArgs) -> ExitCode {
     use rowhook::admin::client;
     let base = &args.admin.admin;

@@ -6,11 +6,13 @@ pub mod client;
 mod render;
 mod server;
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, ServerConfig};
+use crate::control::TaskTable;
 use crate::delivery::stats::Stats;
 use crate::delivery::Plan;
 use crate::metrics::Latency;
@@ -33,18 +35,25 @@ const LINK_GRACE: Duration = Duration::from_secs(10);
 /// One task as the admin API shows it.
 #[derive(Debug, Clone)]
 struct TaskInfo {
+    slot: usize,
     id: String,
     name: String,
     table: String,
     url: String,
     enabled: bool,
+    /// Removed from the set, shown while its events in flight finish.
+    removed: bool,
+    origin: String,
+    changed_unix: u64,
 }
 
 /// Everything the admin server reads; lives on the source core.
 pub struct Admin {
     server: ServerConfig,
-    tasks: Vec<TaskInfo>,
-    /// The delivery plan, for its operator controls (pause/resume).
+    /// The live task set.
+    table: Rc<RefCell<TaskTable>>,
+    /// The delivery plan at start: its settings and operator controls
+    /// (pause/resume), the same in every generation.
     plan: Arc<Plan>,
     stats: Arc<Stats>,
     latency: Arc<Latency>,
@@ -66,29 +75,15 @@ impl Admin {
     /// The admin view of a running instance.
     pub fn new(
         config: &Config,
-        plan: &Arc<Plan>,
+        table: Rc<RefCell<TaskTable>>,
         stats: Arc<Stats>,
         latency: Arc<Latency>,
         progress: Rc<Progress>,
     ) -> Self {
-        let tasks = config
-            .tasks
-            .iter()
-            .zip(&plan.tasks)
-            .map(|(t, p)| TaskInfo {
-                id: t.task_id.clone(),
-                name: t.name.clone(),
-                table: match &t.table.schema {
-                    Some(s) => format!("{s}.{}", t.table.table),
-                    None => t.table.table.clone(),
-                },
-                url: p.url.clone(),
-                enabled: t.enabled,
-            })
-            .collect();
+        let plan = table.borrow().plan().clone();
         Admin {
             server: config.server.clone(),
-            tasks,
+            table,
             plan: plan.clone(),
             stats,
             latency,
@@ -123,15 +118,14 @@ impl Admin {
         if !p.connected.get() && link_for > LINK_GRACE {
             reasons.push(format!("replication link down for {}s", link_for.as_secs()));
         }
-        let waiting: Vec<&str> = self
-            .tasks
+        let infos = self.task_infos();
+        let waiting: Vec<&str> = infos
             .iter()
-            .enumerate()
-            .filter(|(i, _)| {
-                p.task_in_flight.get(*i).is_some_and(|n| n.get() > 0)
-                    && !self.plan.controls.is_paused(*i as u32)
+            .filter(|t| {
+                p.task_in_flight.get(t.slot).is_some_and(|n| n.get() > 0)
+                    && !self.plan.controls.is_paused(t.slot as u32)
             })
-            .map(|(_, t)| t.id.as_str())
+            .map(|t| t.id.as_str())
             .collect();
         let quiet = p.last_ack.get().elapsed();
         if !waiting.is_empty() && quiet > self.stuck_after {
@@ -141,8 +135,11 @@ impl Admin {
                 waiting.join(", ")
             ));
         }
-        for (i, t) in self.tasks.iter().enumerate() {
-            if let Some(error) = self.stats.dlq_failing(i as u32) {
+        if let Some(why) = self.table.borrow().rejected() {
+            reasons.push(why.to_owned());
+        }
+        for t in &infos {
+            if let Some(error) = self.stats.dlq_failing(t.slot as u32) {
                 reasons.push(format!(
                     "cannot write dead letters of task {}: {error} (its delivery waits; free space under state.dir)",
                     t.id
@@ -152,9 +149,50 @@ impl Admin {
         reasons
     }
 
-    /// Index of the task named `id`.
+    /// The slot of the task named `id`.
     fn task_index(&self, id: &str) -> Option<usize> {
-        self.tasks.iter().position(|t| t.id == id)
+        self.table.borrow().slot_of(id)
+    }
+
+    /// The tasks to show: those in the set, and removed ones while their events
+    /// in flight finish.
+    fn task_infos(&self) -> Vec<TaskInfo> {
+        let table = self.table.borrow();
+        (0..table.slots().len())
+            .filter_map(|slot| self.info_in(&table, slot))
+            .collect()
+    }
+
+    /// The task in `slot`, if it is shown.
+    fn info(&self, slot: usize) -> Option<TaskInfo> {
+        self.info_in(&self.table.borrow(), slot)
+    }
+
+    fn info_in(&self, table: &TaskTable, slot: usize) -> Option<TaskInfo> {
+        let s = table.slots().get(slot)?;
+        let in_flight = self
+            .progress
+            .task_in_flight
+            .get(slot)
+            .is_some_and(|n| n.get() > 0);
+        if s.removed && !in_flight {
+            return None;
+        }
+        let t = &s.config;
+        Some(TaskInfo {
+            slot,
+            id: t.task_id.clone(),
+            name: t.name.clone(),
+            table: match &t.table.schema {
+                Some(s) => format!("{s}.{}", t.table.table),
+                None => t.table.table.clone(),
+            },
+            url: t.callback_url.clone(),
+            enabled: t.enabled && !s.removed,
+            removed: s.removed,
+            origin: s.origin.clone(),
+            changed_unix: s.changed_unix,
+        })
     }
 
     /// Pauses or resumes task `index`.

@@ -94,6 +94,7 @@ pub(super) fn route(admin: &Admin, req: &Request, body: &[u8]) -> Reply {
         "/metrics.json" => only_get(metrics_json),
         "/histograms" => only_get(histograms),
         "/tasks" => only_get(|a| Reply::json(200, &Value::Array(tasks(a)))),
+        "/reload" => reload(admin, req),
         _ => task_route(admin, req, path, body),
     }
 }
@@ -104,19 +105,79 @@ fn not_allowed(allow: &str) -> Reply {
     r
 }
 
-/// `/tasks/{id}`, `/tasks/{id}/pause`, `/tasks/{id}/resume`, `/tasks/{id}/snapshot`.
+/// The 401 answer when the instance has a token and `req` does not carry it.
+fn unauthorized(admin: &Admin, req: &Request) -> Option<Reply> {
+    let token = admin.server.token.as_ref()?;
+    let expected = format!("Bearer {token}");
+    let given = req.authorization.as_deref().unwrap_or_default();
+    if same_bytes(given, expected.as_bytes()) {
+        return None;
+    }
+    let mut r = error(401, "this route needs Authorization: Bearer <server.token>");
+    r.extra = "WWW-Authenticate: Bearer realm=\"rowhook\"\r\n".to_owned();
+    Some(r)
+}
+
+/// `POST /reload`: reads the configuration files again; 202 with what changes
+/// (applied at the next transaction boundary, `tasks_generation` in /health
+/// tells when), 200 when nothing changed, 400 with every problem when the new
+/// set is rejected (the running one stays).
+fn reload(admin: &Admin, req: &Request) -> Reply {
+    if req.method != "POST" {
+        return not_allowed("POST");
+    }
+    if let Some(r) = unauthorized(admin, req) {
+        return r;
+    }
+    let progress = admin.progress.clone();
+    let mut table = admin.table.borrow_mut();
+    let result = table.reload(|slot| crate::control::drained(&progress, slot));
+    let generation = table.plan().generation;
+    match result {
+        Ok(s) if s.is_empty() => Reply::json(
+            200,
+            &json!({"result": "unchanged", "tasks_generation": generation}),
+        ),
+        Ok(s) => Reply::json(
+            202,
+            &json!({
+                "result": "accepted",
+                "applies_as_generation": generation + 1,
+                "added": s.added,
+                "changed": s.changed,
+                "removed": s.removed,
+                "unchanged": s.unchanged,
+            }),
+        ),
+        Err(e) => error(
+            400,
+            &format!("reload rejected; the running tasks stay:\n{e}"),
+        ),
+    }
+}
+
+/// `/tasks/{id}`, `/tasks/{id}/pause`, `/tasks/{id}/resume`, `/tasks/{id}/snapshot`;
+/// `PUT`/`DELETE /tasks/{id}` and `/enable`, `/disable` change definitions.
 fn task_route(admin: &Admin, req: &Request, path: &str, body: &[u8]) -> Reply {
     let Some(rest) = path.strip_prefix("/tasks/") else {
         return error(
             404,
-            "no such endpoint; see /health, /metrics, /metrics.json, /histograms, /tasks",
+            "no such endpoint; see /health, /metrics, /metrics.json, /histograms, /tasks, /reload",
         );
     };
     let (id, action) = match rest.rsplit_once('/') {
-        Some((id, a @ ("pause" | "resume" | "snapshot"))) => (id, Some(a)),
+        Some((id, a @ ("pause" | "resume" | "snapshot" | "enable" | "disable"))) => (id, Some(a)),
         _ => (rest, None),
     };
     let id = percent_decode(id);
+    let defines = matches!(action, Some("enable" | "disable"))
+        || (action.is_none() && matches!(req.method.as_str(), "PUT" | "DELETE"));
+    if defines {
+        if let Some(r) = unauthorized(admin, req) {
+            return r;
+        }
+        return define(admin, req, &id, action, body);
+    }
     let Some(index) = admin.task_index(&id) else {
         return error(404, &format!("no task {id:?}"));
     };
@@ -124,7 +185,7 @@ fn task_route(admin: &Admin, req: &Request, path: &str, body: &[u8]) -> Reply {
         if req.method == "GET" || req.method == "HEAD" {
             return Reply::json(200, &task(admin, index));
         }
-        return not_allowed("GET");
+        return not_allowed("GET, PUT, DELETE");
     };
     let allowed = if action == "snapshot" {
         "POST, DELETE"
@@ -134,19 +195,13 @@ fn task_route(admin: &Admin, req: &Request, path: &str, body: &[u8]) -> Reply {
     if req.method != "POST" && !(action == "snapshot" && req.method == "DELETE") {
         return not_allowed(allowed);
     }
-    if let Some(token) = &admin.server.token {
-        let expected = format!("Bearer {token}");
-        let given = req.authorization.as_deref().unwrap_or_default();
-        if !same_bytes(given, expected.as_bytes()) {
-            let mut r = error(401, "this route needs Authorization: Bearer <server.token>");
-            r.extra = "WWW-Authenticate: Bearer realm=\"rowhook\"\r\n".to_owned();
-            return r;
-        }
+    if let Some(r) = unauthorized(admin, req) {
+        return r;
     }
     if action == "snapshot" {
         return snapshot_route(admin, req, index, body);
     }
-    if !admin.tasks[index].enabled {
+    if !admin.info(index).is_some_and(|t| t.enabled) {
         return error(
             409,
             &format!("task {id:?} is disabled in the configuration; nothing to pause or resume"),
@@ -154,8 +209,20 @@ fn task_route(admin: &Admin, req: &Request, path: &str, body: &[u8]) -> Reply {
     }
     let pause = action == "pause";
     admin.set_paused(index, pause);
-    tracing::info!(task = %id, held = admin.progress.task_in_flight[index].get(), "task {}", if pause { "paused by the admin API" } else { "resumed by the admin API" });
+    tracing::info!(task = %id, held = admin.progress.task_in_flight.get(index).map_or(0, std::cell::Cell::get), "task {}", if pause { "paused by the admin API" } else { "resumed by the admin API" });
     Reply::json(200, &task(admin, index))
+}
+
+/// `PUT /tasks/{id}`, `DELETE /tasks/{id}`, `POST /tasks/{id}/enable|disable`:
+/// definitions live in one place; where that is a file, the change is made
+/// there and applied with a reload.
+fn define(admin: &Admin, _req: &Request, id: &str, _action: Option<&str>, _body: &[u8]) -> Reply {
+    let table = admin.table.borrow();
+    let origin = table.origin();
+    error(
+        409,
+        &format!("tasks come from {origin}; change task {id:?} there and run `rowhook reload` (or send SIGHUP), so the file stays the one source of truth"),
+    )
 }
 
 /// `POST /tasks/{id}/snapshot` (body: optional `{"table": T, "where": SQL}`) starts
@@ -164,7 +231,7 @@ fn snapshot_route(admin: &Admin, req: &Request, index: usize, body: &[u8]) -> Re
     let Some(snapshots) = &admin.snapshots else {
         return error(409, "snapshots are not available on this instance");
     };
-    let id = &admin.tasks[index].id;
+    let id = &admin.info(index).map(|t| t.id).unwrap_or_default();
     if req.method == "DELETE" {
         if !snapshots.cancel(index) {
             return error(409, &format!("no snapshot of task {id:?} is running"));
@@ -255,8 +322,11 @@ fn duration_text(secs: u64) -> String {
     }
 }
 
-fn state(admin: &Admin, index: usize) -> &'static str {
-    if !admin.tasks[index].enabled {
+fn state(admin: &Admin, t: &super::TaskInfo) -> &'static str {
+    let index = t.slot;
+    if t.removed {
+        "removed"
+    } else if !t.enabled {
         "disabled"
     } else if admin.plan.controls.is_paused(index as u32) {
         "paused"
@@ -266,8 +336,12 @@ fn state(admin: &Admin, index: usize) -> &'static str {
 }
 
 fn task(admin: &Admin, index: usize) -> Value {
-    let t = &admin.tasks[index];
-    let s = &admin.stats.tasks[index];
+    let Some(t) = admin.info(index) else {
+        return Value::Null;
+    };
+    let Some(s) = admin.stats.tasks.get(index) else {
+        return Value::Null;
+    };
     let answers: serde_json::Map<String, Value> = ANSWER_CLASSES
         .iter()
         .zip(&s.answers)
@@ -278,7 +352,7 @@ fn task(admin: &Admin, index: usize) -> Value {
         "name": t.name,
         "table_name": t.table,
         "callback_url": t.url,
-        "state": state(admin, index),
+        "state": state(admin, &t),
         "in_flight": admin.progress.task_in_flight[index].get(),
         "events_read": s.read.load(Relaxed),
         "delivered": s.delivered.load(Relaxed),
@@ -287,6 +361,7 @@ fn task(admin: &Admin, index: usize) -> Value {
         "dead_lettered": s.dead_lettered.load(Relaxed),
         "answers": answers,
         "snapshot": admin.snapshots.as_ref().map(|s| snapshot_status(&s.status(index))),
+        "source": {"origin": t.origin, "changed": time_text(t.changed_unix)},
     })
 }
 
@@ -306,7 +381,11 @@ fn snapshot_status(s: &crate::snapshot::Status) -> Value {
 }
 
 fn tasks(admin: &Admin) -> Vec<Value> {
-    (0..admin.tasks.len()).map(|i| task(admin, i)).collect()
+    admin
+        .task_infos()
+        .iter()
+        .map(|t| task(admin, t.slot))
+        .collect()
 }
 
 fn position(admin: &Admin) -> Value {
@@ -343,6 +422,8 @@ fn health(admin: &Admin) -> Reply {
         "binlog_position": position(admin),
         "checkpoint": checkpoint,
         "lag_seconds": p.lag_seconds(),
+        "tasks_generation": admin.table.borrow().plan().generation,
+        "tasks_pending": admin.table.borrow().pending().is_some(),
     });
     Reply::json(if up { 200 } else { 503 }, &body)
 }
@@ -580,9 +661,15 @@ fn prometheus(admin: &Admin) -> Reply {
             |s| u64::from(s.dlq_failing.lock().map_or(true, |f| f.is_none())),
         ),
     ];
+    let infos = admin.task_infos();
+    let with_stats = || {
+        infos
+            .iter()
+            .filter_map(|t| Some((t, admin.stats.tasks.get(t.slot)?)))
+    };
     for (name, kind, help, value) in per_task {
         family(&mut o, name, kind, help);
-        for (t, s) in admin.tasks.iter().zip(&admin.stats.tasks) {
+        for (t, s) in with_stats() {
             let _ = writeln!(o, "{name}{{task=\"{}\"}} {}", label(&t.id), value(s));
         }
     }
@@ -592,12 +679,12 @@ fn prometheus(admin: &Admin) -> Reply {
         "gauge",
         "Events read and not yet acknowledged.",
     );
-    for (i, t) in admin.tasks.iter().enumerate() {
+    for t in &infos {
         let _ = writeln!(
             o,
             "rowhook_events_in_flight{{task=\"{}\"}} {}",
             label(&t.id),
-            p.task_in_flight[i].get()
+            p.task_in_flight.get(t.slot).map_or(0, std::cell::Cell::get)
         );
     }
     family(
@@ -606,18 +693,16 @@ fn prometheus(admin: &Admin) -> Reply {
         "gauge",
         "1 while the task is paused.",
     );
-    for (i, t) in admin.tasks.iter().enumerate() {
+    for t in &infos {
         let _ = writeln!(
             o,
             "rowhook_task_paused{{task=\"{}\"}} {}",
             label(&t.id),
-            u8::from(admin.plan.controls.is_paused(i as u32))
+            u8::from(admin.plan.controls.is_paused(t.slot as u32))
         );
     }
     if let Some(snapshots) = &admin.snapshots {
-        let all: Vec<_> = (0..admin.tasks.len())
-            .map(|i| snapshots.status(i))
-            .collect();
+        let all: Vec<_> = infos.iter().map(|t| snapshots.status(t.slot)).collect();
         type Gauge = (
             &'static str,
             &'static str,
@@ -642,7 +727,7 @@ fn prometheus(admin: &Admin) -> Reply {
         ];
         for (name, help, value) in gauges {
             family(&mut o, name, "gauge", help);
-            for (t, s) in admin.tasks.iter().zip(&all) {
+            for (t, s) in infos.iter().zip(&all) {
                 let _ = writeln!(o, "{name}{{task=\"{}\"}} {}", label(&t.id), value(s));
             }
         }
@@ -653,7 +738,7 @@ fn prometheus(admin: &Admin) -> Reply {
         "counter",
         "Webhook attempts by answer class (error = no answer: connection failure, timeout).",
     );
-    for (t, s) in admin.tasks.iter().zip(&admin.stats.tasks) {
+    for (t, s) in with_stats() {
         for (class, n) in ANSWER_CLASSES.iter().zip(&s.answers) {
             let _ = writeln!(
                 o,

@@ -27,6 +27,9 @@ pub struct Ledger {
     window: AckWindow,
     durable: Durable,
     progress: Rc<Progress>,
+    /// Events in flight per plan generation, oldest first (a live task change
+    /// keeps an old generation's plan on the shards while events of it remain).
+    by_generation: std::collections::VecDeque<(u32, u64)>,
 }
 
 /// Where and how often the checkpoint is written, and what was written last.
@@ -78,6 +81,7 @@ impl Ledger {
             total: 0,
             window,
             progress,
+            by_generation: std::collections::VecDeque::new(),
             durable: Durable {
                 dir,
                 interval,
@@ -172,8 +176,13 @@ impl Ledger {
         Ok(())
     }
 
-    /// An event of transaction `txn` for `task` was handed to a shard.
-    pub fn sent(&mut self, task: usize, txn: u64) {
+    /// An event of transaction `txn` for `task`, read under plan `generation`,
+    /// was handed to a shard.
+    pub fn sent(&mut self, task: usize, txn: u64, generation: u32) {
+        match self.by_generation.back_mut() {
+            Some((g, n)) if *g == generation => *n += 1,
+            _ => self.by_generation.push_back((generation, 1)),
+        }
         if self.total == 0 {
             // Nothing was waiting: the stuck-delivery clock starts now.
             self.progress.last_ack.set(Instant::now());
@@ -217,6 +226,13 @@ impl Ledger {
                 n.set(n.get().saturating_sub(1));
             }
             self.total = self.total.saturating_sub(1);
+            if let Some((_, n)) = self
+                .by_generation
+                .iter_mut()
+                .find(|(g, _)| *g == ack.generation)
+            {
+                *n = n.saturating_sub(1);
+            }
             self.window.ack(ack.txn);
             acked = true;
         }
@@ -224,6 +240,15 @@ impl Ledger {
             self.progress.last_ack.set(Instant::now());
         }
         self.progress.in_flight.set(self.total);
+    }
+
+    /// The oldest plan generation that events in flight were read under (`None`:
+    /// nothing in flight).
+    pub fn oldest_generation(&mut self) -> Option<u32> {
+        while self.by_generation.front().is_some_and(|(_, n)| *n == 0) {
+            self.by_generation.pop_front();
+        }
+        self.by_generation.front().map(|(g, _)| *g)
     }
 
     /// Starts a background checkpoint write when the interval has passed and the

@@ -13,7 +13,8 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::admin::{self, Admin};
 use crate::checkpoint::{self, Checkpoint};
-use crate::config::Config;
+use crate::config::{Config, ConfigFiles, Loaded};
+use crate::control::{self, TaskTable};
 use crate::delivery::seam;
 use crate::delivery::shard;
 use crate::delivery::stats::Stats;
@@ -64,8 +65,9 @@ pub enum RunError {
     },
 }
 
-/// Runs until replication fails for good.
-pub fn run(config: &Config) -> Result<(), RunError> {
+/// Runs until replication fails for good. `files` are read again on a reload.
+pub fn run(loaded: &Loaded, files: ConfigFiles) -> Result<(), RunError> {
+    let config = &loaded.config;
     // The CPUs this process may run on (CPUAffinity=, taskset, cgroup cpusets):
     // the source core takes the first, shards the following ones.
     let cpus = crate::config::RuntimeConfig::usable_cpus();
@@ -77,7 +79,7 @@ pub fn run(config: &Config) -> Result<(), RunError> {
     if let Err(e) = crate::delivery::dlq::recover(&plan.dlq_dir) {
         tracing::error!(dir = %plan.dlq_dir.display(), error = %e, "cannot recover the dead letters of an unfinished replay; `rowhook dlq list` retries");
     }
-    let stats = Arc::new(Stats::new(plan.tasks.len()));
+    let stats = Arc::new(Stats::new(crate::delivery::plan::MAX_TASKS));
     // Slot 0 is the source core, slot i + 1 shard i.
     let latency = Arc::new(Latency::new(shards.max(1) + 1));
     // Acks never outnumber events in flight, which the budget bounds.
@@ -139,6 +141,21 @@ pub fn run(config: &Config) -> Result<(), RunError> {
                 source: Box::new(e),
             })?;
     }
+    // SIGHUP and (tasks_watch) the tasks file on disk ask for a reload; the
+    // source core reads the flag.
+    let reload = Arc::new(AtomicBool::new(false));
+    let start_failed = |what: &str, e: std::io::Error| RunError::Start {
+        what: what.into(),
+        source: Box::new(e),
+    };
+    control::watch::on_sighup(&reload).map_err(|e| start_failed("SIGHUP handling", e))?;
+    if config.tasks_watch {
+        if let Some(file) = &loaded.tasks_file {
+            control::watch::on_file_change(file, reload.clone())
+                .map_err(|e| start_failed(&format!("watching {}", file.display()), e))?;
+            tracing::info!(file = %file.display(), "tasks_watch: a change of the tasks file reloads the tasks");
+        }
+    }
     let live = Arc::new(crate::source::Liveness::default());
     watch_from_outside(live.clone(), config.source.heartbeat, stop.clone())?;
     let source = make_source(config.runtime.pin.then_some(cpus[0]))?;
@@ -162,9 +179,16 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             glommio::spawn_local(serve).detach();
             links.push(tx);
         }
-        let mut downstream = Dispatch::new(
+        let tasks = Rc::new(std::cell::RefCell::new(TaskTable::new(
             config,
             plan.clone(),
+            stats.clone(),
+            Some(files.clone()),
+            &loaded.tasks_source,
+        )));
+        let mut downstream = Dispatch::new(
+            config,
+            tasks.clone(),
             links,
             ack_rx,
             saved,
@@ -172,12 +196,26 @@ pub fn run(config: &Config) -> Result<(), RunError> {
             latency.clone(),
         );
         glommio::spawn_local(downstream.keeper()).detach();
-        let snapshots = crate::snapshot::Snapshots::new(config, downstream.snapshot_port());
+        let snapshots =
+            crate::snapshot::Snapshots::new(config, tasks.clone(), downstream.snapshot_port());
         snapshots.start_due();
+        glommio::spawn_local(control::serve(
+            tasks.clone(),
+            reload.clone(),
+            downstream.progress(),
+            snapshots.clone(),
+        ))
+        .detach();
         glommio::spawn_local(report_progress(downstream.progress(), stats.clone())).detach();
         if let Some(listener) = listener {
-            let view = Admin::new(config, &plan, stats.clone(), latency.clone(), downstream.progress())
-                .with_snapshots(snapshots.clone());
+            let view = Admin::new(
+                config,
+                tasks.clone(),
+                stats.clone(),
+                latency.clone(),
+                downstream.progress(),
+            )
+            .with_snapshots(snapshots.clone());
             glommio::spawn_local(admin::serve(listener, Rc::new(view))).detach();
         }
         let followed = futures_lite::future::or(

@@ -56,6 +56,8 @@ pub struct Config {
     pub callback_host: Option<String>,
     /// The webhook subscriptions.
     pub tasks: Vec<TaskConfig>,
+    /// Reload the tasks when the tasks file changes on disk.
+    pub tasks_watch: bool,
 }
 
 /// Which files make up a configuration.
@@ -77,6 +79,8 @@ pub struct Loaded {
     pub warnings: Vec<String>,
     /// Where the tasks came from.
     pub tasks_source: String,
+    /// The file that holds the tasks (tasks.yaml, or config.yaml with `tasks:`).
+    pub tasks_file: Option<PathBuf>,
 }
 
 const TOP_LEVEL: &[&str] = &[
@@ -90,6 +94,7 @@ const TOP_LEVEL: &[&str] = &[
     "state",
     "callback_host",
     "tasks",
+    "tasks_watch",
 ];
 
 /// Loads and validates the configuration named by `files`.
@@ -117,7 +122,11 @@ pub fn load(files: &ConfigFiles) -> Result<Loaded, ConfigError> {
         },
         |p| p.display().to_string(),
     );
-    build(&config_doc, tasks_doc.as_ref(), problems, source)
+    let tasks_file = tasks_path.or_else(|| files.configs.first().cloned());
+    build(&config_doc, tasks_doc.as_ref(), problems, source).map(|mut l| {
+        l.tasks_file = tasks_file;
+        l
+    })
 }
 
 /// A config for unit tests: a minimal database section, then `extra` YAML, with
@@ -234,6 +243,7 @@ fn build(
         }
     });
     let inline_tasks = top.raw("tasks");
+    let tasks_watch = top.bool("tasks_watch", false);
     top.finish();
 
     let default_schema = database.as_ref().and_then(|d| d.database.as_deref());
@@ -301,9 +311,11 @@ fn build(
                 state,
                 callback_host,
                 tasks,
+                tasks_watch,
             },
             warnings: report.warnings,
             tasks_source,
+            tasks_file: None,
         }),
         _ => Err(ConfigError::Invalid(report.problems)),
     }

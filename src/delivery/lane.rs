@@ -11,7 +11,7 @@ use glommio::sync::Semaphore;
 
 use super::outcome::{classify, Outcome};
 use super::shard::ShardCtx;
-use super::{request, unix_now, Delivery};
+use super::{request, unix_now, Delivery, TaskPlan};
 use crate::delivery::dlq::DeadLetter;
 use crate::metrics::Stage;
 use crate::net::Backoff;
@@ -57,16 +57,36 @@ impl Lane {
         self.queue.borrow_mut().pop_front()
     }
 
-    /// Waits for the next event; `None` after `limit` passes without one.
-    async fn next_within(&self, limit: Duration) -> Option<Delivery> {
+    /// The next event if it belongs to `generation` (a batch is sent with one
+    /// generation's settings).
+    fn pop_same(&self, generation: u32) -> Option<Delivery> {
+        let mut queue = self.queue.borrow_mut();
+        if queue.front()?.generation != generation {
+            return None;
+        }
+        if !self.queued.try_acquire(1).unwrap_or(false) {
+            return None;
+        }
+        queue.pop_front()
+    }
+
+    /// Waits for the next event of `generation`; `None` after `limit` passes
+    /// without one, or when the next is of another generation.
+    async fn next_within(&self, limit: Duration, generation: u32) -> Option<Delivery> {
         let got = futures_lite::future::or(async { self.queued.acquire(1).await.is_ok() }, async {
             glommio::timer::sleep(limit).await;
             false
         })
         .await;
-        if got {
-            self.pop()
+        if !got {
+            return None;
+        }
+        let mut queue = self.queue.borrow_mut();
+        if queue.front().is_some_and(|d| d.generation == generation) {
+            queue.pop_front()
         } else {
+            // Not ours to take: give the permit back for the next batch.
+            self.queued.signal(1);
             None
         }
     }
@@ -74,11 +94,8 @@ impl Lane {
 
 /// The lane's worker: runs for the life of the shard.
 pub async fn run(ctx: Rc<ShardCtx>, task: u32, lane: Rc<Lane>) {
-    let Some(plan) = ctx.plan.tasks.get(task as usize) else {
-        return;
-    };
     let mut sender = Sender::new(&ctx, task);
-    let mut batch: Vec<Delivery> = Vec::with_capacity(plan.batch_size.min(1024));
+    let mut batch: Vec<Delivery> = Vec::new();
     loop {
         if lane.queued.acquire(1).await.is_err() {
             return;
@@ -88,28 +105,41 @@ pub async fn run(ctx: Rc<ShardCtx>, task: u32, lane: Rc<Lane>) {
         while ctx.plan.controls.is_paused(task) {
             glommio::timer::sleep(PAUSE_POLL).await;
         }
-        batch.extend(lane.pop());
-        while batch.len() < plan.batch_size && lane.queued.try_acquire(1).unwrap_or(false) {
-            batch.extend(lane.pop());
+        let Some(first) = lane.pop() else {
+            lane.busy.set(false);
+            continue;
+        };
+        // The settings the first event was read under hold for its whole batch.
+        let generation = first.generation;
+        let plan = ctx.plan_of(generation);
+        let Some(t) = plan.tasks.get(task as usize) else {
+            ctx.ack(&[first]);
+            lane.busy.set(false);
+            continue;
+        };
+        batch.push(first);
+        while batch.len() < t.batch_size {
+            match lane.pop_same(generation) {
+                Some(d) => batch.push(d),
+                None => break,
+            }
         }
-        if batch.len() < plan.batch_size && !plan.linger.is_zero() {
-            let until = Instant::now() + plan.linger;
-            while batch.len() < plan.batch_size {
+        if batch.len() < t.batch_size && !t.linger.is_zero() {
+            let until = Instant::now() + t.linger;
+            while batch.len() < t.batch_size {
                 let left = until.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
                 }
-                match lane.next_within(left).await {
+                match lane.next_within(left, generation).await {
                     Some(d) => batch.push(d),
                     None => break,
                 }
             }
         }
-        if !batch.is_empty() {
-            sender.deliver(&batch).await;
-            ctx.ack(&batch);
-            batch.clear();
-        }
+        sender.deliver(t, &batch).await;
+        ctx.ack(&batch);
+        batch.clear();
         lane.busy.set(false);
     }
 }
@@ -133,11 +163,8 @@ impl<'a> Sender<'a> {
         }
     }
 
-    async fn deliver(&mut self, batch: &[Delivery]) {
+    async fn deliver(&mut self, t: &TaskPlan, batch: &[Delivery]) {
         let ctx = self.ctx;
-        let Some(t) = ctx.plan.tasks.get(self.task as usize) else {
-            return;
-        };
         let Some(first) = batch.first() else {
             return;
         };

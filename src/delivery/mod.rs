@@ -27,8 +27,11 @@ const ID_AT: usize = 7;
 /// One webhook body on its way to a shard.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    /// Index of the task in the plan.
+    /// The task's slot in the plan.
     pub task: u32,
+    /// The plan generation the event was read under (which URL, batch size and
+    /// secret it is sent with).
+    pub generation: u32,
     /// Hash of (task, primary key); picks the shard and lane.
     pub key: u64,
     /// Ordinal of the source transaction the row belongs to (for the ack window).
@@ -51,11 +54,25 @@ impl Delivery {
     }
 }
 
+/// What the source core sends a shard, in order.
+#[derive(Debug)]
+pub enum ToShard {
+    /// Events to queue in their lanes.
+    Events(Vec<Delivery>),
+    /// A new generation of the task set; events of it follow, events of older
+    /// generations may still follow (released by a fence).
+    Plan(std::sync::Arc<Plan>),
+    /// Generations below this one have no event left anywhere: their plans can go.
+    Forget(u32),
+}
+
 /// A delivered or dead-lettered event, reported back to the source core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ack {
-    /// Index of the task.
+    /// The task's slot.
     pub task: u32,
+    /// The plan generation the event was read under.
+    pub generation: u32,
     /// The event's transaction ordinal.
     pub txn: u64,
 }

@@ -1,12 +1,13 @@
-//! Everything shards need to know about tasks, resolved once at start-up: parsed
-//! endpoints, pre-built request heads, lane counts, retry settings.
+//! Everything shards need to know about tasks: parsed endpoints, pre-built request
+//! heads, lane counts, retry settings. Resolved at start-up, and again for each live
+//! change of the task set (a new *generation*; a task keeps its slot across them).
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, Ordering};
+use crate::config::{Config, Ordering, TaskConfig};
 use crate::http::Endpoint;
 
 /// Headers rowhook writes itself; a task may not set them.
@@ -21,6 +22,11 @@ const RESERVED: &[&str] = &[
     "webhook-timestamp",
     "webhook-signature",
 ];
+
+/// The most task slots one instance holds. Every per-task counter shared between
+/// threads is allocated once at this size, so a live change never reallocates what
+/// another thread reads; a removed task's slot is reused once its events are done.
+pub const MAX_TASKS: usize = 1024;
 
 /// One task, ready to send.
 #[derive(Debug, Clone)]
@@ -43,12 +49,18 @@ pub struct TaskPlan {
     pub ordering: Ordering,
     /// Lanes per shard (requests of this task in flight at once on one shard).
     pub lanes: usize,
+    /// Events are routed to it (not disabled, not removed).
+    pub enabled: bool,
 }
 
 /// The delivery side of a configuration.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// Tasks in config order (disabled ones included; nothing is routed to them).
+    /// Which task set this is: 0 at start, one more per applied change. Every
+    /// delivery carries the generation it was read under, so a change never
+    /// alters how an event read before it is sent.
+    pub generation: u32,
+    /// Tasks by slot (disabled and removed ones included; nothing is routed to them).
     pub tasks: Vec<TaskPlan>,
     /// Number of delivery shards.
     pub shards: usize,
@@ -75,49 +87,18 @@ impl Plan {
     pub fn new(config: &Config, shards: usize) -> Result<Plan, PlanError> {
         let shards = shards.max(1);
         let d = &config.dispatcher;
-        // worker_count bounds concurrent requests over all shards and tasks; each
-        // enabled task gets a fixed share of it, so a task whose receiver hangs
-        // cannot take the others' slots. At least one lane per task per shard.
-        let enabled = config.tasks.iter().filter(|t| t.enabled).count().max(1);
-        let per_shard = d.worker_count as usize / shards;
-        if per_shard < enabled {
-            tracing::warn!(
-                worker_count = d.worker_count,
-                shards,
-                tasks = enabled,
-                "worker_count is below one request per task per shard; each task still gets one"
-            );
+        if config.tasks.len() > MAX_TASKS {
+            return Err(PlanError::TooMany(config.tasks.len()));
         }
-        let lanes = (per_shard / enabled).max(1);
-        let mut tasks = Vec::with_capacity(config.tasks.len());
-        for t in &config.tasks {
-            let endpoint =
-                Endpoint::parse(&t.callback_url).map_err(|source| PlanError::Callback {
-                    task: t.task_id.clone(),
-                    source,
-                })?;
-            let head = request_head(&endpoint, &t.headers).map_err(|source| PlanError::Header {
-                task: t.task_id.clone(),
-                source,
-            })?;
-            tasks.push(TaskPlan {
-                id: t.task_id.clone(),
-                url: t.callback_url.clone(),
-                endpoint,
-                head,
-                secret: t.secret.clone(),
-                batch_size: (t.batch_size as usize).max(1),
-                linger: t.batch_linger,
-                ordering: t.ordering,
-                lanes: if t.ordering == Ordering::Table {
-                    1
-                } else {
-                    lanes
-                },
-            });
-        }
+        let lanes = lane_share(d.worker_count, shards, &config.tasks);
+        let tasks = config
+            .tasks
+            .iter()
+            .map(|t| task_plan(t, lanes))
+            .collect::<Result<Vec<_>, _>>()?;
         let tls = crate::http::client::tls_config(d.ca_file.as_deref())?;
         Ok(Plan {
+            generation: 0,
             tasks,
             shards,
             timeout: d.timeout,
@@ -127,13 +108,36 @@ impl Plan {
             pool_limit: (d.max_connections as usize / shards).max(1),
             dlq_dir: config.state.dir.join("dlq"),
             controls: Arc::new(Controls {
-                paused: config
-                    .tasks
-                    .iter()
-                    .map(|_| AtomicBool::new(false))
-                    .collect(),
+                paused: (0..MAX_TASKS).map(|_| AtomicBool::new(false)).collect(),
             }),
             tls,
+        })
+    }
+
+    /// The next generation: `slots` (the task of each slot, removed ones disabled)
+    /// with this plan's settings. A slot that keeps its ordering keeps its lane
+    /// count, so an event's lane does not move under it; new slots get today's
+    /// share of `worker_count`.
+    pub fn next(&self, slots: &[TaskConfig], worker_count: u32) -> Result<Plan, PlanError> {
+        if slots.len() > MAX_TASKS {
+            return Err(PlanError::TooMany(slots.len()));
+        }
+        let lanes = lane_share(worker_count, self.shards, slots);
+        let tasks = slots
+            .iter()
+            .enumerate()
+            .map(|(slot, t)| {
+                let mut plan = task_plan(t, lanes)?;
+                if let Some(old) = self.tasks.get(slot).filter(|o| o.ordering == t.ordering) {
+                    plan.lanes = old.lanes;
+                }
+                Ok(plan)
+            })
+            .collect::<Result<Vec<_>, PlanError>>()?;
+        Ok(Plan {
+            generation: self.generation.wrapping_add(1),
+            tasks,
+            ..self.clone()
         })
     }
 
@@ -153,6 +157,51 @@ impl Plan {
     }
 }
 
+/// Lanes per task per shard: worker_count bounds concurrent requests over all
+/// shards and tasks; each enabled task gets a fixed share of it, so a task whose
+/// receiver hangs cannot take the others' slots. At least one lane per task per shard.
+fn lane_share(worker_count: u32, shards: usize, tasks: &[TaskConfig]) -> usize {
+    let enabled = tasks.iter().filter(|t| t.enabled).count().max(1);
+    let per_shard = worker_count as usize / shards.max(1);
+    if per_shard < enabled {
+        tracing::warn!(
+            worker_count,
+            shards,
+            tasks = enabled,
+            "worker_count is below one request per task per shard; each task still gets one"
+        );
+    }
+    (per_shard / enabled).max(1)
+}
+
+/// One task resolved for sending, with `lanes` lanes unless ordered by table.
+fn task_plan(t: &TaskConfig, lanes: usize) -> Result<TaskPlan, PlanError> {
+    let endpoint = Endpoint::parse(&t.callback_url).map_err(|source| PlanError::Callback {
+        task: t.task_id.clone(),
+        source,
+    })?;
+    let head = request_head(&endpoint, &t.headers).map_err(|source| PlanError::Header {
+        task: t.task_id.clone(),
+        source,
+    })?;
+    Ok(TaskPlan {
+        id: t.task_id.clone(),
+        url: t.callback_url.clone(),
+        endpoint,
+        head,
+        secret: t.secret.clone(),
+        batch_size: (t.batch_size as usize).max(1),
+        linger: t.batch_linger,
+        ordering: t.ordering,
+        lanes: if t.ordering == Ordering::Table {
+            1
+        } else {
+            lanes
+        },
+        enabled: t.enabled,
+    })
+}
+
 /// Operator controls per task, read by the lanes and set by the admin server.
 #[derive(Debug, Default)]
 pub struct Controls {
@@ -167,7 +216,7 @@ impl Controls {
             .is_some_and(|p| p.load(std::sync::atomic::Ordering::Relaxed))
     }
 
-    /// Pauses or resumes task `task`.
+    /// Pauses or resumes the task in slot `task`.
     pub fn set_paused(&self, task: usize, paused: bool) {
         if let Some(p) = self.paused.get(task) {
             p.store(paused, std::sync::atomic::Ordering::Relaxed);
@@ -197,6 +246,9 @@ pub enum PlanError {
     /// The TLS settings for https callbacks.
     #[error(transparent)]
     Tls(#[from] crate::http::client::TlsConfigError),
+    /// More tasks than slots.
+    #[error("{0} tasks: one instance holds at most {MAX_TASKS}")]
+    TooMany(usize),
 }
 
 /// Why a task's extra header cannot be sent.

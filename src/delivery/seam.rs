@@ -7,20 +7,20 @@
 use crossbeam_channel::{Receiver, Sender};
 
 use super::bell::{Doorbell, Ringer, SharedBell};
-use super::{Ack, Delivery};
+use super::{Ack, ToShard};
 
 /// The source core's end of one shard.
 pub struct ShardTx {
-    /// Batches of events.
-    pub events: Sender<Vec<Delivery>>,
+    /// Batches of events and task-set changes.
+    pub events: Sender<ToShard>,
     /// Wakes the shard after a push.
     pub bell: Ringer,
 }
 
 /// A shard's end: where its events come from and its acks go.
 pub struct ShardLink {
-    /// Batches of events from the source core.
-    pub events: Receiver<Vec<Delivery>>,
+    /// Batches of events and task-set changes from the source core.
+    pub events: Receiver<ToShard>,
     /// Acks back to the source core.
     pub acks: Sender<Ack>,
 }

@@ -16,7 +16,7 @@ use hdrhistogram::Histogram;
 use super::bell::Doorbell;
 use super::lane::{self, Lane};
 use super::stats::Stats;
-use super::{Ack, Delivery, Plan};
+use super::{Ack, Delivery, Plan, ToShard};
 use crate::http::{Endpoint, Pool};
 use crate::metrics::{new_histogram, Latency, Stage};
 
@@ -26,8 +26,10 @@ pub use super::seam::ShardLink;
 pub struct ShardCtx {
     /// The shard's number.
     pub index: usize,
-    /// Tasks and settings.
+    /// Settings (the same in every generation; tasks come from [`ShardCtx::plan_of`]).
     pub plan: Arc<Plan>,
+    /// The generations events in this shard may still carry, oldest first.
+    generations: RefCell<Vec<Rc<Plan>>>,
     /// Counters shared with the other shards.
     pub stats: Arc<Stats>,
     /// Latency histograms shared with the admin server.
@@ -55,6 +57,19 @@ impl ShardCtx {
             .clone()
     }
 
+    /// The plan of `generation` (the newest when it is unknown, which the source's
+    /// ordering of messages rules out).
+    pub fn plan_of(&self, generation: u32) -> Rc<Plan> {
+        let plans = self.generations.borrow();
+        plans
+            .iter()
+            .rev()
+            .find(|p| p.generation == generation)
+            .or(plans.last())
+            .cloned()
+            .unwrap_or_else(|| Rc::new((*self.plan).clone()))
+    }
+
     /// This shard's slot in [`Latency`] (the source core has slot 0).
     pub fn slot(&self) -> usize {
         self.index + 1
@@ -68,6 +83,7 @@ impl ShardCtx {
             // The source outlives the shards; a closed channel means shutdown.
             let _ = self.acks.send(Ack {
                 task: d.task,
+                generation: d.generation,
                 txn: d.txn,
             });
         }
@@ -129,6 +145,23 @@ async fn report(ctx: Rc<ShardCtx>) {
     }
 }
 
+/// Starts the lanes `plan` has beyond those running (a new task, or more lanes
+/// for a slot whose ordering changed). Lanes are never stopped: a removed task's
+/// lanes finish what they hold and then sleep.
+fn add_lanes(ctx: &Rc<ShardCtx>, lanes: &mut Vec<Vec<Rc<Lane>>>, plan: &Plan) {
+    for (slot, task) in plan.tasks.iter().enumerate() {
+        if lanes.len() <= slot {
+            lanes.push(Vec::new());
+        }
+        let have = &mut lanes[slot];
+        while have.len() < task.lanes {
+            let lane = Rc::new(Lane::default());
+            glommio::spawn_local(lane::run(ctx.clone(), slot as u32, lane.clone())).detach();
+            have.push(lane);
+        }
+    }
+}
+
 /// Runs shard `index` until the source closes its channel and every lane is idle.
 pub async fn serve(
     index: usize,
@@ -141,6 +174,9 @@ pub async fn serve(
     let ctx = Rc::new(ShardCtx {
         index,
         plan: plan.clone(),
+        // A copy per shard: lanes clone it per batch without touching a
+        // reference count other threads write.
+        generations: RefCell::new(vec![Rc::new((*plan).clone())]),
         stats,
         latency,
         pools: RefCell::new(HashMap::new()),
@@ -148,31 +184,41 @@ pub async fn serve(
         handoff: RefCell::new(new_histogram()),
     });
     glommio::spawn_local(report(ctx.clone())).detach();
-    let lanes: Vec<Vec<Rc<Lane>>> = plan
-        .tasks
-        .iter()
-        .map(|t| (0..t.lanes).map(|_| Rc::new(Lane::default())).collect())
-        .collect();
-    for (task, task_lanes) in lanes.iter().enumerate() {
-        for lane in task_lanes {
-            glommio::spawn_local(lane::run(ctx.clone(), task as u32, lane.clone())).detach();
-        }
-    }
+    let mut lanes: Vec<Vec<Rc<Lane>>> = Vec::new();
+    add_lanes(&ctx, &mut lanes, &plan);
+    // The newest generation, looked up once per batch rather than per event.
+    let mut newest = ctx.plan_of(plan.generation);
     loop {
         match link.events.try_recv() {
-            Ok(batch) => {
+            Ok(ToShard::Events(batch)) => {
                 if let Some(first) = batch.first() {
                     let nanos = u64::try_from(first.made.elapsed().as_nanos()).unwrap_or(u64::MAX);
                     ctx.handoff.borrow_mut().saturating_record(nanos);
                     ctx.latency.record(ctx.slot(), Stage::Handoff, nanos);
                 }
                 for d in batch {
-                    let lane = plan.lane_of(d.task, d.key);
+                    let lane = if d.generation == newest.generation {
+                        newest.lane_of(d.task, d.key)
+                    } else {
+                        ctx.plan_of(d.generation).lane_of(d.task, d.key)
+                    };
                     if let Some(l) = lanes.get(d.task as usize).and_then(|t| t.get(lane)) {
                         l.push(d);
                     }
                 }
                 glommio::yield_if_needed().await;
+            }
+            Ok(ToShard::Plan(next)) => {
+                add_lanes(&ctx, &mut lanes, &next);
+                newest = Rc::new((*next).clone());
+                ctx.generations.borrow_mut().push(newest.clone());
+            }
+            Ok(ToShard::Forget(below)) => {
+                // The newest stays whatever its number: events of it are coming.
+                let newest_generation = newest.generation;
+                ctx.generations
+                    .borrow_mut()
+                    .retain(|p| p.generation >= below || p.generation == newest_generation);
             }
             Err(TryRecvError::Empty) => {
                 // The queue is checked again after the shard says it sleeps, so a

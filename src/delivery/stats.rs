@@ -27,6 +27,28 @@ pub struct TaskStats {
     pub dlq_failing: std::sync::Mutex<Option<String>>,
 }
 
+impl TaskStats {
+    /// Zeroes every counter (a slot that takes a new task).
+    pub fn reset(&self) {
+        for c in [
+            &self.delivered,
+            &self.requests,
+            &self.retries,
+            &self.dead_lettered,
+            &self.read,
+            &self.dlq_write_errors,
+        ]
+        .into_iter()
+        .chain(&self.answers)
+        {
+            c.store(0, Relaxed);
+        }
+        if let Ok(mut f) = self.dlq_failing.lock() {
+            *f = None;
+        }
+    }
+}
+
 /// Labels of [`TaskStats::answers`], in order.
 pub const ANSWER_CLASSES: [&str; 5] = ["2xx", "3xx", "4xx", "5xx", "error"];
 

@@ -103,6 +103,12 @@ impl Changes {
         self.stream.in_transaction
     }
 
+    /// Routes to `tasks` from now on (a task change, taken between transactions:
+    /// every table is matched again at its next rows event).
+    pub fn set_tasks(&mut self, tasks: Vec<TaskConfig>) {
+        self.stream.router = Some(Router::new(tasks));
+    }
+
     /// information_schema facts for `table_id`: applied to its map now and to every
     /// later TABLE_MAP under this id.
     pub fn on_columns(&mut self, table_id: u64, columns: &[ColumnInfo]) {

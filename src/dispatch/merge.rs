@@ -18,7 +18,7 @@ use bytes::Bytes;
 use crate::checkpoint::ledger::Ledger;
 use crate::checkpoint::SnapshotProgress;
 use crate::delivery::stats::Stats;
-use crate::delivery::{Delivery, Plan};
+use crate::delivery::Delivery;
 use crate::mysql::replica::BinlogPosition;
 
 use super::{DispatchError, Outbox};
@@ -182,7 +182,7 @@ pub struct SnapshotPort {
     pub(super) merge: Rc<RefCell<Merge>>,
     pub(super) outbox: Rc<RefCell<Outbox>>,
     pub(super) ledger: Rc<RefCell<Ledger>>,
-    pub(super) plan: Arc<Plan>,
+    pub(super) tasks: Rc<RefCell<crate::control::TaskTable>>,
     pub(super) stats: Arc<Stats>,
     pub(super) limit: u64,
 }
@@ -261,7 +261,18 @@ impl SnapshotPort {
         let txn = m.txn;
         m.txn += 1;
         let task = chunk.task as u32;
-        let ordering = self.plan.tasks[chunk.task].ordering;
+        let plan = self.tasks.borrow().plan().clone();
+        let Some(ordering) = plan
+            .tasks
+            .get(chunk.task)
+            .filter(|t| t.enabled)
+            .map(|t| t.ordering)
+        else {
+            return Ok(Offer::Taken {
+                sent: 0,
+                dropped: chunk.rows.len() as u64,
+            });
+        };
         let made = Instant::now();
         let mut outbox = self.outbox.borrow_mut();
         let (mut sent, mut dropped) = (0, 0);
@@ -274,15 +285,16 @@ impl SnapshotPort {
             let key = crate::route::routing_key(ordering, task, &row.key, m.seq);
             let delivery = Delivery {
                 task,
+                generation: plan.generation,
                 key,
                 txn,
                 id_len: row.id_len,
                 body: row.body,
                 made,
             };
-            outbox.push(self.plan.shard_of(task, key), delivery, false);
+            outbox.push(plan.shard_of(task, key), delivery, false);
             self.stats.read(chunk.task, 1);
-            ledger.sent(chunk.task, txn);
+            ledger.sent(chunk.task, txn, plan.generation);
             sent += 1;
         }
         ledger.mark_snapshot(txn, &chunk.task_id, chunk.progress.clone());

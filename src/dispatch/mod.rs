@@ -23,8 +23,10 @@ use crate::binlog::PositionedError;
 use crate::checkpoint::ledger::{self, Ledger};
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::config::Ordering;
+use crate::control::TaskTable;
+use crate::delivery::plan::MAX_TASKS;
 use crate::delivery::stats::Stats;
-use crate::delivery::{unix_now, Ack, Delivery, Plan};
+use crate::delivery::{unix_now, Ack, Delivery, Plan, ToShard};
 use crate::metrics::{Latency, Progress, Stage};
 use crate::mysql::replica::{BinlogPosition, ServerInfo};
 use crate::source::columns::ColumnInfo;
@@ -57,7 +59,11 @@ pub struct Dispatch {
     changes: Changes,
     payloads: PayloadWriter,
     scratch: Vec<u8>,
+    /// The applied plan (refreshed from `tasks` after a change).
     plan: Arc<Plan>,
+    /// The task set and the change waiting for a boundary, shared with the
+    /// control plane.
+    tasks: Rc<RefCell<TaskTable>>,
     outbox: Rc<RefCell<Outbox>>,
     ledger: Rc<RefCell<Ledger>>,
     share: u32,
@@ -73,30 +79,34 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
-    /// A dispatcher over `tasks` (the config's, in plan order) sending to `shards`.
-    /// `saved` is the checkpoint found in `state` at start.
+    /// A dispatcher over the task set `tasks` sending to `shards`. `saved` is the
+    /// checkpoint found in `state` at start.
     pub fn new(
         config: &crate::config::Config,
-        plan: Arc<Plan>,
+        tasks: Rc<RefCell<TaskTable>>,
         shards: Vec<ShardTx>,
         acks: Receiver<Ack>,
         saved: Option<Checkpoint>,
         stats: Arc<Stats>,
         latency: Arc<Latency>,
     ) -> Self {
-        let tasks = config.tasks.clone();
+        let (routed, plan) = {
+            let t = tasks.borrow();
+            (t.routed(), t.plan().clone())
+        };
         let max_inflight = config.dispatcher.max_inflight;
-        let enabled = tasks.iter().filter(|t| t.enabled).count().max(1) as u32;
-        let progress = Rc::new(Progress::new(plan.tasks.len()));
+        let progress = Rc::new(Progress::new(MAX_TASKS));
         Dispatch {
-            changes: Changes::new(Some(tasks), String::new()),
+            share: share(max_inflight, &plan),
+            changes: Changes::new(Some(routed), String::new()),
             payloads: PayloadWriter::default(),
             scratch: Vec::with_capacity(4096),
             outbox: Rc::new(RefCell::new(Outbox {
                 pending: shards.iter().map(|_| Vec::new()).collect(),
+                ahead: shards.iter().map(|_| VecDeque::new()).collect(),
                 shards,
                 handed_local: false,
-                fences: (0..plan.tasks.len()).map(|_| Fence::default()).collect(),
+                fences: (0..MAX_TASKS).map(|_| Fence::default()).collect(),
                 progress: progress.clone(),
             })),
             ledger: Rc::new(RefCell::new(Ledger::new(
@@ -108,7 +118,7 @@ impl Dispatch {
             ))),
             progress,
             plan,
-            share: (max_inflight / enabled).max(1),
+            tasks,
             limit: u64::from(max_inflight.max(1)),
             merge: Rc::new(RefCell::new(merge::Merge::default())),
             sent_upto: None,
@@ -127,10 +137,14 @@ impl Dispatch {
     /// quiet; run it beside the stream on the source core.
     pub fn keeper(&self) -> impl std::future::Future<Output = ()> {
         let (ledger, outbox) = (self.ledger.clone(), self.outbox.clone());
+        let (tasks, merge) = (self.tasks.clone(), self.merge.clone());
         async move {
             loop {
                 glommio::timer::sleep(ledger::KEEP_EVERY).await;
                 ledger::keep_once(&ledger);
+                // A quiet binlog still takes a task change between transactions.
+                apply_pending(&tasks, &merge, &outbox);
+                forget_generations(&tasks, &ledger, &outbox);
                 // Events held behind a key change move on once the change is
                 // acknowledged, even when no binlog event wakes the source. A gone
                 // shard is reported by the stream's own flush.
@@ -158,7 +172,7 @@ impl Dispatch {
             merge: self.merge.clone(),
             outbox: self.outbox.clone(),
             ledger: self.ledger.clone(),
-            plan: self.plan.clone(),
+            tasks: self.tasks.clone(),
             stats: self.stats.clone(),
             limit: self.limit,
         }
@@ -197,12 +211,75 @@ impl Dispatch {
     fn flush(&mut self) -> Result<bool, DispatchError> {
         self.outbox.borrow_mut().flush()
     }
+
+    /// Takes a waiting task change when no transaction is open, and brings the
+    /// router, plan and budget up to the applied set.
+    fn take_change(&mut self) {
+        if self.merge.borrow().between {
+            apply_pending(&self.tasks, &self.merge, &self.outbox);
+        }
+        let mut t = self.tasks.borrow_mut();
+        if std::mem::take(&mut t.reroute) {
+            self.changes.set_tasks(t.routed());
+            self.plan = t.plan().clone();
+            self.share = share(self.limit as u32, &self.plan);
+        }
+    }
+}
+
+/// Each enabled task's share of `max_inflight`.
+fn share(max_inflight: u32, plan: &Plan) -> u32 {
+    let enabled = plan.tasks.iter().filter(|t| t.enabled).count().max(1) as u32;
+    (max_inflight / enabled).max(1)
+}
+
+/// Applies the waiting task change if the stream is between transactions: the
+/// shards get the new generation after every event read before it, a task whose
+/// ordering changed gets a barrier, and the router is re-read before the next
+/// event. Returns whether a change was applied.
+pub(crate) fn apply_pending(
+    tasks: &RefCell<TaskTable>,
+    merge: &RefCell<merge::Merge>,
+    outbox: &RefCell<Outbox>,
+) -> bool {
+    if !merge.borrow().between {
+        return false;
+    }
+    let Some((plan, reordered, _)) = tasks.borrow_mut().take_pending() else {
+        return false;
+    };
+    let mut outbox = outbox.borrow_mut();
+    for slot in reordered {
+        if let Some(f) = outbox.fences.get_mut(slot) {
+            f.barrier = true;
+        }
+    }
+    outbox.announce(ToShard::Plan(plan));
+    true
+}
+
+/// Tells the shards which old generations no event in flight was read under.
+fn forget_generations(
+    tasks: &RefCell<TaskTable>,
+    ledger: &RefCell<Ledger>,
+    outbox: &RefCell<Outbox>,
+) {
+    let mut t = tasks.borrow_mut();
+    let current = t.plan().generation;
+    let oldest = ledger.borrow_mut().oldest_generation().unwrap_or(current);
+    if oldest > t.forgotten && !t.reroute {
+        t.forgotten = oldest;
+        outbox.borrow_mut().announce(ToShard::Forget(oldest));
+    }
 }
 
 /// Deliveries on their way to the shards, with the fences that hold a task's
 /// events behind an update that changed a primary key.
-struct Outbox {
+pub(crate) struct Outbox {
     shards: Vec<ShardTx>,
+    /// Per shard, messages that go before `pending` (a new generation after the
+    /// events read before it).
+    ahead: Vec<VecDeque<ToShard>>,
     pending: Vec<Vec<Delivery>>,
     /// A shard on this thread got events it has not had a chance to send.
     handed_local: bool,
@@ -220,12 +297,18 @@ struct Fence {
     held: VecDeque<(usize, Delivery, bool)>,
     /// A key change left: the next event waits until it is acknowledged.
     awaiting_ack: bool,
+    /// The task's ordering or lanes changed: its next event is fenced like a key
+    /// change, so no event of the old routing is overtaken.
+    barrier: bool,
 }
 
 impl Outbox {
     /// Queues `d` for `shard`; `key_change` marks an update whose primary key changed.
     fn push(&mut self, shard: usize, d: Delivery, key_change: bool) {
-        let fence = &mut self.fences[d.task as usize];
+        let Some(fence) = self.fences.get_mut(d.task as usize) else {
+            return;
+        };
+        let key_change = key_change || std::mem::take(&mut fence.barrier);
         if key_change || !fence.held.is_empty() || fence.awaiting_ack {
             fence.held.push_back((shard, d, key_change));
         } else {
@@ -270,25 +353,58 @@ impl Outbox {
         }
     }
 
+    /// Sends `message` to every shard after what is pending for it.
+    fn announce(&mut self, message: ToShard) {
+        for (i, ahead) in self.ahead.iter_mut().enumerate() {
+            let pending = std::mem::take(&mut self.pending[i]);
+            if !pending.is_empty() {
+                ahead.push_back(ToShard::Events(pending));
+            }
+            ahead.push_back(match &message {
+                ToShard::Plan(p) => ToShard::Plan(p.clone()),
+                ToShard::Forget(g) => ToShard::Forget(*g),
+                ToShard::Events(_) => continue,
+            });
+        }
+    }
+
     /// Pushes pending batches to their shards; false if a channel is full.
     fn flush(&mut self) -> Result<bool, DispatchError> {
         self.release();
         let mut all = true;
         for (i, batch) in self.pending.iter_mut().enumerate() {
-            if batch.is_empty() {
-                continue;
-            }
             let shard = &self.shards[i];
-            match shard.events.try_send(std::mem::take(batch)) {
-                Ok(()) => {
-                    shard.bell.ring();
-                    self.handed_local |= shard.bell.is_local();
+            let ahead = &mut self.ahead[i];
+            let mut sent = false;
+            while let Some(message) = ahead.pop_front() {
+                match shard.events.try_send(message) {
+                    Ok(()) => sent = true,
+                    Err(TrySendError::Full(m)) => {
+                        ahead.push_front(m);
+                        break;
+                    }
+                    Err(TrySendError::Disconnected(_)) => return Err(DispatchError::ShardGone(i)),
                 }
-                Err(TrySendError::Full(b)) => {
-                    *batch = b;
-                    all = false;
+            }
+            if !ahead.is_empty() {
+                all = false;
+            } else if !batch.is_empty() {
+                match shard
+                    .events
+                    .try_send(ToShard::Events(std::mem::take(batch)))
+                {
+                    Ok(()) => sent = true,
+                    Err(TrySendError::Full(ToShard::Events(b))) => {
+                        *batch = b;
+                        all = false;
+                    }
+                    Err(TrySendError::Full(_)) => all = false,
+                    Err(TrySendError::Disconnected(_)) => return Err(DispatchError::ShardGone(i)),
                 }
-                Err(TrySendError::Disconnected(_)) => return Err(DispatchError::ShardGone(i)),
+            }
+            if sent {
+                shard.bell.ring();
+                self.handed_local |= shard.bell.is_local();
             }
         }
         Ok(all)
@@ -337,6 +453,7 @@ impl crate::source::Downstream for Dispatch {
     }
 
     fn on_event(&mut self, event: &[u8]) -> Result<Step, DispatchError> {
+        self.take_change();
         let mut feed = self.changes.feed(event)?;
         let (header, pos) = (*feed.header(), feed.pos());
         if header.kind == kind::FORMAT_DESCRIPTION {
@@ -388,6 +505,7 @@ impl crate::source::Downstream for Dispatch {
                     let key_change = ordering == Ordering::PerKey && payloads.key_changed();
                     let delivery = Delivery {
                         task,
+                        generation: plan.generation,
                         key,
                         txn: m.txn,
                         id_len: u16::try_from(id_len).unwrap_or(u16::MAX),
@@ -398,7 +516,7 @@ impl crate::source::Downstream for Dispatch {
                     };
                     outbox.push(plan.shard_of(task, key), delivery, key_change);
                     stats.read(route.task, 1);
-                    ledger.sent(route.task, m.txn);
+                    ledger.sent(route.task, m.txn, plan.generation);
                     if !m.watches.is_empty() {
                         let at = BinlogPosition {
                             file: row.at.file.to_owned(),

@@ -88,6 +88,8 @@ pub struct Request {
 /// A task's snapshot as the admin API shows it.
 #[derive(Debug, Clone, Default)]
 pub struct Status {
+    /// The task it belongs to (a slot may hold another task after a change).
+    pub task: String,
     /// `none`, `running`, `done`, `failed` or `cancelled`.
     pub state: &'static str,
     /// The run's id.
@@ -132,42 +134,81 @@ pub enum Refused {
 /// and cancel them. Lives on the source core (the admin server shares it).
 pub struct Snapshots {
     config: Config,
+    /// The live task set (slot = index).
+    tasks: Rc<RefCell<crate::control::TaskTable>>,
     port: SnapshotPort,
     status: RefCell<Vec<Status>>,
 }
 
 impl Snapshots {
-    /// The snapshots of `config`'s tasks, handing chunks to `port`.
-    pub fn new(config: &Config, port: SnapshotPort) -> Rc<Self> {
-        Rc::new(Snapshots {
-            status: RefCell::new(
-                config
-                    .tasks
-                    .iter()
-                    .map(|t| Status {
-                        state: match port.saved_progress(&t.task_id) {
-                            Some(p) if p.done => "done",
-                            _ => "none",
-                        },
-                        ..Status::default()
-                    })
-                    .collect(),
-            ),
+    /// The snapshots of the tasks in `tasks`, handing chunks to `port`.
+    pub fn new(
+        config: &Config,
+        tasks: Rc<RefCell<crate::control::TaskTable>>,
+        port: SnapshotPort,
+    ) -> Rc<Self> {
+        let me = Rc::new(Snapshots {
+            status: RefCell::new(Vec::new()),
             config: config.clone(),
+            tasks,
             port,
-        })
+        });
+        me.sync_status();
+        me
+    }
+
+    /// The task in slot `index`, if it is in the set.
+    fn task(&self, index: usize) -> Option<TaskConfig> {
+        let tasks = self.tasks.borrow();
+        let slot = tasks.slots().get(index)?;
+        (!slot.removed).then(|| slot.config.clone())
+    }
+
+    /// One status per slot; a slot that holds another task than before starts
+    /// from what the checkpoint says of the new one.
+    fn sync_status(&self) {
+        let tasks = self.tasks.borrow();
+        let mut status = self.status.borrow_mut();
+        for (i, slot) in tasks.slots().iter().enumerate() {
+            let id = &slot.config.task_id;
+            if status.get(i).is_some_and(|s| s.task == *id) {
+                continue;
+            }
+            let fresh = Status {
+                task: id.clone(),
+                state: match self.port.saved_progress(id) {
+                    Some(p) if p.done => "done",
+                    _ => "none",
+                },
+                ..Status::default()
+            };
+            match status.get_mut(i) {
+                Some(s) => *s = fresh,
+                None => status.push(fresh),
+            }
+        }
     }
 
     /// At start: resumes every unfinished snapshot of the checkpoint, and starts
-    /// `snapshot: initial` tasks that have none.
+    /// `snapshot: initial` tasks that have none. After a task change: the same
+    /// for tasks that are new in the set, and removed tasks' snapshots stop.
     pub fn start_due(self: &Rc<Self>) {
-        for (index, task) in self.config.tasks.iter().enumerate() {
-            if !task.enabled {
+        self.sync_status();
+        let slots = self.tasks.borrow().slots().to_vec();
+        for (index, slot) in slots.iter().enumerate() {
+            let task = &slot.config;
+            if slot.removed || !task.enabled {
+                self.cancel(index);
+                continue;
+            }
+            if self.status(index).state == "running" {
                 continue;
             }
             let due = match self.port.saved_progress(&task.task_id) {
-                Some(p) => !p.done,
-                None => task.snapshot == SnapshotMode::Initial,
+                Some(p) => !p.done && self.status(index).state == "none",
+                None => {
+                    task.snapshot == SnapshotMode::Initial && self.status(index).state == "none"
+                }
             };
             if due {
                 self.spawn(index, None);
@@ -178,11 +219,14 @@ impl Snapshots {
     /// Starts a new snapshot of task `index` (its previous one, done or not, is
     /// replaced).
     pub fn start(self: &Rc<Self>, index: usize, request: Request) -> Result<(), Refused> {
-        let task = &self.config.tasks[index];
+        self.sync_status();
+        let Some(task) = self.task(index) else {
+            return Err(Refused::Disabled(format!("slot {index}")));
+        };
         if !task.enabled {
             return Err(Refused::Disabled(task.task_id.clone()));
         }
-        if self.status.borrow()[index].state == "running" {
+        if self.status(index).state == "running" {
             return Err(Refused::Running(task.task_id.clone()));
         }
         self.spawn(index, Some(request));
@@ -210,7 +254,15 @@ impl Snapshots {
     fn spawn(self: &Rc<Self>, index: usize, fresh: Option<Request>) {
         {
             let mut status = self.status.borrow_mut();
-            status[index] = Status {
+            let task = status
+                .get(index)
+                .map(|s| s.task.clone())
+                .unwrap_or_default();
+            let Some(s) = status.get_mut(index) else {
+                return;
+            };
+            *s = Status {
+                task,
                 state: "running",
                 started: Some(Instant::now()),
                 ..Status::default()
@@ -231,7 +283,10 @@ impl Snapshots {
     /// delivered). A snapshot that cannot go on is logged and shown; the task
     /// streams on.
     async fn keep_running(&self, index: usize, mut fresh: Option<Request>) {
-        let task = &self.config.tasks[index];
+        let Some(task) = self.task(index) else {
+            return;
+        };
+        let task = &task;
         let mut backoff =
             crate::net::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {

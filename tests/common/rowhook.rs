@@ -18,7 +18,15 @@ impl Rowhook {
     /// Starts `rowhook run` with `config` (YAML text; `state.dir` is set to a temp dir
     /// unless the text sets it).
     pub fn run(config: &str) -> Rowhook {
+        Self::run_with_tasks(config, None)
+    }
+
+    /// Starts `rowhook run` with `config`, and `tasks` as tasks.yaml beside it.
+    pub fn run_with_tasks(config: &str, tasks: Option<&str>) -> Rowhook {
         let dir = tempfile::tempdir().unwrap();
+        if let Some(tasks) = tasks {
+            std::fs::write(dir.path().join("tasks.yaml"), tasks).unwrap();
+        }
         let mut text = config.to_owned();
         if !text.contains("state:") {
             text.push_str(&format!(
@@ -38,6 +46,19 @@ impl Rowhook {
         Rowhook { child, dir }
     }
 
+    /// Replaces tasks.yaml (as an editor does: a new file renamed over it).
+    pub fn write_tasks(&self, tasks: &str) {
+        let tmp = self.dir.path().join(".tasks.yaml.new");
+        std::fs::write(&tmp, tasks).unwrap();
+        std::fs::rename(&tmp, self.dir.path().join("tasks.yaml")).unwrap();
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
     /// The config file it runs with.
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("config.yaml")
@@ -49,6 +70,19 @@ impl Rowhook {
             .args(args)
             .arg("--config")
             .arg(self.config_path())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs another rowhook verb as is (no config): (exit code, stdout, stderr).
+    pub fn verb_admin(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_rowhook"))
+            .args(args)
             .output()
             .unwrap();
         (

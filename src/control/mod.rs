@@ -1,0 +1,470 @@
+//! The control plane, beside the data path on the source core: where task
+//! definitions come from (the tasks file, reloaded on SIGHUP, `rowhook reload`
+//! or a change on disk), how a new set is validated, and the table of task slots
+//! the data path reads. A change is only *proposed* here; the dispatcher applies
+//! it between two transactions (`dispatch::apply_pending`).
+
+pub mod watch;
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigFiles, TaskConfig};
+use crate::delivery::plan::{Plan, MAX_TASKS};
+use crate::delivery::stats::Stats;
+use crate::delivery::unix_now;
+use crate::metrics::Progress;
+
+/// One task slot: the task it holds now, and where that came from.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    /// The task's definition (kept after removal, for its name and counters).
+    pub config: TaskConfig,
+    /// Removed from the set: nothing new is routed to it; its events in flight
+    /// are still delivered or dead-lettered.
+    pub removed: bool,
+    /// Where the definition came from (a file path).
+    pub origin: String,
+    /// Unix time of the last change of this slot (the start, for the first set).
+    pub changed_unix: u64,
+}
+
+/// What a change does, task by task.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    /// New task ids.
+    pub added: Vec<String>,
+    /// Tasks whose definition changed (URL, filter, batch size, secret, enabled…).
+    pub changed: Vec<String>,
+    /// Tasks no longer in the set.
+    pub removed: Vec<String>,
+    /// Tasks left as they were.
+    pub unchanged: usize,
+}
+
+impl Summary {
+    /// True when the change changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// A validated change waiting for a transaction boundary.
+#[derive(Debug)]
+pub struct Proposal {
+    slots: Vec<Slot>,
+    plan: Arc<Plan>,
+    summary: Summary,
+}
+
+/// The task set of a running instance: applied slots, the change waiting for a
+/// boundary, and the last rejected change.
+#[derive(Debug)]
+pub struct TaskTable {
+    slots: Vec<Slot>,
+    plan: Arc<Plan>,
+    pending: Option<Proposal>,
+    rejected: Option<String>,
+    worker_count: u32,
+    /// The configuration files a reload reads again.
+    files: Option<ConfigFiles>,
+    /// The running configuration (what a reload may not change without a restart).
+    running: Config,
+    /// Where the definitions live.
+    origin: String,
+    /// The data path has not taken the applied set yet (the router re-reads it
+    /// before the next event).
+    pub reroute: bool,
+    /// Plans below this generation were forgotten by the shards.
+    pub forgotten: u32,
+    /// Counters by slot (a reused slot starts at zero).
+    stats: Arc<Stats>,
+}
+
+/// Why a change was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The files do not validate; every problem, as `check` prints them.
+    #[error("{0}")]
+    Invalid(String),
+    /// The tasks validate but cannot be planned (URL, header), or too many.
+    #[error("{0}")]
+    Plan(#[from] crate::delivery::plan::PlanError),
+    /// Tasks are not defined where the change was asked for.
+    #[error("{0}")]
+    Elsewhere(String),
+}
+
+impl TaskTable {
+    /// The table at start: `config`'s tasks in slots 0.., planned by `plan`.
+    pub fn new(
+        config: &Config,
+        plan: Arc<Plan>,
+        stats: Arc<Stats>,
+        files: Option<ConfigFiles>,
+        origin: &str,
+    ) -> Self {
+        let now = unix_now();
+        TaskTable {
+            slots: config
+                .tasks
+                .iter()
+                .map(|t| Slot {
+                    config: t.clone(),
+                    removed: false,
+                    origin: origin.to_owned(),
+                    changed_unix: now,
+                })
+                .collect(),
+            plan,
+            pending: None,
+            rejected: None,
+            worker_count: config.dispatcher.worker_count,
+            files,
+            running: config.clone(),
+            origin: origin.to_owned(),
+            reroute: false,
+            forgotten: 0,
+            stats,
+        }
+    }
+
+    /// Where the task definitions live (the file a reload reads).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Every slot, removed ones included (index = slot).
+    pub fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+
+    /// The slot of the task `id` that is in the set.
+    pub fn slot_of(&self, id: &str) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| !s.removed && s.config.task_id == id)
+    }
+
+    /// The applied plan.
+    pub fn plan(&self) -> &Arc<Plan> {
+        &self.plan
+    }
+
+    /// Why the last change was rejected, until a change is taken.
+    pub fn rejected(&self) -> Option<&str> {
+        self.rejected.as_deref()
+    }
+
+    /// What the waiting change does, if one waits.
+    pub fn pending(&self) -> Option<&Summary> {
+        self.pending.as_ref().map(|p| &p.summary)
+    }
+
+    /// The tasks as the router sees them: removed slots disabled.
+    pub fn routed(&self) -> Vec<TaskConfig> {
+        routed(&self.slots)
+    }
+
+    /// Proposes `tasks` (the whole new set, from `origin`) as the next set.
+    /// `drained(slot)` tells whether a removed slot has nothing in flight, so it
+    /// can take a new task. An empty change proposes nothing.
+    pub fn propose(
+        &mut self,
+        tasks: Vec<TaskConfig>,
+        origin: &str,
+        drained: impl Fn(usize) -> bool,
+    ) -> Result<Summary, ChangeError> {
+        let now = unix_now();
+        let mut slots = self.slots.clone();
+        let mut summary = Summary::default();
+        let wanted: HashSet<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
+        for slot in slots.iter_mut().filter(|s| !s.removed) {
+            if !wanted.contains(slot.config.task_id.as_str()) {
+                slot.removed = true;
+                slot.changed_unix = now;
+                summary.removed.push(slot.config.task_id.clone());
+            }
+        }
+        for task in tasks {
+            let same = slots.iter().position(|s| s.config.task_id == task.task_id);
+            match same {
+                Some(i) if !slots[i].removed && slots[i].config == task => summary.unchanged += 1,
+                Some(i) => {
+                    // A changed task, or a removed one that comes back: its slot
+                    // (counters, pause state) stays.
+                    if slots[i].removed {
+                        summary.added.push(task.task_id.clone());
+                    } else {
+                        summary.changed.push(task.task_id.clone());
+                    }
+                    slots[i] = Slot {
+                        config: task,
+                        removed: false,
+                        origin: origin.to_owned(),
+                        changed_unix: now,
+                    };
+                }
+                _ => {
+                    summary.added.push(task.task_id.clone());
+                    let slot = Slot {
+                        config: task,
+                        removed: false,
+                        origin: origin.to_owned(),
+                        changed_unix: now,
+                    };
+                    // A slot removed before this change and with nothing in flight
+                    // is reused, so the table stays small under churn.
+                    let free = slots.iter().enumerate().position(|(i, s)| {
+                        s.removed && i < self.slots.len() && self.slots[i].removed && drained(i)
+                    });
+                    match free {
+                        Some(i) => slots[i] = slot,
+                        None => slots.push(slot),
+                    }
+                }
+            }
+        }
+        if slots.len() > MAX_TASKS {
+            return Err(crate::delivery::plan::PlanError::TooMany(slots.len()).into());
+        }
+        if summary.is_empty() {
+            self.pending = None;
+            self.rejected = None;
+            return Ok(summary);
+        }
+        let plan = Arc::new(self.plan.next(&routed(&slots), self.worker_count)?);
+        self.pending = Some(Proposal {
+            slots,
+            plan,
+            summary: summary.clone(),
+        });
+        self.rejected = None;
+        Ok(summary)
+    }
+
+    /// Records a rejected change (shown by `/health` until a change is taken).
+    pub fn reject(&mut self, why: &str) {
+        self.rejected = Some(why.to_owned());
+    }
+
+    /// Takes the waiting change: the slots and plan become the applied ones.
+    /// Returns the new plan and the slots whose ordering changed (their next
+    /// event waits until everything earlier of the task is acknowledged).
+    pub fn take_pending(&mut self) -> Option<(Arc<Plan>, Vec<usize>, Summary)> {
+        let p = self.pending.take()?;
+        let reordered = p
+            .plan
+            .tasks
+            .iter()
+            .enumerate()
+            .filter(|(i, t)| {
+                self.plan
+                    .tasks
+                    .get(*i)
+                    .is_some_and(|old| old.ordering != t.ordering || old.lanes != t.lanes)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        // A reused slot starts with clean counters and unpaused.
+        for (i, slot) in p.slots.iter().enumerate() {
+            if let Some(old) = self.slots.get(i) {
+                if old.config.task_id != slot.config.task_id {
+                    p.plan.controls.set_paused(i, false);
+                    if let Some(s) = self.stats.tasks.get(i) {
+                        s.reset();
+                    }
+                }
+            }
+        }
+        self.slots = p.slots;
+        self.plan = p.plan.clone();
+        self.reroute = true;
+        tracing::info!(
+            generation = self.plan.generation,
+            added = ?p.summary.added,
+            changed = ?p.summary.changed,
+            removed = ?p.summary.removed,
+            "task change applied at a transaction boundary"
+        );
+        Some((p.plan, reordered, p.summary))
+    }
+
+    /// Reads the configuration files again and proposes their tasks.
+    pub fn reload(&mut self, drained: impl Fn(usize) -> bool) -> Result<Summary, ChangeError> {
+        let Some(files) = self.files.clone() else {
+            return Err(ChangeError::Elsewhere(
+                "this instance has no configuration files to reload".into(),
+            ));
+        };
+        let result = match crate::config::load(&files) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    tracing::warn!("{w}");
+                }
+                self.note_restart_only(&loaded.config);
+                self.propose(loaded.config.tasks, &loaded.tasks_source, drained)
+            }
+            Err(e) => Err(ChangeError::Invalid(e.to_string())),
+        };
+        match &result {
+            Ok(s) if s.is_empty() => tracing::info!("reload: the tasks did not change"),
+            Ok(s) => {
+                tracing::info!(added = ?s.added, changed = ?s.changed, removed = ?s.removed, "reload: tasks validated; they apply at the next transaction boundary")
+            }
+            Err(e) => {
+                tracing::error!("reload rejected; the running tasks stay:\n{e}");
+                self.reject(&format!("last reload rejected: {e}"));
+            }
+        }
+        result
+    }
+
+    /// Warns about edits outside `tasks` that only a restart applies.
+    fn note_restart_only(&self, fresh: &Config) {
+        let r = &self.running;
+        let differ: Vec<&str> = [
+            ("database", fresh.database != r.database),
+            ("log", fresh.log != r.log),
+            ("server", fresh.server != r.server),
+            ("dispatcher", fresh.dispatcher != r.dispatcher),
+            ("source", fresh.source != r.source),
+            ("runtime", fresh.runtime != r.runtime),
+            ("state", fresh.state != r.state),
+            ("tasks_watch", fresh.tasks_watch != r.tasks_watch),
+        ]
+        .into_iter()
+        .filter(|(_, d)| *d)
+        .map(|(n, _)| n)
+        .collect();
+        if !differ.is_empty() {
+            tracing::warn!(sections = ?differ, "reload applies tasks only; these sections changed and take effect at the next restart");
+        }
+    }
+}
+
+/// How often the control task looks for a reload request and an applied change.
+const CONTROL_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The control task on the source core: reloads when `reload` is raised (SIGHUP,
+/// the file watcher), and once a change is applied starts the snapshots it
+/// makes due and stops those of removed tasks.
+pub async fn serve(
+    tasks: Rc<RefCell<TaskTable>>,
+    reload: Arc<AtomicBool>,
+    progress: Rc<Progress>,
+    snapshots: Rc<crate::snapshot::Snapshots>,
+) {
+    let mut seen = tasks.borrow().plan().generation;
+    loop {
+        glommio::timer::sleep(CONTROL_EVERY).await;
+        if reload.swap(false, Ordering::Relaxed) {
+            let p = progress.clone();
+            let _ = tasks.borrow_mut().reload(move |slot| drained(&p, slot));
+        }
+        let now = tasks.borrow().plan().generation;
+        if now != seen {
+            seen = now;
+            snapshots.start_due();
+        }
+    }
+}
+
+/// Whether slot `slot` has no event in flight.
+pub fn drained(progress: &Progress, slot: usize) -> bool {
+    progress
+        .task_in_flight
+        .get(slot)
+        .is_none_or(|n| n.get() == 0)
+}
+
+fn routed(slots: &[Slot]) -> Vec<TaskConfig> {
+    slots
+        .iter()
+        .map(|s| {
+            let mut t = s.config.clone();
+            t.enabled &= !s.removed;
+            t
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tasks(yaml: &str) -> Vec<TaskConfig> {
+        crate::config::for_test("", yaml).unwrap().tasks
+    }
+
+    const AB: &str = "tasks:
+  - {task_id: a, table_name: t, events: [insert], callback_url: 'http://h/a'}
+  - {task_id: b, table_name: t, events: [insert], callback_url: 'http://h/b'}
+";
+
+    fn table() -> TaskTable {
+        let config = crate::config::for_test("", AB).unwrap();
+        let plan = Arc::new(Plan::new(&config, 1).unwrap());
+        let stats = Arc::new(Stats::new(MAX_TASKS));
+        TaskTable::new(&config, plan, stats, None, "tasks.yaml")
+    }
+
+    #[test]
+    fn a_change_keeps_slots_by_id_and_reuses_drained_ones() {
+        let mut t = table();
+        // b changes its URL, a goes, c comes: c may not take a's slot while a has
+        // events in flight.
+        let next = "tasks:
+  - {task_id: b, table_name: t, events: [insert], callback_url: 'http://h/b2'}
+  - {task_id: c, table_name: t, events: [insert], callback_url: 'http://h/c'}
+";
+        let s = t.propose(tasks(next), "f", |_| false).unwrap();
+        assert_eq!(
+            (s.added, s.changed, s.removed),
+            (
+                vec!["c".to_owned()],
+                vec!["b".to_owned()],
+                vec!["a".to_owned()]
+            )
+        );
+        let (plan, reordered, _) = t.take_pending().unwrap();
+        assert_eq!(plan.generation, 1);
+        assert!(reordered.is_empty());
+        let ids: Vec<(&str, bool)> = t
+            .slots()
+            .iter()
+            .map(|s| (s.config.task_id.as_str(), s.removed))
+            .collect();
+        assert_eq!(ids, [("a", true), ("b", false), ("c", false)]);
+        assert_eq!(plan.tasks[1].url, "http://h/b2");
+        assert!(!t.routed()[0].enabled, "a removed task is routed nothing");
+        // d arrives once a is drained: it takes a's slot.
+        let next = "tasks:
+  - {task_id: b, table_name: t, events: [insert], callback_url: 'http://h/b2'}
+  - {task_id: c, table_name: t, events: [insert], callback_url: 'http://h/c'}
+  - {task_id: d, table_name: t, events: [insert], callback_url: 'http://h/d'}
+";
+        t.propose(tasks(next), "f", |_| true).unwrap();
+        t.take_pending().unwrap();
+        assert_eq!(t.slots()[0].config.task_id, "d");
+        assert_eq!(t.slot_of("d"), Some(0));
+        // The same set again is no change.
+        assert!(t.propose(tasks(next), "f", |_| true).unwrap().is_empty());
+        assert!(t.take_pending().is_none());
+    }
+
+    #[test]
+    fn an_ordering_change_is_reported_for_a_barrier() {
+        let mut t = table();
+        let next = "tasks:
+  - {task_id: a, table_name: t, events: [insert], callback_url: 'http://h/a', ordering: table}
+  - {task_id: b, table_name: t, events: [insert], callback_url: 'http://h/b'}
+";
+        t.propose(tasks(next), "f", |_| false).unwrap();
+        let (_, reordered, _) = t.take_pending().unwrap();
+        assert_eq!(reordered, [0]);
+    }
+}
