@@ -25,8 +25,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Ask a running instance for its health, lag and counters.
     Status(AdminArgs),
-    /// List a running instance's tasks with state and counters.
-    Tasks(AdminArgs),
+    /// List a running instance's tasks with state and counters; add, remove,
+    /// enable or disable one where tasks live in etcd.
+    Tasks(TasksArgs),
     /// Make a running instance read its tasks again (as SIGHUP does) and wait
     /// until the new set applies; a rejected set is printed and the old one stays.
     Reload(TokenArgs),
@@ -79,6 +80,63 @@ pub struct AdminArgs {
     /// Base URL of the admin server.
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
     pub admin: String,
+}
+
+/// `tasks [list|add|rm|enable|disable]`.
+#[derive(Debug, Clone, Args)]
+pub struct TasksArgs {
+    /// What to do (default: list).
+    #[command(subcommand)]
+    pub action: Option<TasksAction>,
+    /// Base URL of the admin server.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub admin: String,
+    /// `server.token` of the instance (or set ROWHOOK_ADMIN_TOKEN).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "ROWHOOK_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub token: Option<String>,
+}
+
+/// Task changes through the admin API (tasks in etcd; a file-based instance
+/// answers where to edit instead).
+#[derive(Debug, Clone, Subcommand)]
+pub enum TasksAction {
+    /// The tasks with state and counters.
+    List,
+    /// Create or replace a task from a YAML or JSON file (`-` reads stdin).
+    Add {
+        /// The task definition (one task: task_id, table_name, events, callback_url, ...).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The task id, when the file has no task_id.
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Remove a task: it takes no new events; those in flight are delivered.
+    Rm {
+        /// The task id.
+        id: String,
+    },
+    /// Enable a task.
+    Enable {
+        /// The task id.
+        id: String,
+    },
+    /// Disable a task (kept, but routed nothing).
+    Disable {
+        /// The task id.
+        id: String,
+    },
 }
 
 /// A running instance's admin API and its token.

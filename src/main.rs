@@ -28,7 +28,10 @@ fn main() -> ExitCode {
         Command::Run(args) => run(&args),
         Command::Tail(args) => tail(&args),
         Command::Status(args) => status(&args.admin),
-        Command::Tasks(args) => tasks(&args.admin),
+        Command::Tasks(args) => match &args.action {
+            None | Some(rowhook::cli::TasksAction::List) => tasks(&args.admin),
+            Some(action) => change_task(&args, action),
+        },
         Command::Snapshot(args) => snapshot(&args),
         Command::Reload(args) => reload(&args),
         Command::Dlq { action } => match action {
@@ -149,6 +152,90 @@ fn status(base: &str) -> ExitCode {
     }
 }
 
+/// A task id as one path segment.
+fn escape_id(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `rowhook tasks add|rm|enable|disable`: one request to the admin API.
+fn change_task(args: &rowhook::cli::TasksArgs, action: &rowhook::cli::TasksAction) -> ExitCode {
+    use rowhook::admin::client;
+    use rowhook::cli::TasksAction;
+    let (method, id, suffix, body) = match action {
+        TasksAction::List => return tasks(&args.admin),
+        TasksAction::Add { file, id } => {
+            let text = if file.as_os_str() == "-" {
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).map(|_| t)
+            } else {
+                std::fs::read_to_string(file)
+            };
+            let text = match text {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: cannot read {}: {e}", file.display());
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let value: serde_json::Value = match serde_yaml::from_str(&text) {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("error: {}: not YAML or JSON: {e}", file.display());
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let Some(id) = id
+                .clone()
+                .or_else(|| value["task_id"].as_str().map(str::to_owned))
+            else {
+                eprintln!("error: {}: no task_id; give --id", file.display());
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            ("PUT", id, "", Some(value))
+        }
+        TasksAction::Rm { id } => ("DELETE", id.clone(), "", None),
+        TasksAction::Enable { id } => ("POST", id.clone(), "/enable", None),
+        TasksAction::Disable { id } => ("POST", id.clone(), "/disable", None),
+    };
+    let path = format!("/tasks/{}{suffix}", escape_id(&id));
+    match client::request(
+        &args.admin,
+        method,
+        &path,
+        args.token.as_deref(),
+        body.as_ref(),
+    ) {
+        Ok((code, answer)) if (200..300).contains(&code) => {
+            println!(
+                "task {id}: {} (etcd revision {}); it applies at the next transaction boundary",
+                answer["written"].as_str().unwrap_or("done"),
+                answer["revision"]
+            );
+            ExitCode::SUCCESS
+        }
+        Ok((code, answer)) => {
+            let why = answer["error"]
+                .as_str()
+                .map_or_else(|| answer.to_string(), str::to_owned);
+            eprintln!("error: {why}");
+            ExitCode::from(if code >= 500 {
+                EXIT_RUNTIME
+            } else {
+                EXIT_CONFIG
+            })
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
 fn tasks(base: &str) -> ExitCode {
     use rowhook::admin::client;
     match client::get(base, "/tasks") {
@@ -163,10 +250,6 @@ fn tasks(base: &str) -> ExitCode {
     }
 }
 
-/// `rowhook snapshot TASK`: starts (or cancels) a snapshot on the running
-/// instance, then follows it: a progress bar on a terminal, a line every 10 s
-/// otherwise. Exit 0 when it is done, 1 when it failed or was cancelled, 2 when
-/// the request itself is wrong (unknown task, bad body, refused).
 /// How long `rowhook reload` waits for the new set to apply (a transaction
 /// boundary; an idle source passes one at once).
 const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -234,6 +317,10 @@ fn reload(args: &rowhook::cli::TokenArgs) -> ExitCode {
     ExitCode::from(EXIT_RUNTIME)
 }
 
+/// `rowhook snapshot TASK`: starts (or cancels) a snapshot on the running
+/// instance, then follows it: a progress bar on a terminal, a line every 10 s
+/// otherwise. Exit 0 when it is done, 1 when it failed or was cancelled, 2 when
+/// the request itself is wrong (unknown task, bad body, refused).
 fn snapshot(args: &SnapshotArgs) -> ExitCode {
     use rowhook::admin::client;
     let base = &args.admin.admin;

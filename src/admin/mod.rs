@@ -135,9 +135,6 @@ impl Admin {
                 waiting.join(", ")
             ));
         }
-        if let Some(why) = self.table.borrow().rejected() {
-            reasons.push(why.to_owned());
-        }
         for t in &infos {
             if let Some(error) = self.stats.dlq_failing(t.slot as u32) {
                 reasons.push(format!(
@@ -147,6 +144,16 @@ impl Admin {
             }
         }
         reasons
+    }
+
+    /// Problems of the task source: a rejected reload or etcd value, etcd
+    /// unreachable. Shown with the reasons, but the instance stays UP: it
+    /// delivers with the last good set.
+    fn source_reasons(&self) -> Vec<String> {
+        let table = self.table.borrow();
+        let mut out: Vec<String> = table.rejected().map(str::to_owned).into_iter().collect();
+        out.extend(table.source_reasons());
+        out
     }
 
     /// The slot of the task named `id`.

@@ -19,6 +19,57 @@ pub(super) struct Reply {
     body: Vec<u8>,
     /// Extra header lines, each ending in CRLF.
     extra: String,
+    /// The answer still depends on the etcd thread ([`finish`] waits for it).
+    wait: Option<Box<Wait>>,
+}
+
+/// A write asked of the etcd thread, and what to call it in the answer.
+#[derive(Debug)]
+pub(super) struct Wait {
+    answer: crossbeam_channel::Receiver<Result<i64, String>>,
+    id: String,
+    what: &'static str,
+}
+
+/// How long an admin request waits for etcd to answer a write.
+const ETCD_WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// The final answer: `reply`, or once etcd answered the write it waits for.
+pub(super) async fn finish(mut reply: Reply) -> Reply {
+    let Some(wait) = reply.wait.take() else {
+        return reply;
+    };
+    let until = std::time::Instant::now() + ETCD_WRITE_WAIT;
+    loop {
+        match wait.answer.try_recv() {
+            Ok(Ok(revision)) => {
+                return Reply::json(
+                    202,
+                    &json!({
+                        "task_id": wait.id,
+                        "written": wait.what,
+                        "revision": revision,
+                        "applies": "through the etcd watch, at the next transaction boundary",
+                    }),
+                )
+            }
+            Ok(Err(e)) if e.starts_with("no key") => return error(404, &e),
+            Ok(Err(e)) => return error(503, &format!("etcd: {e}")),
+            Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                return error(503, "the etcd thread is gone")
+            }
+            Err(crossbeam_channel::TryRecvError::Empty) => {}
+        }
+        if std::time::Instant::now() >= until {
+            return error(
+                503,
+                &format!(
+                    "etcd did not answer within {ETCD_WRITE_WAIT:?}; the write may still happen"
+                ),
+            );
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }
 
 impl Reply {
@@ -28,6 +79,7 @@ impl Reply {
             content_type: "application/json",
             body: serde_json::to_vec_pretty(value).unwrap_or_default(),
             extra: String::new(),
+            wait: None,
         }
     }
 
@@ -216,13 +268,67 @@ fn task_route(admin: &Admin, req: &Request, path: &str, body: &[u8]) -> Reply {
 /// `PUT /tasks/{id}`, `DELETE /tasks/{id}`, `POST /tasks/{id}/enable|disable`:
 /// definitions live in one place; where that is a file, the change is made
 /// there and applied with a reload.
-fn define(admin: &Admin, _req: &Request, id: &str, _action: Option<&str>, _body: &[u8]) -> Reply {
+fn define(admin: &Admin, req: &Request, id: &str, action: Option<&str>, body: &[u8]) -> Reply {
     let table = admin.table.borrow();
-    let origin = table.origin();
-    error(
-        409,
-        &format!("tasks come from {origin}; change task {id:?} there and run `rowhook reload` (or send SIGHUP), so the file stays the one source of truth"),
-    )
+    let Some(etcd) = table.etcd() else {
+        return error(
+            409,
+            &format!("tasks come from {}; change task {id:?} there and run `rowhook reload` (or send SIGHUP), so the file stays the one source of truth", table.origin()),
+        );
+    };
+    if id.is_empty() || id.contains(['/', '\0']) {
+        return error(
+            400,
+            &format!("{id:?} cannot be a task id (it names an etcd key)"),
+        );
+    }
+    let (tx, answer) = crossbeam_channel::bounded(1);
+    let (request, what) = match (req.method.as_str(), action) {
+        ("PUT", None) => {
+            let Ok(text) = std::str::from_utf8(body) else {
+                return error(400, "the body must be UTF-8 YAML or JSON");
+            };
+            // Validated here, so a bad body is answered with every problem and
+            // never reaches etcd (where the watch would reject it again).
+            if let Err(e) = table.validate(&format!("PUT /tasks/{id}"), id, text) {
+                return error(400, &e.to_string());
+            }
+            let request = crate::control::etcd::Request::Put {
+                id: id.to_owned(),
+                text: text.to_owned(),
+                reply: tx,
+            };
+            (request, "put")
+        }
+        ("DELETE", None) => (
+            crate::control::etcd::Request::Delete {
+                id: id.to_owned(),
+                reply: tx,
+            },
+            "deleted",
+        ),
+        ("POST", Some(a @ ("enable" | "disable"))) => (
+            crate::control::etcd::Request::SetEnabled {
+                id: id.to_owned(),
+                enabled: a == "enable",
+                reply: tx,
+            },
+            if a == "enable" { "enabled" } else { "disabled" },
+        ),
+        (_, None) => return not_allowed("GET, PUT, DELETE"),
+        _ => return not_allowed("POST"),
+    };
+    if !etcd.ask(request) {
+        return error(503, "the etcd thread is gone");
+    }
+    tracing::info!(task = %id, what, "task change written to etcd by the admin API");
+    let mut reply = error(503, "etcd did not answer");
+    reply.wait = Some(Box::new(Wait {
+        answer,
+        id: id.to_owned(),
+        what,
+    }));
+    reply
 }
 
 /// `POST /tasks/{id}/snapshot` (body: optional `{"table": T, "where": SQL}`) starts
@@ -400,8 +506,9 @@ fn position(admin: &Admin) -> Value {
 
 fn health(admin: &Admin) -> Reply {
     let p = &admin.progress;
-    let reasons = admin.down_reasons();
+    let mut reasons = admin.down_reasons();
     let up = reasons.is_empty();
+    reasons.extend(admin.source_reasons());
     let uptime = admin.started.elapsed().as_secs();
     let checkpoint = p
         .checkpoint
@@ -543,6 +650,30 @@ fn prometheus(admin: &Admin) -> Reply {
         "rowhook_uptime_seconds {}",
         admin.started.elapsed().as_secs()
     );
+    {
+        let table = admin.table.borrow();
+        let gauges = [
+            (
+                "rowhook_tasks_generation",
+                "Applied task set: 0 at start, one more per live change.",
+                u64::from(table.plan().generation),
+            ),
+            (
+                "rowhook_tasks_rejected",
+                "Task definitions rejected right now (a bad reload counts one; etcd: per key).",
+                (table.rejected_definitions() + usize::from(table.rejected().is_some())) as u64,
+            ),
+            (
+                "rowhook_tasks_source_connected",
+                "1 while the task source (etcd) answers; files always do.",
+                u64::from(table.source_connected()),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            family(&mut o, name, "gauge", help);
+            let _ = writeln!(o, "{name} {value}");
+        }
+    }
     family(
         &mut o,
         "rowhook_replication_connected",
@@ -771,6 +902,7 @@ fn prometheus(admin: &Admin) -> Reply {
         content_type: "text/plain; version=0.0.4; charset=utf-8",
         body: o.into_bytes(),
         extra: String::new(),
+        wait: None,
     }
 }
 

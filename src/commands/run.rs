@@ -34,6 +34,9 @@ pub enum RunError {
     /// The configuration cannot be turned into a delivery plan.
     #[error("{0}")]
     Plan(#[from] crate::delivery::plan::PlanError),
+    /// Tasks kept in etcd could not be loaded.
+    #[error(transparent)]
+    Etcd(#[from] control::etcd::StartError),
     /// A thread or executor could not be started.
     #[error("cannot start {what}: {source}")]
     Start {
@@ -67,7 +70,30 @@ pub enum RunError {
 
 /// Runs until replication fails for good. `files` are read again on a reload.
 pub fn run(loaded: &Loaded, files: ConfigFiles) -> Result<(), RunError> {
-    let config = &loaded.config;
+    // Tasks kept in etcd are loaded before anything starts (or from the cache
+    // when etcd does not answer), and the etcd thread keeps them current.
+    let mut from_etcd = None;
+    let with_etcd_tasks;
+    let config = match &loaded.config.tasks_etcd {
+        Some(etcd) => {
+            let (handle, first) = control::etcd::start(&loaded.config, etcd)?;
+            for r in &first.rejected {
+                tracing::error!("{r}");
+            }
+            let mut c = loaded.config.clone();
+            c.tasks = first.tasks.iter().map(|(t, _)| t.clone()).collect();
+            tracing::info!(
+                tasks = c.tasks.len(),
+                revision = first.revision,
+                cached = first.cached,
+                "tasks from etcd"
+            );
+            from_etcd = Some((handle, first));
+            with_etcd_tasks = c;
+            &with_etcd_tasks
+        }
+        None => &loaded.config,
+    };
     // The CPUs this process may run on (CPUAffinity=, taskset, cgroup cpusets):
     // the source core takes the first, shards the following ones.
     let cpus = crate::config::RuntimeConfig::usable_cpus();
@@ -179,13 +205,17 @@ pub fn run(loaded: &Loaded, files: ConfigFiles) -> Result<(), RunError> {
             glommio::spawn_local(serve).detach();
             links.push(tx);
         }
-        let tasks = Rc::new(std::cell::RefCell::new(TaskTable::new(
+        let mut table = TaskTable::new(
             config,
             plan.clone(),
             stats.clone(),
             Some(files.clone()),
             &loaded.tasks_source,
-        )));
+        );
+        if let Some((handle, first)) = from_etcd.take() {
+            table = table.with_etcd(handle, &first);
+        }
+        let tasks = Rc::new(std::cell::RefCell::new(table));
         let mut downstream = Dispatch::new(
             config,
             tasks.clone(),

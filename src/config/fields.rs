@@ -92,6 +92,37 @@ impl<'d, 'r> Fields<'d, 'r> {
     }
 
     /// Marks `key` as a known field and returns its value unless absent or null.
+    /// The fields of the mapping at `key` of this one (absent: every field takes
+    /// its default); finish it before using this one again.
+    pub fn nested<'s>(&'s mut self, key: &'static str) -> Fields<'d, 's> {
+        self.known.push(key);
+        let path = self.path_of(key);
+        let map = match self.map.and_then(|m| m.get(key)) {
+            None | Some(Value::Null) => None,
+            Some(Value::Mapping(m)) => Some(m),
+            Some(other) => {
+                self.report.problems.push(self.doc.problem(
+                    &path,
+                    format!("expected a mapping of fields, found {}", kind_of(other)),
+                ));
+                None
+            }
+        };
+        Fields {
+            doc: self.doc,
+            report: self.report,
+            path,
+            map,
+            known: Vec::new(),
+        }
+    }
+
+    /// Whether the mapping has `key` set.
+    pub fn has(&self, key: &str) -> bool {
+        self.map
+            .is_some_and(|m| !matches!(m.get(key), None | Some(Value::Null)))
+    }
+
     pub fn raw(&mut self, key: &'static str) -> Option<&'d Value> {
         self.known.push(key);
         match self.map?.get(key) {

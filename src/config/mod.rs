@@ -13,6 +13,7 @@ mod runtime;
 mod server;
 mod source;
 mod tasks;
+mod tasks_source;
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +29,7 @@ pub use source::{SourceConfig, StartPosition};
 pub use tasks::{
     EventKinds, Ordering, PayloadShape, SnapshotEvent, SnapshotMode, TablePattern, TaskConfig,
 };
+pub use tasks_source::{EtcdConfig, EtcdTls};
 
 use document::Document;
 use fields::{Fields, Report};
@@ -58,6 +60,8 @@ pub struct Config {
     pub tasks: Vec<TaskConfig>,
     /// Reload the tasks when the tasks file changes on disk.
     pub tasks_watch: bool,
+    /// Task definitions kept in etcd instead of a file (`tasks_source.etcd`).
+    pub tasks_etcd: Option<EtcdConfig>,
 }
 
 /// Which files make up a configuration.
@@ -95,6 +99,7 @@ const TOP_LEVEL: &[&str] = &[
     "callback_host",
     "tasks",
     "tasks_watch",
+    "tasks_source",
 ];
 
 /// Loads and validates the configuration named by `files`.
@@ -127,6 +132,52 @@ pub fn load(files: &ConfigFiles) -> Result<Loaded, ConfigError> {
         l.tasks_file = tasks_file;
         l
     })
+}
+
+/// Reads one task kept outside the files (an etcd value, an admin API body):
+/// `text` is YAML or JSON, named `name` in problems. Its `task_id`, when given,
+/// must be `id`; when left out it is `id`. Relative URLs and unqualified tables
+/// resolve against the running configuration.
+pub fn task_from_text(
+    name: &str,
+    id: &str,
+    text: &str,
+    running: &Config,
+) -> Result<TaskConfig, ConfigError> {
+    let mut problems = Vec::new();
+    let mut doc = Document::default();
+    doc.add(name, text, &mut problems);
+    doc.interpolate(&mut problems);
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems));
+    }
+    let key = serde_yaml::Value::from("task_id");
+    match doc.root.get(&key) {
+        None => {
+            doc.root.insert(key, serde_yaml::Value::from(id));
+        }
+        Some(serde_yaml::Value::String(given)) if given != id => {
+            return Err(ConfigError::Invalid(vec![doc.problem(
+                "task_id",
+                format!(
+                    "{given:?} differs from the task's key {id:?}; leave it out or make them equal"
+                ),
+            )]));
+        }
+        Some(_) => {}
+    }
+    let mut report = Report::default();
+    let default_schema = running.database.database.as_deref();
+    let task = tasks::read_one(
+        &doc,
+        &mut report,
+        default_schema,
+        CallbackBase::Host(running.callback_host.as_deref()),
+    );
+    match task {
+        Some(t) if report.problems.is_empty() => Ok(t),
+        _ => Err(ConfigError::Invalid(report.problems)),
+    }
 }
 
 /// A config for unit tests: a minimal database section, then `extra` YAML, with
@@ -244,7 +295,29 @@ fn build(
     });
     let inline_tasks = top.raw("tasks");
     let tasks_watch = top.bool("tasks_watch", false);
+    let tasks_etcd = if top.has("tasks_source") {
+        let mut source = top.nested("tasks_source");
+        let etcd = if source.has("etcd") {
+            let mut e = source.nested("etcd");
+            let etcd = EtcdConfig::read(&mut e);
+            e.finish();
+            etcd
+        } else {
+            source.problem("etcd", "the only tasks source besides files is etcd: tasks_source: {etcd: {endpoints: [...], prefix: /rowhook/tasks/}}");
+            None
+        };
+        source.finish();
+        etcd
+    } else {
+        None
+    };
     top.finish();
+    if tasks_etcd.is_some() && (tasks_doc.is_some() || inline_tasks.is_some()) {
+        report.problems.push(doc.problem(
+            "tasks_source",
+            format!("tasks come from etcd, but {tasks_source} defines tasks too; keep one source of truth: remove the file (or the tasks: list), or tasks_source"),
+        ));
+    }
 
     let default_schema = database.as_ref().and_then(|d| d.database.as_deref());
     let tasks = match (tasks_doc, inline_tasks) {
@@ -280,6 +353,7 @@ fn build(
             default_schema,
             CallbackBase::Host(callback_host.as_deref()),
         ),
+        (None, None) if tasks_etcd.is_some() => Vec::new(),
         (None, None) => {
             report.problems.push(doc.problem(
                 "tasks",
@@ -312,6 +386,7 @@ fn build(
                 callback_host,
                 tasks,
                 tasks_watch,
+                tasks_etcd,
             },
             warnings: report.warnings,
             tasks_source,
@@ -331,6 +406,39 @@ callback_host: http://hooks:3000/
 tasks:
   - {task_id: a, table_name: users, events: [insert], callback_url: /a}
 ";
+
+    #[test]
+    fn a_task_from_etcd_is_read_like_a_file_task_and_named_by_its_key() {
+        let running = load_texts(&[("c.yaml", MINIMAL)], None).unwrap().config;
+        let t = task_from_text(
+            "etcd /p/a",
+            "a",
+            r#"{"table_name": "users", "events": ["insert"], "callback_url": "/a"}"#,
+            &running,
+        )
+        .unwrap();
+        assert_eq!(
+            (t.task_id.as_str(), t.callback_url.as_str()),
+            ("a", "http://hooks:3000/a")
+        );
+        let bad = |text: &str| {
+            task_from_text("etcd /p/a", "a", text, &running)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad("task_id: b\ntable_name: users\nevents: [insert]\ncallback_url: /a\n");
+        assert!(
+            e.contains("etcd /p/a: task_id") && e.contains("differs"),
+            "{e}"
+        );
+        let e = bad("table_name: users\nevents: [insert]\ncallback_url: /a\nbatch_sise: 3\n");
+        assert!(
+            e.contains("etcd /p/a: batch_sise") && e.contains("batch_size"),
+            "{e}"
+        );
+        let e = bad("[1, 2]");
+        assert!(e.contains("etcd /p/a") && e.contains("mapping"), "{e}");
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {

@@ -219,6 +219,19 @@ pub(crate) fn read_tasks(
     tasks
 }
 
+/// Reads one task that is a whole document of its own (an etcd value).
+pub(crate) fn read_one(
+    doc: &Document,
+    report: &mut Report,
+    default_schema: Option<&str>,
+    callback_host: CallbackBase<'_>,
+) -> Option<TaskConfig> {
+    let mut f = Fields::of(doc, report, &doc.root, String::new());
+    let task = read_task(&mut f, default_schema, callback_host);
+    f.finish();
+    task
+}
+
 fn read_task(
     f: &mut Fields<'_, '_>,
     default_schema: Option<&str>,

@@ -4,6 +4,7 @@
 //! the data path reads. A change is only *proposed* here; the dispatcher applies
 //! it between two transactions (`dispatch::apply_pending`).
 
+pub mod etcd;
 pub mod watch;
 
 use std::cell::RefCell;
@@ -82,6 +83,12 @@ pub struct TaskTable {
     pub forgotten: u32,
     /// Counters by slot (a reused slot starts at zero).
     stats: Arc<Stats>,
+    /// The etcd thread, when tasks live in etcd.
+    etcd: Option<etcd::EtcdTasks>,
+    /// Why the tasks source is unreachable, and since when.
+    source_down: Option<(String, std::time::Instant)>,
+    /// Definitions in the source that were rejected (each with its problems).
+    rejected_keys: Vec<String>,
 }
 
 /// Why a change was not taken.
@@ -129,6 +136,107 @@ impl TaskTable {
             reroute: false,
             forgotten: 0,
             stats,
+            etcd: None,
+            source_down: None,
+            rejected_keys: Vec::new(),
+        }
+    }
+
+    /// Tasks live in etcd: `update` is the set the table starts with (its
+    /// origins per task), `etcd` the thread that keeps it current.
+    pub fn with_etcd(mut self, etcd: etcd::EtcdTasks, update: &etcd::Update) -> Self {
+        self.origin = format!("etcd prefix {}", etcd.prefix);
+        for slot in &mut self.slots {
+            if let Some((_, origin)) = update
+                .tasks
+                .iter()
+                .find(|(t, _)| t.task_id == slot.config.task_id)
+            {
+                slot.origin.clone_from(origin);
+            }
+        }
+        self.rejected_keys.clone_from(&update.rejected);
+        self.files = None;
+        self.etcd = Some(etcd);
+        self
+    }
+
+    /// Reads `text` as task `id` against the running configuration.
+    pub fn validate(
+        &self,
+        name: &str,
+        id: &str,
+        text: &str,
+    ) -> Result<TaskConfig, crate::config::ConfigError> {
+        crate::config::task_from_text(name, id, text, &self.running)
+    }
+
+    /// The etcd thread, when tasks live in etcd.
+    pub fn etcd(&self) -> Option<&etcd::EtcdTasks> {
+        self.etcd.as_ref()
+    }
+
+    /// What `/health` should say about the task source, beside a rejected reload.
+    pub fn source_reasons(&self) -> Vec<String> {
+        let mut out = self.rejected_keys.clone();
+        if let Some((why, since)) = &self.source_down {
+            out.push(format!(
+                "tasks source {} unreachable for {}s ({why}); running with the last good tasks",
+                self.origin,
+                since.elapsed().as_secs()
+            ));
+        }
+        out
+    }
+
+    /// Rejected definitions in the source right now.
+    pub fn rejected_definitions(&self) -> usize {
+        self.rejected_keys.len()
+    }
+
+    /// Whether the task source answers (files always do).
+    pub fn source_connected(&self) -> bool {
+        self.source_down.is_none()
+    }
+
+    /// Takes what the etcd thread sent: link changes and new sets, proposed
+    /// like a reload.
+    pub fn take_etcd(&mut self, drained: impl Fn(usize) -> bool) {
+        let Some(updates) = self.etcd.as_ref().map(|e| e.updates.clone()) else {
+            return;
+        };
+        while let Ok(message) = updates.try_recv() {
+            match message {
+                etcd::FromEtcd::Link(None) => {
+                    if self.source_down.take().is_some() {
+                        tracing::info!(source = %self.origin, "tasks source reachable again");
+                    }
+                }
+                etcd::FromEtcd::Link(Some(why)) => {
+                    if self.source_down.is_none() {
+                        self.source_down = Some((why, std::time::Instant::now()));
+                    }
+                }
+                etcd::FromEtcd::Set(update) => {
+                    self.rejected_keys = update.rejected;
+                    match self.propose_each(update.tasks, &drained) {
+                        Ok(s) if s.is_empty() => {}
+                        Ok(s) => {
+                            tracing::info!(revision = update.revision, added = ?s.added, changed = ?s.changed, removed = ?s.removed, "etcd: tasks changed; they apply at the next transaction boundary")
+                        }
+                        Err(e) => {
+                            tracing::error!(
+                                revision = update.revision,
+                                "etcd: task set rejected; the running tasks stay: {e}"
+                            );
+                            self.reject(&format!(
+                                "task set of etcd revision {} rejected: {e}",
+                                update.revision
+                            ));
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -178,10 +286,20 @@ impl TaskTable {
         origin: &str,
         drained: impl Fn(usize) -> bool,
     ) -> Result<Summary, ChangeError> {
+        let tasks = tasks.into_iter().map(|t| (t, origin.to_owned())).collect();
+        self.propose_each(tasks, drained)
+    }
+
+    /// As [`TaskTable::propose`], each task with its own origin.
+    pub fn propose_each(
+        &mut self,
+        tasks: Vec<(TaskConfig, String)>,
+        drained: impl Fn(usize) -> bool,
+    ) -> Result<Summary, ChangeError> {
         let now = unix_now();
         let mut slots = self.slots.clone();
         let mut summary = Summary::default();
-        let wanted: HashSet<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
+        let wanted: HashSet<&str> = tasks.iter().map(|(t, _)| t.task_id.as_str()).collect();
         for slot in slots.iter_mut().filter(|s| !s.removed) {
             if !wanted.contains(slot.config.task_id.as_str()) {
                 slot.removed = true;
@@ -189,10 +307,15 @@ impl TaskTable {
                 summary.removed.push(slot.config.task_id.clone());
             }
         }
-        for task in tasks {
+        for (task, origin) in tasks {
+            let origin = origin.as_str();
             let same = slots.iter().position(|s| s.config.task_id == task.task_id);
             match same {
-                Some(i) if !slots[i].removed && slots[i].config == task => summary.unchanged += 1,
+                Some(i) if !slots[i].removed && slots[i].config == task => {
+                    summary.unchanged += 1;
+                    // A new revision of the same definition: say where it is now.
+                    origin.clone_into(&mut slots[i].origin);
+                }
                 Some(i) => {
                     // A changed task, or a removed one that comes back: its slot
                     // (counters, pause state) stays.
@@ -296,9 +419,12 @@ impl TaskTable {
     /// Reads the configuration files again and proposes their tasks.
     pub fn reload(&mut self, drained: impl Fn(usize) -> bool) -> Result<Summary, ChangeError> {
         let Some(files) = self.files.clone() else {
-            return Err(ChangeError::Elsewhere(
-                "this instance has no configuration files to reload".into(),
-            ));
+            let why = match &self.etcd {
+                Some(e) => format!("tasks come from etcd (prefix {}); change them there (etcdctl put, or rowhook tasks add/rm/enable/disable): rowhook applies etcd changes as they happen", e.prefix),
+                None => "this instance has no configuration files to reload".into(),
+            };
+            tracing::warn!("reload asked: {why}");
+            return Err(ChangeError::Elsewhere(why));
         };
         let result = match crate::config::load(&files) {
             Ok(loaded) => {
@@ -364,6 +490,10 @@ pub async fn serve(
         if reload.swap(false, Ordering::Relaxed) {
             let p = progress.clone();
             let _ = tasks.borrow_mut().reload(move |slot| drained(&p, slot));
+        }
+        {
+            let p = progress.clone();
+            tasks.borrow_mut().take_etcd(move |slot| drained(&p, slot));
         }
         let now = tasks.borrow().plan().generation;
         if now != seen {

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod etcd;
+pub mod live;
 pub mod loadgen;
 pub mod mariadb;
 pub mod oracle;

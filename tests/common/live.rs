@@ -1,0 +1,282 @@
+//! Rows streaming while tasks change, and what receivers saw: a writer of
+//! transactions over changing keys, a flaky receiver, and keyed views.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::mariadb::MariaDb;
+use super::receiver::{Receiver, Reply, Request};
+
+/// The admin server's token in these tests.
+pub const TOKEN: &str = "s3cret";
+
+/// One admin request with the token: (status, JSON body); (0, null) while
+/// nothing listens.
+pub fn admin(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, Value::Null);
+    };
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+pub fn generation(port: u16) -> u64 {
+    admin(port, "GET", "/health", "").1["tasks_generation"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+pub fn wait_generation(port: u16, at_least: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while generation(port) < at_least {
+        assert!(
+            Instant::now() < deadline,
+            "tasks generation {at_least} never applied"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Writes transactions of 1–4 single-row statements over keys 1..=60 (inserts,
+/// value updates, primary-key changes, deletes) until stopped; returns how many
+/// row changes it committed.
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    rows: Arc<AtomicUsize>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    pub fn start(db: &MariaDb) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let rows = Arc::new(AtomicUsize::new(0));
+        let (s, r, port) = (stop.clone(), rows.clone(), db.port);
+        let handle = std::thread::spawn(move || {
+            let mut next = super::seeded(0x1234_5678_9abc_def1);
+            let mut present: Vec<i64> = Vec::new();
+            let mut step = 0;
+            while !s.load(Ordering::Relaxed) {
+                let mut script = String::new();
+                let mut n = 0;
+                for _ in 0..12 {
+                    script.push_str("BEGIN;\n");
+                    for _ in 0..=next(4) {
+                        step += 1;
+                        let absent: Vec<i64> = (1..=60).filter(|k| !present.contains(k)).collect();
+                        let op = if present.is_empty() { 0 } else { next(10) };
+                        let stmt = match op {
+                            0..=2 if !absent.is_empty() => {
+                                let k = absent[next(absent.len() as u64) as usize];
+                                present.push(k);
+                                format!("INSERT INTO live.kv VALUES ({k}, {step})")
+                            }
+                            3 if !absent.is_empty() => {
+                                let i = next(present.len() as u64) as usize;
+                                let to = absent[next(absent.len() as u64) as usize];
+                                let from = present[i];
+                                present[i] = to;
+                                format!(
+                                    "UPDATE live.kv SET id = {to}, v = {step} WHERE id = {from}"
+                                )
+                            }
+                            5..=6 => {
+                                let k = present.swap_remove(next(present.len() as u64) as usize);
+                                format!("DELETE FROM live.kv WHERE id = {k}")
+                            }
+                            _ => {
+                                let k = present[next(present.len() as u64) as usize];
+                                format!("UPDATE live.kv SET v = {step} WHERE id = {k}")
+                            }
+                        };
+                        script.push_str(&stmt);
+                        script.push_str(";\n");
+                        n += 1;
+                    }
+                    script.push_str("COMMIT;\n");
+                }
+                super::mariadb::sql_at(port, &script);
+                r.fetch_add(n, Ordering::Relaxed);
+            }
+        });
+        Writer {
+            stop,
+            rows,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows.load(Ordering::Relaxed)
+    }
+
+    pub fn stop(mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            h.join().unwrap();
+        }
+        self.rows()
+    }
+}
+
+/// A receiver that delays answers up to 3 ms and fails ~10 % of attempts,
+/// deterministically by request ordinal, recording its verdicts.
+pub fn flaky() -> (Receiver, Arc<Mutex<HashMap<usize, bool>>>) {
+    let verdicts: Arc<Mutex<HashMap<usize, bool>>> = Default::default();
+    let v = verdicts.clone();
+    let receiver = Receiver::start(move |r| {
+        let h = (r.n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
+        let ok = h % 10 >= 1;
+        v.lock().unwrap().insert(r.n, ok);
+        let delay = Duration::from_millis(h % 4);
+        if ok {
+            Reply::Delay(delay, Box::new(Reply::Status(200)))
+        } else {
+            Reply::Delay(delay, Box::new(Reply::Status(503)))
+        }
+    });
+    (receiver, verdicts)
+}
+
+/// A row change as one task's receiver accepted it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// (binlog position of the rows event, row index): binlog order.
+    pub at: (u64, u64),
+    /// The transaction's GTID.
+    pub gtid: String,
+    /// The payload.
+    pub body: Value,
+}
+
+/// Accepted payloads per path, in arrival order.
+pub fn accepted(
+    receiver: &Receiver,
+    verdicts: &Mutex<HashMap<usize, bool>>,
+) -> HashMap<String, Vec<Seen>> {
+    let verdicts = verdicts.lock().unwrap().clone();
+    let mut out: HashMap<String, Vec<Seen>> = HashMap::new();
+    for r in receiver.requests() {
+        if !verdicts.get(&r.n).copied().unwrap_or(false) {
+            continue;
+        }
+        out.entry(r.path.clone()).or_default().push(seen(&r));
+    }
+    out
+}
+
+pub fn seen(r: &Request) -> Seen {
+    let body = r.json();
+    let id = body["id"].as_str().unwrap().to_owned();
+    let mut parts = id.rsplitn(3, ':');
+    let index = parts.next().unwrap().parse().unwrap();
+    let pos = parts.next().unwrap().parse().unwrap();
+    Seen {
+        at: (pos, index),
+        gtid: body["position"]["gtid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        body,
+    }
+}
+
+/// Applies changes in arrival order to a keyed view (primary-key changes too).
+pub fn view(seen: &[&Seen]) -> BTreeMap<i64, i64> {
+    let id = |d: &Value| d["id"].as_i64().unwrap();
+    let mut view = BTreeMap::new();
+    for s in seen {
+        let p = &s.body;
+        match p["event"].as_str().unwrap() {
+            "insert" => {
+                view.insert(id(&p["data"]), p["data"]["v"].as_i64().unwrap());
+            }
+            "update" => {
+                view.remove(&id(&p["old_data"]));
+                view.insert(id(&p["new_data"]), p["new_data"]["v"].as_i64().unwrap());
+            }
+            "delete" => {
+                view.remove(&id(&p["data"]));
+            }
+            other => panic!("unexpected event {other}"),
+        }
+    }
+    view
+}
+
+/// SELECT id, v of live.kv, keyed.
+pub fn table_view(db: &MariaDb) -> BTreeMap<i64, i64> {
+    db.sql("SELECT id, v FROM live.kv")
+        .iter()
+        .map(|r| (r[0].parse().unwrap(), r[1].parse().unwrap()))
+        .collect()
+}
+
+/// The row changes of a task no change touched, in binlog order: what the
+/// others are measured against.
+pub struct Reference {
+    /// Every row change once, in binlog order.
+    pub order: Vec<Seen>,
+    index: HashMap<(u64, u64), usize>,
+}
+
+impl Reference {
+    /// From what the unchanged task accepted (each row change exactly once).
+    pub fn new(seen: &[Seen]) -> Reference {
+        let mut order = seen.to_vec();
+        order.sort_by_key(|s| s.at);
+        order.dedup_by_key(|s| s.at);
+        assert_eq!(
+            order.len(),
+            seen.len(),
+            "the reference task got no row twice"
+        );
+        let index = order.iter().enumerate().map(|(i, s)| (s.at, i)).collect();
+        Reference { order, index }
+    }
+
+    /// Where `rows` sit in binlog order: (first, last) index, after checking they
+    /// are every row of that range, each once.
+    pub fn span(&self, rows: &[Seen], name: &str) -> (usize, usize) {
+        let mut at: Vec<usize> =
+            rows.iter()
+                .map(|s| {
+                    *self.index.get(&s.at).unwrap_or_else(|| {
+                        panic!("{name} got a row the reference did not: {:?}", s.at)
+                    })
+                })
+                .collect();
+        at.sort_unstable();
+        let n = at.len();
+        at.dedup();
+        assert_eq!(at.len(), n, "{name} got no row twice");
+        assert!(n > 0, "{name} got rows");
+        assert_eq!(
+            at[n - 1] - at[0] + 1,
+            n,
+            "{name} got every row of its range"
+        );
+        (at[0], at[n - 1])
+    }
+
+    /// Whether the point between order[i - 1] and order[i] is between two
+    /// transactions.
+    pub fn boundary(&self, i: usize) -> bool {
+        i == 0 || i == self.order.len() || self.order[i - 1].gtid != self.order[i].gtid
+    }
+}
