@@ -25,8 +25,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Ask a running instance for its health, lag and counters.
     Status(AdminArgs),
-    /// List a running instance's tasks with state and counters; add, remove,
-    /// enable or disable one where tasks live in etcd.
+    /// List a running instance's tasks with state and counters; test one; add,
+    /// remove, enable or disable one where tasks live in etcd.
     Tasks(TasksArgs),
     /// Make a running instance read its tasks again (as SIGHUP does) and wait
     /// until the new set applies; a rejected set is printed and the old one stays.
@@ -134,6 +134,12 @@ pub enum TasksAction {
     },
     /// Disable a task (kept, but routed nothing).
     Disable {
+        /// The task id.
+        id: String,
+    },
+    /// Send a sample payload of the task's table shape to its callback (signed
+    /// like a real one) and show the answer; exit 0 on a 2xx.
+    Test {
         /// The task id.
         id: String,
     },

@@ -201,7 +201,9 @@ fn change_task(args: &rowhook::cli::TasksArgs, action: &rowhook::cli::TasksActio
         TasksAction::Rm { id } => ("DELETE", id.clone(), "", None),
         TasksAction::Enable { id } => ("POST", id.clone(), "/enable", None),
         TasksAction::Disable { id } => ("POST", id.clone(), "/disable", None),
+        TasksAction::Test { id } => ("POST", id.clone(), "/test", None),
     };
+    let testing = matches!(action, TasksAction::Test { .. });
     let path = format!("/tasks/{}{suffix}", escape_id(&id));
     match client::request(
         &args.admin,
@@ -210,6 +212,27 @@ fn change_task(args: &rowhook::cli::TasksArgs, action: &rowhook::cli::TasksActio
         args.token.as_deref(),
         body.as_ref(),
     ) {
+        Ok((200, answer)) if testing => {
+            let ok = answer["ok"].as_bool().unwrap_or(false);
+            let outcome = match answer["status"].as_u64() {
+                Some(status) => format!("HTTP {status}"),
+                None => format!("no answer ({})", answer["error"].as_str().unwrap_or("?")),
+            };
+            println!(
+                "task {id}: POST {} -> {outcome} in {} ms",
+                answer["url"].as_str().unwrap_or("?"),
+                answer["ms"]
+            );
+            if let Some(body) = answer["body"].as_str().filter(|b| !b.is_empty()) {
+                println!("{body}");
+            }
+            println!("sent: {}", answer["sent"]);
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        }
         Ok((code, answer)) if (200..300).contains(&code) => {
             println!(
                 "task {id}: {} (etcd revision {}); it applies at the next transaction boundary",

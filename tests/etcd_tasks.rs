@@ -303,3 +303,154 @@ fn a_start_while_etcd_is_down_uses_the_cache_or_fails_clearly() {
         "{log}"
     );
 }
+
+/// Twenty bad task definitions (field, the bad part of the value) and the field
+/// the rejection must name.
+const BAD: [(&str, &str); 20] = [
+    ("callback_url", "events: [insert]"),
+    (
+        "callback_url",
+        "events: [insert], callback_url: 'ftp://x/e'",
+    ),
+    ("callback_url", "events: [insert], callback_url: 'http://'"),
+    ("events", "events: [upsert], callback_url: 'http://h/e'"),
+    ("events", "events: [], callback_url: 'http://h/e'"),
+    (
+        "batch_size",
+        "events: [insert], callback_url: 'http://h/e', batch_size: 0",
+    ),
+    (
+        "batch_size",
+        "events: [insert], callback_url: 'http://h/e', batch_size: many",
+    ),
+    (
+        "batch_linger",
+        "events: [insert], callback_url: 'http://h/e', batch_linger: 5",
+    ),
+    (
+        "secret",
+        "events: [insert], callback_url: 'http://h/e', secret: abc",
+    ),
+    (
+        "secret",
+        "events: [insert], callback_url: 'http://h/e', secret: 'whsec_%%%'",
+    ),
+    (
+        "headers",
+        "events: [insert], callback_url: 'http://h/e', headers: {Content-Length: '3'}",
+    ),
+    (
+        "headers",
+        "events: [insert], callback_url: 'http://h/e', headers: {'Bad Name': x}",
+    ),
+    (
+        "ordering",
+        "events: [insert], callback_url: 'http://h/e', ordering: random",
+    ),
+    (
+        "payload",
+        "events: [insert], callback_url: 'http://h/e', payload: xml",
+    ),
+    (
+        "columns",
+        "events: [insert], callback_url: 'http://h/e', columns: []",
+    ),
+    (
+        "colour",
+        "events: [insert], callback_url: 'http://h/e', colour: red",
+    ),
+    (
+        "enabled",
+        "events: [insert], callback_url: 'http://h/e', enabled: maybe",
+    ),
+    (
+        "snapshot",
+        "events: [insert], callback_url: 'http://h/e', snapshot: always",
+    ),
+    (
+        "snapshot_chunk",
+        "events: [insert], callback_url: 'http://h/e', snapshot_chunk: 0",
+    ),
+    (
+        "snapshot_rate",
+        "events: [insert], callback_url: 'http://h/e', snapshot_rate: -5",
+    ),
+];
+
+#[test]
+fn twenty_bad_definitions_are_rejected_from_file_api_and_etcd_naming_task_and_field() {
+    let db = MariaDb::start();
+    db.sql("CREATE DATABASE live; CREATE TABLE live.kv (id INT PRIMARY KEY, v INT NOT NULL);");
+    let etcd = Etcd::start();
+    let receiver = common::receiver::Receiver::ok();
+    let good = task(&receiver.url("/a"), "");
+    etcd.put(&format!("{PREFIX}a"), &good);
+    let (etcd_port, file_port) = (free_port(), free_port());
+    let from_etcd = Rowhook::run(&config(&db, &etcd, etcd_port, ""));
+    let file_config = format!(
+        "{}server: {{enabled: true, port: {file_port}, token: {TOKEN}}}\n",
+        // A second replica of the same server needs its own id.
+        source_yaml(&db).replace("server_id: 4343", "server_id: 4344")
+    );
+    let good_file = format!("tasks:\n  - {{task_id: a, {}\n", &good[1..]);
+    let from_file = Rowhook::run_with_tasks(&file_config, Some(&good_file));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while admin(etcd_port, "GET", "/health", "").0 != 200
+        || admin(file_port, "GET", "/health", "").0 != 200
+    {
+        assert!(Instant::now() < deadline, "not up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (field, bad) in BAD {
+        let value = format!("{{table_name: live.kv, {bad}}}");
+        // The API refuses the body and writes nothing.
+        let (status, answer) = admin(etcd_port, "PUT", "/tasks/e", &value);
+        let why = answer["error"].as_str().unwrap_or_default();
+        assert_eq!(status, 400, "{field}: {answer}");
+        assert!(
+            why.contains("/tasks/e") && why.contains(field),
+            "API {field}: {why}"
+        );
+        // etcd: the key is rejected by name and field; it changes nothing.
+        etcd.put(&format!("{PREFIX}e"), &value);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let reasons = admin(etcd_port, "GET", "/health", "").1["reasons"].to_string();
+            if reasons.contains("/rowhook/tasks/e") && reasons.contains(field) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd {field}: not rejected by name and field: {reasons}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        etcd.del(&format!("{PREFIX}e"));
+        while admin(etcd_port, "GET", "/health", "").1["reasons"]
+            .to_string()
+            .contains("/rowhook/tasks/e")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "etcd {field}: the rejection outlived the key"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The file: the reload is refused naming task and field.
+        from_file.write_tasks(&format!("{good_file}  - {{task_id: e, {}\n", &value[1..]));
+        let (status, answer) = admin(file_port, "POST", "/reload", "");
+        let why = answer["error"].as_str().unwrap_or_default();
+        assert_eq!(status, 400, "file {field}: {answer}");
+        assert!(
+            why.contains("tasks.yaml") && why.contains(field) && why.contains("\"e\""),
+            "file {field}: {why}"
+        );
+    }
+    assert_eq!(generation(etcd_port), 0, "nothing running changed");
+    assert_eq!(generation(file_port), 0, "nothing running changed");
+    // Both still deliver task a.
+    db.sql("INSERT INTO live.kv VALUES (1, 1)");
+    let got = receiver.wait_until(Duration::from_secs(20), |r| r.len() >= 2);
+    assert_eq!(got.len(), 2, "each instance delivered the row once");
+    drop((from_etcd, from_file));
+}

@@ -198,3 +198,79 @@ dispatcher: {{max_retries: -1, retry_base_delay: 5ms, retry_max_delay: 20ms, wor
         "d is gone"
     );
 }
+
+#[test]
+fn a_test_webhook_is_a_signed_sample_of_the_tasks_table_and_reports_the_answer() {
+    use base64::Engine as _;
+    let db = MariaDb::start();
+    db.sql("CREATE DATABASE live; CREATE TABLE live.kv (id INT PRIMARY KEY, v INT NOT NULL, note VARCHAR(20)); INSERT INTO live.kv VALUES (7, 70, 'seven');");
+    let receiver = common::receiver::Receiver::start(|r| {
+        if r.path == "/down" {
+            common::receiver::Reply::Full(500, vec![], b"receiver broken".to_vec())
+        } else {
+            common::receiver::Reply::Full(200, vec![], b"thanks".to_vec())
+        }
+    });
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let port = free_port();
+    let config = format!(
+        "{}server: {{enabled: true, port: {port}, token: {TOKEN}}}
+tasks:
+  - {{task_id: kv, table_name: live.kv, events: [insert], callback_url: '{}', secret: '{secret}', batch_size: 2, headers: {{X-Team: core}}, columns: [id, v]}}
+  - {{task_id: down, table_name: live.kv, events: [insert], callback_url: '{}', enabled: false}}
+",
+        source_yaml(&db),
+        receiver.url("/hook"),
+        receiver.url("/down")
+    );
+    let rowhook = Rowhook::run(&config);
+    wait_streaming(&db);
+    let admin_url = format!("http://127.0.0.1:{port}");
+    let (code, out, err) = rowhook.verb_admin(&[
+        "tasks", "test", "kv", "--admin", &admin_url, "--token", TOKEN,
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("HTTP 200") && out.contains("thanks"), "{out}");
+    let got = receiver.wait_until(Duration::from_secs(10), |r| !r.is_empty());
+    let r = &got[0];
+    assert_eq!(r.header("webhook-test"), Some("true"));
+    assert_eq!(r.header("x-team"), Some("core"));
+    // batch_size 2: the body is an array, as the task's real requests are.
+    let body = r.json();
+    let sample = &body[0];
+    assert_eq!(sample["event"], "insert");
+    assert_eq!(sample["test"], true);
+    assert_eq!(
+        sample["data"],
+        serde_json::json!({"id": 7, "v": 70}),
+        "the task's columns of a real row"
+    );
+    assert_eq!(sample["primary_id"], 7);
+    let id = r.header("webhook-id").unwrap();
+    assert!(id.starts_with("test:kv:"), "{id}");
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .unwrap();
+    let signed = format!(
+        "{id}.{}.{}",
+        r.header("webhook-timestamp").unwrap(),
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(
+        r.header("webhook-signature"),
+        Some(format!("v1,{}", common::hmac_sha256_b64(&key, signed.as_bytes())).as_str())
+    );
+    // A failing receiver: the status and body are shown and the exit code says so
+    // (a disabled task can be tested too).
+    let (code, out, _) = rowhook.verb_admin(&[
+        "tasks", "test", "down", "--admin", &admin_url, "--token", TOKEN,
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("HTTP 500") && out.contains("receiver broken"),
+        "{out}"
+    );
+    // The token is needed.
+    let (code, _, err) = rowhook.verb_admin(&["tasks", "test", "kv", "--admin", &admin_url]);
+    assert_eq!(code, Some(2), "{err}");
+}

@@ -97,7 +97,7 @@ tasks:
             r.header("webhook-id").unwrap(),
             String::from_utf8_lossy(&r.body)
         );
-        let expected = hmac_sha256_b64(&key, signed.as_bytes());
+        let expected = common::hmac_sha256_b64(&key, signed.as_bytes());
         assert_eq!(
             r.header("webhook-signature"),
             Some(format!("v1,{expected}").as_str())
@@ -147,13 +147,6 @@ tasks:
         None,
         "unsigned without a secret"
     );
-}
-
-fn hmac_sha256_b64(key: &[u8], msg: &[u8]) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
-    mac.update(msg);
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
 /// The row image a payload carries (the new one for updates).

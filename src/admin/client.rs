@@ -201,13 +201,13 @@ pub fn print_status(
 pub fn print_tasks(out: &mut impl Write, tasks: &Value) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:<24} {:<9} {:>9} {:>10} {:>10} {:>8} {:>6}  {:<36}  url",
-        "task", "state", "in_flight", "read", "delivered", "retries", "dlq", "snapshot"
+        "{:<24} {:<9} {:>9} {:>10} {:>10} {:>8} {:>6}  {:<36}  {:<20}  url  (source)",
+        "task", "state", "in_flight", "read", "delivered", "retries", "dlq", "snapshot", "changed"
     )?;
     for t in tasks.as_array().into_iter().flatten() {
         writeln!(
             out,
-            "{:<24} {:<9} {:>9} {:>10} {:>10} {:>8} {:>6}  {:<36}  {}",
+            "{:<24} {:<9} {:>9} {:>10} {:>10} {:>8} {:>6}  {:<36}  {:<20}  {}  ({})",
             text(&t["task_id"]),
             text(&t["state"]),
             text(&t["in_flight"]),
@@ -216,7 +216,9 @@ pub fn print_tasks(out: &mut impl Write, tasks: &Value) -> std::io::Result<()> {
             text(&t["retries"]),
             text(&t["dead_lettered"]),
             snapshot_text(&t["snapshot"]),
-            text(&t["callback_url"])
+            text(&t["source"]["changed"]),
+            text(&t["callback_url"]),
+            text(&t["source"]["origin"])
         )?;
     }
     Ok(())
@@ -267,7 +269,8 @@ mod tests {
             {"task_id": "a", "state": "running", "snapshot": {"state": "running", "rows": 1200,
               "estimated_rows": 5000, "rows_per_s": 300.4, "eta_s": 13.0}},
             {"task_id": "b", "state": "running", "snapshot": {"state": "done", "rows": 5000}},
-            {"task_id": "c", "state": "paused", "snapshot": {"state": "none", "rows": 0}},
+            {"task_id": "c", "state": "paused", "snapshot": {"state": "none", "rows": 0},
+              "source": {"origin": "etcd /rowhook/tasks/c@42", "changed": "2026-11-30T19:00:00Z"}},
         ]);
         let mut out = Vec::new();
         print_tasks(&mut out, &tasks).unwrap();
@@ -275,6 +278,10 @@ mod tests {
         assert!(out.contains("running 1200/~5000 300/s eta 13s"), "{out}");
         assert!(out.contains("done 5000"), "{out}");
         assert!(out.lines().nth(3).unwrap().contains(" - "), "{out}");
+        assert!(
+            out.contains("2026-11-30T19:00:00Z") && out.contains("(etcd /rowhook/tasks/c@42)"),
+            "where a task came from and when it changed: {out}"
+        );
     }
 
     #[test]

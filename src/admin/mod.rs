@@ -50,6 +50,8 @@ struct TaskInfo {
 /// Everything the admin server reads; lives on the source core.
 pub struct Admin {
     server: ServerConfig,
+    /// The source server (test webhooks read a sample row there).
+    database: crate::config::DatabaseConfig,
     /// The live task set.
     table: Rc<RefCell<TaskTable>>,
     /// The delivery plan at start: its settings and operator controls
@@ -83,6 +85,7 @@ impl Admin {
         let plan = table.borrow().plan().clone();
         Admin {
             server: config.server.clone(),
+            database: config.database.clone(),
             table,
             plan: plan.clone(),
             stats,

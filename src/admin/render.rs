@@ -19,8 +19,17 @@ pub(super) struct Reply {
     body: Vec<u8>,
     /// Extra header lines, each ending in CRLF.
     extra: String,
-    /// The answer still depends on the etcd thread ([`finish`] waits for it).
-    wait: Option<Box<Wait>>,
+    /// The answer still depends on work [`finish`] awaits.
+    wait: Option<Box<Deferred>>,
+}
+
+/// Work an answer waits for, off the synchronous router.
+#[derive(Debug)]
+pub(super) enum Deferred {
+    /// A write asked of the etcd thread.
+    Etcd(Wait),
+    /// A test webhook of the task in this slot.
+    Test(usize),
 }
 
 /// A write asked of the etcd thread, and what to call it in the answer.
@@ -34,10 +43,14 @@ pub(super) struct Wait {
 /// How long an admin request waits for etcd to answer a write.
 const ETCD_WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
 
-/// The final answer: `reply`, or once etcd answered the write it waits for.
-pub(super) async fn finish(mut reply: Reply) -> Reply {
-    let Some(wait) = reply.wait.take() else {
+/// The final answer: `reply`, or once the work it waits for is done.
+pub(super) async fn finish(admin: &Admin, mut reply: Reply) -> Reply {
+    let Some(deferred) = reply.wait.take() else {
         return reply;
+    };
+    let wait = match *deferred {
+        Deferred::Etcd(wait) => wait,
+        Deferred::Test(slot) => return test_webhook(admin, slot).await,
     };
     let until = std::time::Instant::now() + ETCD_WRITE_WAIT;
     loop {
@@ -218,7 +231,9 @@ fn task_route(admin: &Admin, req: &Request, path: &str, body: &[u8]) -> Reply {
         );
     };
     let (id, action) = match rest.rsplit_once('/') {
-        Some((id, a @ ("pause" | "resume" | "snapshot" | "enable" | "disable"))) => (id, Some(a)),
+        Some((id, a @ ("pause" | "resume" | "snapshot" | "enable" | "disable" | "test"))) => {
+            (id, Some(a))
+        }
         _ => (rest, None),
     };
     let id = percent_decode(id);
@@ -253,6 +268,11 @@ fn task_route(admin: &Admin, req: &Request, path: &str, body: &[u8]) -> Reply {
     if action == "snapshot" {
         return snapshot_route(admin, req, index, body);
     }
+    if action == "test" {
+        let mut reply = error(503, "the test did not run");
+        reply.wait = Some(Box::new(Deferred::Test(index)));
+        return reply;
+    }
     if !admin.info(index).is_some_and(|t| t.enabled) {
         return error(
             409,
@@ -263,6 +283,79 @@ fn task_route(admin: &Admin, req: &Request, path: &str, body: &[u8]) -> Reply {
     admin.set_paused(index, pause);
     tracing::info!(task = %id, held = admin.progress.task_in_flight.get(index).map_or(0, std::cell::Cell::get), "task {}", if pause { "paused by the admin API" } else { "resumed by the admin API" });
     Reply::json(200, &task(admin, index))
+}
+
+/// Longest a test webhook may take (the admin server's request deadline is 10 s).
+const TEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// `POST /tasks/{id}/test`: sends a sample payload of the task's table shape to
+/// its callback, as a real request of the task is sent (its headers, batch
+/// shape and signature, plus `webhook-test: true`), and answers the receiver's
+/// status, time and body.
+async fn test_webhook(admin: &Admin, slot: usize) -> Reply {
+    let (task, plan) = {
+        let table = admin.table.borrow();
+        let Some(s) = table.slots().get(slot) else {
+            return error(404, "the task is gone");
+        };
+        let Some(plan) = table.plan().tasks.get(slot).cloned() else {
+            return error(404, "the task is gone");
+        };
+        (s.config.clone(), plan)
+    };
+    let (payload, id) = match crate::snapshot::sample(&admin.database, &task).await {
+        Ok(p) => p,
+        Err(e) => return error(502, &format!("cannot make a sample row: {e}")),
+    };
+    let body = if plan.batch_size > 1 {
+        let mut b = Vec::with_capacity(payload.len() + 2);
+        crate::delivery::request::batch_body(&mut b, std::iter::once(&payload));
+        b
+    } else {
+        payload.clone()
+    };
+    let mut test_plan = plan.clone();
+    test_plan.head.extend_from_slice(b"webhook-test: true\r\n");
+    let mut request = Vec::with_capacity(body.len() + 512);
+    crate::delivery::request::write(
+        &mut request,
+        &test_plan,
+        id.as_bytes(),
+        &body,
+        crate::delivery::unix_now(),
+    );
+    let pool = crate::http::Pool::new(plan.endpoint.clone(), admin.plan.tls.clone(), 1);
+    let timeout = admin.plan.timeout.min(TEST_TIMEOUT);
+    let started = std::time::Instant::now();
+    let result = pool.exchange(&request, timeout).await;
+    let ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
+    let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    match result {
+        Ok(r) => Reply::json(
+            200,
+            &json!({
+                "task_id": task.task_id,
+                "url": plan.url,
+                "status": r.status,
+                "ok": (200..300).contains(&r.status),
+                "ms": ms,
+                "body": String::from_utf8_lossy(&r.body),
+                "sent": sent,
+            }),
+        ),
+        Err(e) => Reply::json(
+            200,
+            &json!({
+                "task_id": task.task_id,
+                "url": plan.url,
+                "status": Value::Null,
+                "ok": false,
+                "ms": ms,
+                "error": e.to_string(),
+                "sent": sent,
+            }),
+        ),
+    }
 }
 
 /// `PUT /tasks/{id}`, `DELETE /tasks/{id}`, `POST /tasks/{id}/enable|disable`:
@@ -291,7 +384,7 @@ fn define(admin: &Admin, req: &Request, id: &str, action: Option<&str>, body: &[
             // Validated here, so a bad body is answered with every problem and
             // never reaches etcd (where the watch would reject it again).
             if let Err(e) = table.validate(&format!("PUT /tasks/{id}"), id, text) {
-                return error(400, &e.to_string());
+                return error(400, &e);
             }
             let request = crate::control::etcd::Request::Put {
                 id: id.to_owned(),
@@ -323,11 +416,11 @@ fn define(admin: &Admin, req: &Request, id: &str, action: Option<&str>, body: &[
     }
     tracing::info!(task = %id, what, "task change written to etcd by the admin API");
     let mut reply = error(503, "etcd did not answer");
-    reply.wait = Some(Box::new(Wait {
+    reply.wait = Some(Box::new(Deferred::Etcd(Wait {
         answer,
         id: id.to_owned(),
         what,
-    }));
+    })));
     reply
 }
 

@@ -308,7 +308,7 @@ async fn connection(mut stream: TcpStream, admin: &Admin, slot: &Slot) -> std::i
         }
         slot.waiting(false);
         let body: Vec<u8> = buf.drain(..head + request.body_len).skip(head).collect();
-        let reply = render::finish(render::route(admin, &request, &body)).await;
+        let reply = render::finish(admin, render::route(admin, &request, &body)).await;
         let mut out = reply.to_bytes(request.close);
         if request.method == "HEAD" {
             out.truncate(out.len() - reply.body_len());

@@ -200,6 +200,7 @@ pub(crate) fn read_tasks(
             ));
             continue;
         };
+        let before = report.problems.len();
         let mut f = Fields::of(doc, report, map, item_path);
         let task = read_task(&mut f, default_schema, callback_host);
         if let Some(t) = &task {
@@ -214,6 +215,12 @@ pub(crate) fn read_tasks(
             }
         }
         f.finish();
+        // Name the task too: "tasks[7]" alone sends the operator counting.
+        if let Some(Value::String(id)) = map.get("task_id") {
+            for p in report.problems.iter_mut().skip(before) {
+                p.message.push_str(&format!(" (task {id:?})"));
+            }
+        }
         tasks.extend(task);
     }
     tasks

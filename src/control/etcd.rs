@@ -472,7 +472,14 @@ fn parse(
             ));
             continue;
         }
-        match crate::config::task_from_text(&format!("etcd {key}"), id, text, running) {
+        let read = crate::config::task_from_text(&format!("etcd {key}"), id, text, running)
+            .map_err(|e| e.to_string())
+            .and_then(|t| {
+                crate::delivery::plan::check_task(&t)
+                    .map(|()| t)
+                    .map_err(|e| format!("etcd {key}: {e}"))
+            });
+        match read {
             Ok(task) => {
                 last_good.insert(id.to_owned(), (task.clone(), origin.clone()));
                 update.tasks.push((task, origin));

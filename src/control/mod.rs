@@ -162,13 +162,11 @@ impl TaskTable {
     }
 
     /// Reads `text` as task `id` against the running configuration.
-    pub fn validate(
-        &self,
-        name: &str,
-        id: &str,
-        text: &str,
-    ) -> Result<TaskConfig, crate::config::ConfigError> {
-        crate::config::task_from_text(name, id, text, &self.running)
+    pub fn validate(&self, name: &str, id: &str, text: &str) -> Result<TaskConfig, String> {
+        let task = crate::config::task_from_text(name, id, text, &self.running)
+            .map_err(|e| e.to_string())?;
+        crate::delivery::plan::check_task(&task).map_err(|e| format!("{name}: {e}"))?;
+        Ok(task)
     }
 
     /// The etcd thread, when tasks live in etcd.

@@ -174,6 +174,12 @@ fn lane_share(worker_count: u32, shards: usize, tasks: &[TaskConfig]) -> usize {
     (per_shard / enabled).max(1)
 }
 
+/// Whether `t` can be sent (its URL parses, its headers can be written): what
+/// a plan checks beyond the configuration's own validation.
+pub fn check_task(t: &TaskConfig) -> Result<(), PlanError> {
+    task_plan(t, 1).map(|_| ())
+}
+
 /// One task resolved for sending, with `lanes` lanes unless ordered by table.
 fn task_plan(t: &TaskConfig, lanes: usize) -> Result<TaskPlan, PlanError> {
     let endpoint = Endpoint::parse(&t.callback_url).map_err(|source| PlanError::Callback {

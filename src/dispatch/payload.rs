@@ -220,6 +220,43 @@ fn write_primary_id(out: &mut Vec<u8>, table: &TableMap, keys: &KeyValues) {
     }
 }
 
+/// A sample row for a task's test webhook.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleRow<'a> {
+    /// The payload's id (`test:<task>:<unix time>`).
+    pub id: &'a str,
+    /// Schema of the table.
+    pub schema: &'a str,
+    /// The table.
+    pub table: &'a str,
+    /// The `data` object (JSON).
+    pub data: &'a [u8],
+    /// The `primary_id` value (JSON).
+    pub primary_id: &'a [u8],
+    /// Seconds since the epoch.
+    pub timestamp: u32,
+}
+
+/// Appends a test payload: an `insert` of `row` in `shape`, with `"test": true`;
+/// returns the id's length.
+pub fn write_sample(out: &mut Vec<u8>, shape: PayloadShape, row: &SampleRow<'_>) -> usize {
+    out.extend_from_slice(b"{\"id\":\"");
+    let id_start = out.len();
+    escaped(out, row.id.as_bytes());
+    let id_len = out.len() - id_start;
+    out.extend_from_slice(b"\",\"primary_id\":");
+    out.extend_from_slice(row.primary_id);
+    out.extend_from_slice(b",\"event\":\"insert\",\"database\":");
+    string(out, row.schema);
+    out.extend_from_slice(b",\"table\":");
+    string(out, row.table);
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(row.data);
+    write_tail(out, shape, row.timestamp, "", 0, None);
+    out.extend_from_slice(b",\"test\":true}");
+    id_len
+}
+
 /// One row a snapshot read, rendered, ready to be wrapped in its task's shape.
 #[derive(Debug, Clone, Copy)]
 pub struct SnapshotRow<'a> {

@@ -880,50 +880,14 @@ async fn read_chunk(
         .map(|&i| table.columns[i].name.clone())
         .collect();
     for (n, row) in rows.iter().enumerate() {
-        data.clear();
-        key.clear();
-        primary_id.clear();
-        data.push(b'{');
-        let mut first = true;
-        for (i, col) in table.columns.iter().enumerate() {
-            let v = row.get(i).cloned().flatten();
-            if table.keep[i] {
-                if !first {
-                    data.push(b',');
-                }
-                first = false;
-                crate::binlog::rows::write_name(&mut data, Some(&col.name), i);
-                render::write_value(&mut data, col, v.as_deref()).map_err(bad_value)?;
-            }
-        }
-        data.push(b'}');
-        // The key as the stream writes it: values back to back, in column order.
-        let mut spans = Vec::with_capacity(key_columns.len());
-        for &i in &key_columns {
-            let v = row.get(i).cloned().flatten();
-            let from = key.len();
-            render::write_value(&mut key, &table.columns[i], v.as_deref()).map_err(bad_value)?;
-            spans.push((i, from..key.len()));
-        }
-        match spans.as_slice() {
-            [] => primary_id.extend_from_slice(b"null"),
-            [(_, r)] => primary_id.extend_from_slice(&key[r.clone()]),
-            spans => {
-                primary_id.push(b'{');
-                for (k, (i, r)) in spans.iter().enumerate() {
-                    if k > 0 {
-                        primary_id.push(b',');
-                    }
-                    crate::binlog::rows::write_name(
-                        &mut primary_id,
-                        Some(&table.columns[*i].name),
-                        *i,
-                    );
-                    primary_id.extend_from_slice(&key[r.clone()]);
-                }
-                primary_id.push(b'}');
-            }
-        }
+        render_row(
+            &table.columns,
+            &table.keep,
+            &key_columns,
+            row,
+            (&mut data, &mut key, &mut primary_id),
+        )
+        .map_err(bad_value)?;
         // What the stream records for this row: the key, or the unique key's values.
         let matched = if table.unique {
             crate::dispatch::merge::unique_key_of(&data, &unique_names)
@@ -965,6 +929,171 @@ async fn read_chunk(
         rows: out,
         progress: next,
     })
+}
+
+/// Renders one text-protocol row of `columns` into (`data` object of the kept
+/// columns, the stream's key: key values back to back, the `primary_id` value),
+/// each cleared first. `key_columns`: indexes of the primary-key columns.
+fn render_row(
+    columns: &[Column],
+    keep: &[bool],
+    key_columns: &[usize],
+    row: &[Option<bytes::Bytes>],
+    (data, key, primary_id): (&mut Vec<u8>, &mut Vec<u8>, &mut Vec<u8>),
+) -> Result<(), render::BadValue> {
+    data.clear();
+    key.clear();
+    primary_id.clear();
+    data.push(b'{');
+    let mut first = true;
+    for (i, col) in columns.iter().enumerate() {
+        let v = row.get(i).cloned().flatten();
+        if keep.get(i).copied().unwrap_or(true) {
+            if !first {
+                data.push(b',');
+            }
+            first = false;
+            crate::binlog::rows::write_name(data, Some(&col.name), i);
+            render::write_value(data, col, v.as_deref())?;
+        }
+    }
+    data.push(b'}');
+    let mut spans = Vec::with_capacity(key_columns.len());
+    for &i in key_columns {
+        let v = row.get(i).cloned().flatten();
+        let from = key.len();
+        render::write_value(key, &columns[i], v.as_deref())?;
+        spans.push((i, from..key.len()));
+    }
+    match spans.as_slice() {
+        [] => primary_id.extend_from_slice(b"null"),
+        [(_, r)] => primary_id.extend_from_slice(&key[r.clone()]),
+        spans => {
+            primary_id.push(b'{');
+            for (k, (i, r)) in spans.iter().enumerate() {
+                if k > 0 {
+                    primary_id.push(b',');
+                }
+                crate::binlog::rows::write_name(primary_id, Some(&columns[*i].name), *i);
+                primary_id.extend_from_slice(&key[r.clone()]);
+            }
+            primary_id.push(b'}');
+        }
+    }
+    Ok(())
+}
+
+/// A sample payload of `task`'s table shape for `POST /tasks/{id}/test`: the
+/// first row of its first table (placeholder values when the table is empty),
+/// as `event: insert`, with a `test:` id and `"test": true`. Returns (body, id).
+pub async fn sample(
+    database: &crate::config::DatabaseConfig,
+    task: &TaskConfig,
+) -> Result<(Vec<u8>, String), SnapshotError> {
+    let mysql = |source| SnapshotError::Mysql {
+        task: task.task_id.clone(),
+        source,
+    };
+    let mut conn = Connection::connect(database, 1 << 24, Duration::from_secs(10))
+        .await
+        .map_err(mysql)?;
+    conn.exec("SET SESSION time_zone = '+00:00'")
+        .await
+        .map_err(mysql)?;
+    let tables = tables_of(&mut conn, task).await.map_err(mysql)?;
+    let Some(qualified) = tables.first() else {
+        return Err(SnapshotError::Table {
+            task: task.task_id.clone(),
+            table: task.table.table.clone(),
+            problem: "no table on the server matches the task's table_name".into(),
+            fix: "create the table, or correct table_name".into(),
+        });
+    };
+    let (schema, name) = qualified.split_once('.').unwrap_or(("", qualified));
+    let facts = crate::source::columns::lookup(&mut conn, schema, name)
+        .await
+        .map_err(mysql)?;
+    let types = conn
+        .query(&format!(
+            "SELECT DATA_TYPE, CHARACTER_SET_NAME FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} ORDER BY ORDINAL_POSITION",
+            quote(schema),
+            quote(name)
+        ))
+        .await
+        .map_err(mysql)?;
+    let table_problem = |problem: String| SnapshotError::Table {
+        task: task.task_id.clone(),
+        table: qualified.clone(),
+        problem,
+        fix: "leave this table out of the task's table_name".into(),
+    };
+    let mut columns = Vec::with_capacity(facts.len());
+    for (f, t) in facts.iter().zip(&types) {
+        let data_type = t.first().cloned().flatten().unwrap_or_default();
+        let charset = t.get(1).cloned().flatten();
+        let col = Column::new(
+            &f.name,
+            &data_type,
+            charset.as_deref(),
+            f.json,
+            f.primary_key,
+        )
+        .map_err(|e| table_problem(e.to_string()))?;
+        columns.push(col);
+    }
+    let select: Vec<String> = columns.iter().map(Column::select).collect();
+    let rows = conn
+        .query_bytes(&format!(
+            "SELECT {} FROM {}.{} LIMIT 1",
+            select.join(", "),
+            render::quote_name(schema),
+            render::quote_name(name)
+        ))
+        .await
+        .map_err(mysql)?;
+    let row = rows.into_iter().next().unwrap_or_else(|| {
+        columns
+            .iter()
+            .map(|c| render::placeholder(c.kind).map(bytes::Bytes::from_static))
+            .collect()
+    });
+    let keep: Vec<bool> = columns
+        .iter()
+        .map(|c| {
+            task.columns
+                .as_ref()
+                .is_none_or(|names| names.contains(&c.name))
+        })
+        .collect();
+    let key_columns: Vec<usize> = (0..columns.len())
+        .filter(|&i| columns[i].primary_key)
+        .collect();
+    let (mut data, mut key, mut primary_id) = (Vec::new(), Vec::new(), Vec::new());
+    render_row(
+        &columns,
+        &keep,
+        &key_columns,
+        &row,
+        (&mut data, &mut key, &mut primary_id),
+    )
+    .map_err(|e| table_problem(e.to_string()))?;
+    let now = crate::delivery::unix_now();
+    let id = format!("test:{}:{now}", task.task_id);
+    let mut body = Vec::with_capacity(512);
+    crate::dispatch::payload::write_sample(
+        &mut body,
+        task.payload,
+        &crate::dispatch::payload::SampleRow {
+            id: &id,
+            schema,
+            table: name,
+            data: &data,
+            primary_id: &primary_id,
+            timestamp: u32::try_from(now).unwrap_or(u32::MAX),
+        },
+    );
+    Ok((body, id))
 }
 
 #[cfg(test)]

@@ -114,6 +114,18 @@ impl Column {
     }
 }
 
+/// A text-protocol value of `kind` for a sample row when the table has none
+/// (`None`: NULL, for kinds whose text depends on the exact column type).
+pub fn placeholder(kind: Kind) -> Option<&'static [u8]> {
+    match kind {
+        Kind::Integer | Kind::Decimal | Kind::Float | Kind::Double | Kind::Bit => Some(b"0"),
+        Kind::Year => Some(b"2000"),
+        Kind::Text | Kind::Binary => Some(b""),
+        Kind::Json => Some(b"{}"),
+        Kind::Temporal | Kind::Label | Kind::Geometry => None,
+    }
+}
+
 /// A value the server sent that is not what its type allows.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("column {column}: {what}")]

@@ -27,3 +27,13 @@ pub fn seeded(mut state: u64) -> impl FnMut(u64) -> u64 {
         state % n
     }
 }
+
+/// HMAC-SHA256 of `msg` under `key`, base64: a Standard Webhooks signature
+/// computed independently of rowhook's signer.
+pub fn hmac_sha256_b64(key: &[u8], msg: &[u8]) -> String {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(msg);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
