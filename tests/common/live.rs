@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::mariadb::MariaDb;
-use super::receiver::{Receiver, Reply, Request};
+use super::receiver::{Receiver, Reply};
 
 /// The admin server's token in these tests.
 pub const TOKEN: &str = "s3cret";
@@ -137,13 +137,24 @@ impl Writer {
 /// A receiver that delays answers up to 3 ms and fails ~10 % of attempts,
 /// deterministically by request ordinal, recording its verdicts.
 pub fn flaky() -> (Receiver, Arc<Mutex<HashMap<usize, bool>>>) {
+    flaky_slow_on(None)
+}
+
+/// As [`flaky`], and while `slow` holds a path, requests to it take 20–40 ms
+/// (a backlog builds in that task's lanes).
+pub fn flaky_slow_on(
+    slow: Option<Arc<Mutex<Option<String>>>>,
+) -> (Receiver, Arc<Mutex<HashMap<usize, bool>>>) {
     let verdicts: Arc<Mutex<HashMap<usize, bool>>> = Default::default();
     let v = verdicts.clone();
     let receiver = Receiver::start(move |r| {
         let h = (r.n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
         let ok = h % 10 >= 1;
         v.lock().unwrap().insert(r.n, ok);
-        let delay = Duration::from_millis(h % 4);
+        let slowed = slow
+            .as_ref()
+            .is_some_and(|s| s.lock().unwrap().as_deref() == Some(r.path.as_str()));
+        let delay = Duration::from_millis(if slowed { 20 + h % 20 } else { h % 4 });
         if ok {
             Reply::Delay(delay, Box::new(Reply::Status(200)))
         } else {
@@ -175,13 +186,26 @@ pub fn accepted(
         if !verdicts.get(&r.n).copied().unwrap_or(false) {
             continue;
         }
-        out.entry(r.path.clone()).or_default().push(seen(&r));
+        let seen = out.entry(r.path.clone()).or_default();
+        match r.json() {
+            // A batch: its events in order.
+            Value::Array(events) => seen.extend(events.into_iter().map(seen_in)),
+            one => seen.push(seen_in(one)),
+        }
     }
     out
 }
 
-pub fn seen(r: &Request) -> Seen {
-    let body = r.json();
+/// One payload as accepted.
+pub fn seen_in(body: Value) -> Seen {
+    if body["event"] == "snapshot" {
+        // Not in the binlog: ordered before everything, told apart by key.
+        return Seen {
+            at: (0, 0),
+            gtid: String::new(),
+            body,
+        };
+    }
     let id = body["id"].as_str().unwrap().to_owned();
     let mut parts = id.rsplitn(3, ':');
     let index = parts.next().unwrap().parse().unwrap();
@@ -203,7 +227,7 @@ pub fn view(seen: &[&Seen]) -> BTreeMap<i64, i64> {
     for s in seen {
         let p = &s.body;
         match p["event"].as_str().unwrap() {
-            "insert" => {
+            "insert" | "snapshot" => {
                 view.insert(id(&p["data"]), p["data"]["v"].as_i64().unwrap());
             }
             "update" => {
@@ -278,5 +302,20 @@ impl Reference {
     /// transactions.
     pub fn boundary(&self, i: usize) -> bool {
         i == 0 || i == self.order.len() || self.order[i - 1].gtid != self.order[i].gtid
+    }
+}
+
+/// Asserts that, per `primary_id`, `seen` (in arrival order) follows binlog order.
+pub fn assert_per_key_order(seen: &[Seen], name: &str) {
+    let mut last: HashMap<String, (u64, u64)> = HashMap::new();
+    for s in seen {
+        let key = s.body["primary_id"].to_string();
+        if let Some(before) = last.insert(key.clone(), s.at) {
+            assert!(
+                before < s.at,
+                "{name}: key {key} got {:?} after {before:?}: out of order",
+                s.at
+            );
+        }
     }
 }
