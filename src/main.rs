@@ -152,6 +152,20 @@ fn status(base: &str) -> ExitCode {
     }
 }
 
+/// Prints the admin API's refusal; exit 1 for a server-side failure, 2 for a
+/// request it rejected.
+fn refused(code: u16, answer: &serde_json::Value) -> ExitCode {
+    let why = answer["error"]
+        .as_str()
+        .map_or_else(|| answer.to_string(), str::to_owned);
+    eprintln!("error: {why}");
+    ExitCode::from(if code >= 500 {
+        EXIT_RUNTIME
+    } else {
+        EXIT_CONFIG
+    })
+}
+
 /// A task id as one path segment.
 fn escape_id(id: &str) -> String {
     id.bytes()
@@ -241,17 +255,7 @@ fn change_task(args: &rowhook::cli::TasksArgs, action: &rowhook::cli::TasksActio
             );
             ExitCode::SUCCESS
         }
-        Ok((code, answer)) => {
-            let why = answer["error"]
-                .as_str()
-                .map_or_else(|| answer.to_string(), str::to_owned);
-            eprintln!("error: {why}");
-            ExitCode::from(if code >= 500 {
-                EXIT_RUNTIME
-            } else {
-                EXIT_CONFIG
-            })
-        }
+        Ok((code, answer)) => refused(code, &answer),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_RUNTIME)
@@ -293,15 +297,7 @@ fn reload(args: &rowhook::cli::TokenArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if code != 202 {
-        let why = answer["error"]
-            .as_str()
-            .map_or_else(|| answer.to_string(), str::to_owned);
-        eprintln!("error: {why}");
-        return ExitCode::from(if code >= 500 {
-            EXIT_RUNTIME
-        } else {
-            EXIT_CONFIG
-        });
+        return refused(code, &answer);
     }
     let list = |k: &str| {
         answer[k]
@@ -347,14 +343,7 @@ fn reload(args: &rowhook::cli::TokenArgs) -> ExitCode {
 fn snapshot(args: &SnapshotArgs) -> ExitCode {
     use rowhook::admin::client;
     let base = &args.admin.admin;
-    let id: String = args
-        .task
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
+    let id = escape_id(&args.task);
     let path = format!("/tasks/{id}/snapshot");
     let token = args.token.as_deref();
     let (method, body) = if args.cancel {
@@ -373,15 +362,7 @@ fn snapshot(args: &SnapshotArgs) -> ExitCode {
         }
     };
     if !(200..300).contains(&code) {
-        let why = answer["error"]
-            .as_str()
-            .map_or_else(|| answer.to_string(), str::to_owned);
-        eprintln!("error: {why}");
-        return ExitCode::from(if code >= 500 {
-            EXIT_RUNTIME
-        } else {
-            EXIT_CONFIG
-        });
+        return refused(code, &answer);
     }
     if args.cancel {
         println!(

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::etcd::Etcd;
 use common::live::{
-    accepted, admin, flaky, generation, table_view, view, wait_generation, Reference, Writer, TOKEN,
+    accepted, admin, flaky, generation, table_view, view, wait_accepted, wait_generation,
+    Reference, Writer, TOKEN,
 };
 use common::mariadb::{free_port, MariaDb};
 use common::rowhook::{source_yaml, wait_streaming, Rowhook};
@@ -64,13 +65,7 @@ fn tasks_in_etcd_change_live_and_survive_an_etcd_outage() {
         rowhook.verb_admin(&all)
     };
     let writer = Writer::start(&db);
-    let wait_rows = |n: usize| {
-        let until = writer.rows() + n;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while writer.rows() < until && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let wait_rows = |n: usize| writer.wait_rows(n);
     wait_rows(600);
     // 1: etcdctl adds c.
     etcd.put(&format!("{PREFIX}c"), &task(&url("/c"), ""));
@@ -162,17 +157,9 @@ fn tasks_in_etcd_change_live_and_survive_an_etcd_outage() {
     wait_rows(400);
     let total = writer.stop();
 
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let got = accepted(&receiver, &verdicts);
-        let n = |p: &str| got.get(p).map_or(0, Vec::len);
-        if (n("/a") >= total && n("/b1") + n("/b2") >= total) || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let got = accepted(&receiver, &verdicts);
+    let got = wait_accepted(&receiver, &verdicts, |n| {
+        n("/a") >= total && n("/b1") + n("/b2") >= total
+    });
     let path = |p: &str| got.get(p).cloned().unwrap_or_default();
     let a = path("/a");
     let reference = Reference::new(&a);

@@ -8,8 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::live::{
-    accepted, admin, flaky, generation, table_view, view, wait_generation, Reference, Seen, Writer,
-    TOKEN,
+    accepted, admin, flaky, generation, table_view, view, wait_accepted, wait_generation,
+    Reference, Seen, Writer, TOKEN,
 };
 use common::mariadb::{free_port, MariaDb};
 use common::rowhook::{source_yaml, wait_streaming, Rowhook};
@@ -44,13 +44,7 @@ dispatcher: {{max_retries: -1, retry_base_delay: 5ms, retry_max_delay: 20ms, wor
     let rowhook = Rowhook::run_with_tasks(&config, Some(&first));
     wait_streaming(&db);
     let writer = Writer::start(&db);
-    let wait_rows = |n: usize| {
-        let until = writer.rows() + n;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while writer.rows() < until && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let wait_rows = |n: usize| writer.wait_rows(n);
     wait_rows(1000);
 
     // Change 1, by file + SIGHUP: b moves to /b2, c is added, d is removed, o
@@ -130,19 +124,9 @@ dispatcher: {{max_retries: -1, retry_base_delay: 5ms, retry_max_delay: 20ms, wor
     let total = writer.stop();
 
     // Wait until a and b have every row change; the others are checked against a.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let got = accepted(&receiver, &verdicts);
-        let n = |p: &str| got.get(p).map_or(0, Vec::len);
-        if (n("/a") >= total && n("/b1") + n("/b2") >= total && n("/o") >= total)
-            || Instant::now() > deadline
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let got = accepted(&receiver, &verdicts);
+    let got = wait_accepted(&receiver, &verdicts, |n| {
+        n("/a") >= total && n("/b1") + n("/b2") >= total && n("/o") >= total
+    });
     let path = |p: &str| got.get(p).cloned().unwrap_or_default();
     let (a, b1, b2, c, d) = (path("/a"), path("/b1"), path("/b2"), path("/c"), path("/d"));
 

@@ -621,42 +621,20 @@ async fn describe(
         problem,
         fix: fix.to_owned(),
     };
-    let facts = crate::source::columns::lookup(conn, schema, name)
+    let columns = columns_of(conn, schema, name)
         .await
-        .map_err(mysql)?;
-    let types = conn
-        .query(&format!(
-            "SELECT DATA_TYPE, CHARACTER_SET_NAME FROM information_schema.COLUMNS \
-             WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} ORDER BY ORDINAL_POSITION",
-            quote(schema),
-            quote(name)
-        ))
-        .await
-        .map_err(mysql)?;
-    if facts.is_empty() || facts.len() != types.len() {
-        return Err(problem(
-            "information_schema shows no columns for it: it is gone, changed while being read, or the user lacks SELECT on it".into(),
-            "check the table exists and GRANT SELECT on it to the configured user, then snapshot again",
-        ));
-    }
-    let mut columns = Vec::with_capacity(facts.len());
-    for (f, t) in facts.iter().zip(&types) {
-        let data_type = t.first().cloned().flatten().unwrap_or_default();
-        let charset = t.get(1).cloned().flatten();
-        let col = Column::new(
-            &f.name,
-            &data_type,
-            charset.as_deref(),
-            f.json,
-            f.primary_key,
-        )
+        .map_err(mysql)?
         .map_err(|e| {
             problem(
                 e.to_string(),
                 "leave this table out of the task's table_name, or set snapshot: never",
             )
         })?;
-        columns.push(col);
+    if columns.is_empty() {
+        return Err(problem(
+            "information_schema shows no columns for it: it is gone, changed while being read, or the user lacks SELECT on it".into(),
+            "check the table exists and GRANT SELECT on it to the configured user, then snapshot again",
+        ));
     }
     let keys = conn
         .query(&format!(
@@ -689,14 +667,7 @@ async fn describe(
             "add a primary key, or leave the table out of this task",
         ));
     }
-    let keep: Vec<bool> = columns
-        .iter()
-        .map(|c| {
-            task.columns
-                .as_ref()
-                .is_none_or(|names| names.contains(&c.name))
-        })
-        .collect();
+    let keep = kept(task, &columns);
     if unique {
         if let Some(&i) = key_order.iter().find(|&&i| !keep[i]) {
             return Err(problem(
@@ -719,6 +690,55 @@ async fn describe(
                 .map_err(mysql)?,
         ),
     })
+}
+
+/// Which of `columns` the task sends.
+fn kept(task: &TaskConfig, columns: &[Column]) -> Vec<bool> {
+    columns
+        .iter()
+        .map(|c| {
+            task.columns
+                .as_ref()
+                .is_none_or(|names| names.contains(&c.name))
+        })
+        .collect()
+}
+
+/// The columns of `schema.name` as snapshots read them (empty when
+/// information_schema shows none, or disagrees with itself mid-change).
+async fn columns_of(
+    conn: &mut Connection,
+    schema: &str,
+    name: &str,
+) -> Result<Result<Vec<Column>, render::Unsupported>, MysqlError> {
+    let facts = crate::source::columns::lookup(conn, schema, name).await?;
+    let types = conn
+        .query(&format!(
+            "SELECT DATA_TYPE, CHARACTER_SET_NAME FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} ORDER BY ORDINAL_POSITION",
+            quote(schema),
+            quote(name)
+        ))
+        .await?;
+    if facts.len() != types.len() {
+        return Ok(Ok(Vec::new()));
+    }
+    let mut columns = Vec::with_capacity(facts.len());
+    for (f, t) in facts.iter().zip(&types) {
+        let data_type = t.first().cloned().flatten().unwrap_or_default();
+        let charset = t.get(1).cloned().flatten();
+        match Column::new(
+            &f.name,
+            &data_type,
+            charset.as_deref(),
+            f.json,
+            f.primary_key,
+        ) {
+            Ok(c) => columns.push(c),
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    Ok(Ok(columns))
 }
 
 /// Rows per chunk for rows of `average` bytes: at most `configured`, and about
@@ -1010,38 +1030,16 @@ pub async fn sample(
         });
     };
     let (schema, name) = qualified.split_once('.').unwrap_or(("", qualified));
-    let facts = crate::source::columns::lookup(&mut conn, schema, name)
-        .await
-        .map_err(mysql)?;
-    let types = conn
-        .query(&format!(
-            "SELECT DATA_TYPE, CHARACTER_SET_NAME FROM information_schema.COLUMNS \
-             WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} ORDER BY ORDINAL_POSITION",
-            quote(schema),
-            quote(name)
-        ))
-        .await
-        .map_err(mysql)?;
     let table_problem = |problem: String| SnapshotError::Table {
         task: task.task_id.clone(),
         table: qualified.clone(),
         problem,
         fix: "leave this table out of the task's table_name".into(),
     };
-    let mut columns = Vec::with_capacity(facts.len());
-    for (f, t) in facts.iter().zip(&types) {
-        let data_type = t.first().cloned().flatten().unwrap_or_default();
-        let charset = t.get(1).cloned().flatten();
-        let col = Column::new(
-            &f.name,
-            &data_type,
-            charset.as_deref(),
-            f.json,
-            f.primary_key,
-        )
+    let columns = columns_of(&mut conn, schema, name)
+        .await
+        .map_err(mysql)?
         .map_err(|e| table_problem(e.to_string()))?;
-        columns.push(col);
-    }
     let select: Vec<String> = columns.iter().map(Column::select).collect();
     let rows = conn
         .query_bytes(&format!(
@@ -1058,14 +1056,7 @@ pub async fn sample(
             .map(|c| render::placeholder(c.kind).map(bytes::Bytes::from_static))
             .collect()
     });
-    let keep: Vec<bool> = columns
-        .iter()
-        .map(|c| {
-            task.columns
-                .as_ref()
-                .is_none_or(|names| names.contains(&c.name))
-        })
-        .collect();
+    let keep = kept(task, &columns);
     let key_columns: Vec<usize> = (0..columns.len())
         .filter(|&i| columns[i].primary_key)
         .collect();

@@ -121,6 +121,15 @@ impl Writer {
         }
     }
 
+    /// Waits until `n` more row changes are committed (at most 30 s).
+    pub fn wait_rows(&self, n: usize) {
+        let until = self.rows() + n;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.rows() < until && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn rows(&self) -> usize {
         self.rows.load(Ordering::Relaxed)
     }
@@ -194,6 +203,26 @@ pub fn accepted(
         }
     }
     out
+}
+
+/// Waits (at most 2 minutes) until `done` holds for what was accepted, then a
+/// moment more for strays; returns what was accepted.
+pub fn wait_accepted(
+    receiver: &Receiver,
+    verdicts: &Mutex<HashMap<usize, bool>>,
+    done: impl Fn(&dyn Fn(&str) -> usize) -> bool,
+) -> HashMap<String, Vec<Seen>> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = accepted(receiver, verdicts);
+        let n = |p: &str| got.get(p).map_or(0, Vec::len);
+        if done(&n) || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    accepted(receiver, verdicts)
 }
 
 /// One payload as accepted.
