@@ -282,7 +282,7 @@ tasks:
 }
 
 #[test]
-fn a_task_added_with_snapshot_initial_sends_existing_rows_then_streams() {
+fn a_task_added_on_disk_with_snapshot_initial_sends_existing_rows_then_streams() {
     let db = MariaDb::start();
     db.sql("CREATE DATABASE live; CREATE TABLE live.kv (id INT PRIMARY KEY, v INT NOT NULL);");
     // Keys the writer never touches, beside the ones it changes all along.
@@ -293,6 +293,7 @@ fn a_task_added_with_snapshot_initial_sends_existing_rows_then_streams() {
     let config = format!(
         "{}server: {{enabled: true, port: {port}, token: {TOKEN}}}
 dispatcher: {{max_retries: -1, retry_base_delay: 5ms, retry_max_delay: 20ms, worker_count: 48}}
+tasks_watch: true
 ",
         source_yaml(&db)
     );
@@ -309,7 +310,7 @@ dispatcher: {{max_retries: -1, retry_base_delay: 5ms, retry_max_delay: 20ms, wor
             ", snapshot: initial, snapshot_chunk: 7"
         )
     ));
-    rowhook.signal(libc::SIGHUP);
+    // No signal: tasks_watch sees the file change.
     wait_generation(port, 1);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long the file must stay quiet after a change before it is read.
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
@@ -50,16 +50,20 @@ pub fn on_file_change(file: &Path, flag: Arc<AtomicBool>) -> std::io::Result<()>
                 if !wait_readable(fd, None) {
                     continue;
                 }
-                let mut touched = read_names(fd, &mut buf).contains(&name);
-                if !touched {
+                if !read_names(fd, &mut buf).contains(&name) {
                     continue;
                 }
-                // Quiet for DEBOUNCE: more events restart the wait.
-                while touched {
-                    touched = wait_readable(fd, Some(DEBOUNCE)) && {
-                        read_names(fd, &mut buf);
-                        true
-                    };
+                // Quiet for DEBOUNCE: only more events of this file restart the
+                // wait (a log file written in the same directory must not).
+                let mut quiet_at = Instant::now() + DEBOUNCE;
+                loop {
+                    let left = quiet_at.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    if wait_readable(fd, Some(left)) && read_names(fd, &mut buf).contains(&name) {
+                        quiet_at = Instant::now() + DEBOUNCE;
+                    }
                 }
                 flag.store(true, Ordering::Relaxed);
             }
@@ -134,6 +138,19 @@ mod tests {
         std::fs::write(dir.join("other.yaml"), "x").unwrap();
         std::thread::sleep(DEBOUNCE * 2);
         assert!(!flag.load(Ordering::Relaxed), "another file is not ours");
+        // A log written in the same directory all along does not hold the
+        // reload back.
+        let noisy = dir.join("rowhook.log");
+        let stop = Arc::new(AtomicBool::new(false));
+        let noise = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = std::fs::write(&noisy, "line");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
         // Replaced by rename, as editors do.
         std::fs::write(dir.join(".tasks.yaml.tmp"), "b").unwrap();
         std::fs::rename(dir.join(".tasks.yaml.tmp"), &file).unwrap();
@@ -141,6 +158,8 @@ mod tests {
         while !flag.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
+        stop.store(true, Ordering::Relaxed);
+        noise.join().unwrap();
         assert!(flag.load(Ordering::Relaxed));
         let _ = std::fs::remove_dir_all(&dir);
     }

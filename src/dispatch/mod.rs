@@ -106,7 +106,8 @@ impl Dispatch {
                 ahead: shards.iter().map(|_| VecDeque::new()).collect(),
                 shards,
                 handed_local: false,
-                fences: (0..MAX_TASKS).map(|_| Fence::default()).collect(),
+                // One per slot in use; grows with the task table (source core only).
+                fences: (0..plan.tasks.len()).map(|_| Fence::default()).collect(),
                 progress: progress.clone(),
             })),
             ledger: Rc::new(RefCell::new(Ledger::new(
@@ -200,10 +201,14 @@ impl Dispatch {
         // A snapshot chunk the stream has passed waits only for room: the stream
         // leaves it that room instead of filling the budget again first.
         let reserved = self.merge.borrow().reserved;
+        // Only slots in use: the array is sized for every slot there could be.
+        let slots = self
+            .plan
+            .tasks
+            .len()
+            .min(self.progress.task_in_flight.len());
         self.in_flight() + reserved >= self.limit
-            || self
-                .progress
-                .task_in_flight
+            || self.progress.task_in_flight[..slots]
                 .iter()
                 .any(|n| n.get() >= self.share)
     }
@@ -249,6 +254,9 @@ pub(crate) fn apply_pending(
         return false;
     };
     let mut outbox = outbox.borrow_mut();
+    if outbox.fences.len() < plan.tasks.len() {
+        outbox.fences.resize_with(plan.tasks.len(), Fence::default);
+    }
     for slot in reordered {
         if let Some(f) = outbox.fences.get_mut(slot) {
             f.barrier = true;
