@@ -479,6 +479,13 @@ tasks:
         out.contains("failed") && out.contains("SQL syntax"),
         "{out}"
     );
+    // /health says so, and stays UP: the task streams on.
+    let (status, health) = common::loadgen::http(admin, "GET", "/health", "");
+    assert_eq!(status, 200, "{health}");
+    assert!(
+        health.contains("snapshot of task items failed") && health.contains("SQL syntax"),
+        "{health}"
+    );
     assert!(
         receiver.requests().is_empty(),
         "nothing was sent by the refused ones"

@@ -149,13 +149,28 @@ impl Admin {
         reasons
     }
 
-    /// Problems of the task source: a rejected reload or etcd value, etcd
-    /// unreachable. Shown with the reasons, but the instance stays UP: it
-    /// delivers with the last good set.
+    /// Problems of the task source (a rejected reload or etcd value, etcd
+    /// unreachable) and failed snapshots. Shown with the reasons, but the
+    /// instance stays UP: it delivers.
     fn source_reasons(&self) -> Vec<String> {
         let table = self.table.borrow();
         let mut out: Vec<String> = table.rejected().map(str::to_owned).into_iter().collect();
         out.extend(table.source_reasons());
+        drop(table);
+        // A failed snapshot leaves its task streaming without its existing rows.
+        if let Some(snapshots) = &self.snapshots {
+            for t in self.task_infos() {
+                let s = snapshots.status(t.slot);
+                if s.state == "failed" {
+                    out.push(format!(
+                        "snapshot of task {} failed: {} (the task streams on; `rowhook snapshot {}` starts it again)",
+                        t.id,
+                        s.error.as_deref().unwrap_or("unknown error"),
+                        t.id
+                    ));
+                }
+            }
+        }
         out
     }
 
