@@ -281,6 +281,17 @@ fn a_start_while_etcd_is_down_uses_the_cache_or_fails_clearly() {
     );
     drop(second);
 
+    // The cache of another prefix is not a stand-in.
+    let other_prefix = config(&db, &etcd, free_port(), &with_state)
+        .replace(&format!("prefix: {PREFIX}"), "prefix: /other/tasks/");
+    let mut other = Rowhook::run(&other_prefix);
+    let (code, log) = other.exit_within(Duration::from_secs(30));
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("another prefix") && log.contains("cannot load tasks from etcd"),
+        "{log}"
+    );
+
     // No cache: a clear failure.
     let mut third = Rowhook::run(&config(&db, &etcd, free_port(), ""));
     let (code, log) = third.exit_within(Duration::from_secs(30));

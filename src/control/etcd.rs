@@ -368,6 +368,7 @@ impl Follower {
         }
         if let Err(e) = write_cache(
             &cache_path(&self.running.state.dir),
+            &self.settings.prefix,
             revision,
             &self.entries,
         ) {
@@ -508,12 +509,12 @@ struct Cache {
     entries: BTreeMap<String, (i64, String)>,
 }
 
-fn write_cache(path: &Path, revision: i64, entries: &Entries) -> std::io::Result<()> {
+fn write_cache(path: &Path, prefix: &str, revision: i64, entries: &Entries) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let cache = Cache {
-        prefix: String::new(),
+        prefix: prefix.to_owned(),
         revision,
         entries: entries.clone(),
     };
@@ -532,6 +533,11 @@ fn read_cache(path: &Path, settings: &EtcdConfig, running: &Config) -> Option<Up
             return None;
         }
     };
+    // A cache of another prefix holds other tasks: not a stand-in for these.
+    if cache.prefix != settings.prefix {
+        tracing::warn!(cache = %path.display(), cached = %cache.prefix, configured = %settings.prefix, "the etcd tasks cache is of another prefix; not used");
+        return None;
+    }
     let mut update = parse(
         settings,
         running,

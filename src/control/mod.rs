@@ -34,7 +34,7 @@ pub struct Slot {
 }
 
 /// What a change does, task by task.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     /// New task ids.
     pub added: Vec<String>,
