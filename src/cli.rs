@@ -34,6 +34,12 @@ pub enum Command {
     /// Snapshot a task's tables on a running instance (the rows they hold now),
     /// and follow it to the end.
     Snapshot(SnapshotArgs),
+    /// High availability: move the active role on purpose.
+    Ha {
+        /// step-down.
+        #[command(subcommand)]
+        action: HaAction,
+    },
     /// Inspect or re-send dead-lettered events.
     Dlq {
         /// list or replay.
@@ -201,6 +207,14 @@ pub struct CheckArgs {
     /// Validate the files only; do not connect anywhere.
     #[arg(long)]
     pub offline: bool,
+}
+
+/// `ha` actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum HaAction {
+    /// Make the active instance stop (drain, checkpoint), give up its role so a
+    /// standby takes over at once, and come back as standby.
+    StepDown(TokenArgs),
 }
 
 /// Dead-letter actions.

@@ -34,6 +34,9 @@ fn main() -> ExitCode {
         },
         Command::Snapshot(args) => snapshot(&args),
         Command::Reload(args) => reload(&args),
+        Command::Ha {
+            action: rowhook::cli::HaAction::StepDown(args),
+        } => step_down(&args),
         Command::Dlq { action } => match action {
             DlqAction::List(args) => dlq_list(&args),
             DlqAction::Replay(args) => dlq_replay(&args),
@@ -275,6 +278,44 @@ fn tasks(base: &str) -> ExitCode {
             ExitCode::from(EXIT_RUNTIME)
         }
     }
+}
+
+/// How long `rowhook ha step-down` waits for another instance to take over.
+const STEP_DOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn step_down(args: &rowhook::cli::TokenArgs) -> ExitCode {
+    use rowhook::admin::client;
+    let base = &args.admin.admin;
+    let (code, answer) =
+        match client::request(base, "POST", "/ha/step-down", args.token.as_deref(), None) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        };
+    if code != 202 {
+        return refused(code, &answer);
+    }
+    let epoch = answer["epoch"].as_u64().unwrap_or(0);
+    println!("{} is stepping down from epoch {epoch}", answer["id"]);
+    // The instance restarts as standby; its /health names the new active one.
+    let until = std::time::Instant::now() + STEP_DOWN_WAIT;
+    while std::time::Instant::now() < until {
+        if let Ok((_, health)) = client::get(base, "/health") {
+            if health["epoch"].as_u64().is_some_and(|e| e > epoch) && !health["active_id"].is_null()
+            {
+                println!(
+                    "active now: {} (epoch {}); this instance is {}",
+                    health["active_id"], health["epoch"], health["role"]
+                );
+                return ExitCode::SUCCESS;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    eprintln!("error: no instance took over within {STEP_DOWN_WAIT:?}; see `rowhook status`");
+    ExitCode::from(EXIT_RUNTIME)
 }
 
 /// How long `rowhook reload` waits for the new set to apply (a transaction

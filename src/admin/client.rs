@@ -139,9 +139,25 @@ pub fn print_status(
         text(&health["status"])
     )?;
     if let Some(reasons) = health["reasons"].as_array() {
+        // An UP instance lists problems that do not stop delivery.
+        let lead = if up { "note:" } else { "DOWN because" };
         for r in reasons {
-            writeln!(out, "  DOWN because {}", text(r))?;
+            writeln!(out, "  {lead} {}", text(r))?;
         }
+    }
+    if !health["epoch"].is_null() {
+        let active = match (&health["active_id"], &health["active_admin"]) {
+            (Value::Null, _) => "unknown".to_owned(),
+            (id, Value::Null) => text(id),
+            (id, admin) => format!("{} at {}", text(id), text(admin)),
+        };
+        writeln!(
+            out,
+            "  ha           {} (this is {}), epoch {}; active: {active}",
+            text(&health["role"]),
+            text(&health["id"]),
+            text(&health["epoch"])
+        )?;
     }
     let link = if health["monitor_running"] == true {
         "connected"

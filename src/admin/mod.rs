@@ -70,7 +70,11 @@ pub struct Admin {
     /// Events waiting this long without any ack mean delivery is stuck.
     stuck_after: Duration,
     /// Snapshots to show, start and cancel (`run` only).
-    snapshots: Option<Rc<crate::snapshot::Snapshots>>,
+    snapshots: RefCell<Option<Rc<crate::snapshot::Snapshots>>>,
+    /// With `ha`: the election state.
+    ha: Option<Arc<crate::control::ha::Status>>,
+    /// With `ha`: raised by `POST /ha/step-down`; `run` stops and comes back as standby.
+    step_down: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Admin {
@@ -103,20 +107,54 @@ impl Admin {
             // A receiver gets its timeout and a retry or two before the instance
             // counts as stuck.
             stuck_after: (plan.timeout * 2).max(Duration::from_secs(60)),
-            snapshots: None,
+            snapshots: RefCell::new(None),
+            ha: None,
+            step_down: None,
         }
     }
 
-    /// Shows and controls `snapshots` too.
-    pub fn with_snapshots(mut self, snapshots: Rc<crate::snapshot::Snapshots>) -> Self {
-        self.snapshots = Some(snapshots);
+    /// Shows and controls `snapshots` too (set once the data path runs: a
+    /// standby serves the admin API before it has one).
+    pub fn set_snapshots(&self, snapshots: Rc<crate::snapshot::Snapshots>) {
+        *self.snapshots.borrow_mut() = Some(snapshots);
+    }
+
+    /// Shows the election state of an `ha` instance.
+    pub fn with_ha(
+        mut self,
+        ha: Arc<crate::control::ha::Status>,
+        step_down: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
+        self.ha = Some(ha);
+        self.step_down = Some(step_down);
         self
+    }
+
+    /// The snapshots, once the data path runs.
+    fn snapshots(&self) -> Option<Rc<crate::snapshot::Snapshots>> {
+        self.snapshots.borrow().clone()
+    }
+
+    /// The election state, with `ha`.
+    fn ha_view(&self) -> Option<crate::control::ha::View> {
+        self.ha.as_ref().map(|h| h.view())
+    }
+
+    /// An `ha` instance that is not the active one.
+    fn is_standby(&self) -> bool {
+        self.ha_view()
+            .is_some_and(|v| v.role == crate::control::ha::Role::Standby)
     }
 
     /// Why the instance is DOWN; empty when it is UP.
     fn down_reasons(&self) -> Vec<String> {
         let p = &self.progress;
         let mut reasons = Vec::new();
+        // A standby reads nothing and sends nothing: it is well when it can
+        // take over, which the election state says (shown as a reason).
+        if self.is_standby() {
+            return reasons;
+        }
         let link_for = p.link_since.get().elapsed();
         if !p.connected.get() && link_for > LINK_GRACE {
             reasons.push(format!("replication link down for {}s", link_for.as_secs()));
@@ -155,10 +193,13 @@ impl Admin {
     fn source_reasons(&self) -> Vec<String> {
         let table = self.table.borrow();
         let mut out: Vec<String> = table.rejected().map(str::to_owned).into_iter().collect();
+        if let Some(e) = self.ha_view().and_then(|v| v.etcd_error) {
+            out.push(format!("ha: {e}"));
+        }
         out.extend(table.source_reasons());
         drop(table);
         // A failed snapshot leaves its task streaming without its existing rows.
-        if let Some(snapshots) = &self.snapshots {
+        if let Some(snapshots) = self.snapshots() {
             for t in self.task_infos() {
                 let s = snapshots.status(t.slot);
                 if s.state == "failed" {

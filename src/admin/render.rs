@@ -155,6 +155,8 @@ pub(super) fn route(admin: &Admin, req: &Request, body: &[u8]) -> Reply {
         return only_get(health);
     }
     match path {
+        "/health/active" => only_get(health_active),
+        "/ha/step-down" => step_down(admin, req),
         "/metrics" => only_get(prometheus),
         "/metrics.json" => only_get(metrics_json),
         "/histograms" => only_get(histograms),
@@ -323,6 +325,7 @@ async fn test_webhook(admin: &Admin, slot: usize) -> Reply {
         id.as_bytes(),
         &body,
         crate::delivery::unix_now(),
+        admin.plan.controls.leadership.epoch(),
     );
     let pool = crate::http::Pool::new(plan.endpoint.clone(), admin.plan.tls.clone(), 1);
     let timeout = admin.plan.timeout.min(TEST_TIMEOUT);
@@ -427,7 +430,7 @@ fn define(admin: &Admin, req: &Request, id: &str, action: Option<&str>, body: &[
 /// `POST /tasks/{id}/snapshot` (body: optional `{"table": T, "where": SQL}`) starts
 /// a snapshot; `DELETE` cancels the running one.
 fn snapshot_route(admin: &Admin, req: &Request, index: usize, body: &[u8]) -> Reply {
-    let Some(snapshots) = &admin.snapshots else {
+    let Some(snapshots) = admin.snapshots() else {
         return error(409, "snapshots are not available on this instance");
     };
     let id = &admin.info(index).map(|t| t.id).unwrap_or_default();
@@ -559,7 +562,7 @@ fn task(admin: &Admin, index: usize) -> Value {
         "retries": s.retries.load(Relaxed),
         "dead_lettered": s.dead_lettered.load(Relaxed),
         "answers": answers,
-        "snapshot": admin.snapshots.as_ref().map(|s| snapshot_status(&s.status(index))),
+        "snapshot": admin.snapshots().map(|s| snapshot_status(&s.status(index))),
         "source": {"origin": t.origin, "changed": time_text(t.changed_unix)},
     })
 }
@@ -625,7 +628,58 @@ fn health(admin: &Admin) -> Reply {
         "tasks_generation": admin.table.borrow().plan().generation,
         "tasks_pending": admin.table.borrow().pending().is_some(),
     });
+    let mut body = body;
+    let ha = admin.ha_view();
+    body["role"] = json!(ha.as_ref().map_or("active", |v| v.role.name()));
+    if let Some(v) = ha {
+        body["epoch"] = json!(v.epoch);
+        body["id"] = json!(v.id);
+        body["active_id"] = json!(v.active_id);
+        body["active_admin"] = json!(v.active_admin);
+    }
     Reply::json(if up { 200 } else { 503 }, &body)
+}
+
+/// `/health/active`: `/health` for a load balancer that must reach the active
+/// instance only; 503 on a standby.
+fn health_active(admin: &Admin) -> Reply {
+    let mut reply = health(admin);
+    if admin.is_standby() {
+        reply.status = 503;
+    }
+    reply
+}
+
+/// `POST /ha/step-down`: the active instance stops like on SIGTERM (drains,
+/// writes the checkpoint), resigns, and comes back as standby.
+fn step_down(admin: &Admin, req: &Request) -> Reply {
+    if req.method != "POST" {
+        return not_allowed("POST");
+    }
+    if let Some(r) = unauthorized(admin, req) {
+        return r;
+    }
+    let (Some(view), Some(flag)) = (admin.ha_view(), &admin.step_down) else {
+        return error(
+            409,
+            "this instance runs without ha; there is no role to give up",
+        );
+    };
+    if view.role != crate::control::ha::Role::Active {
+        return error(
+            409,
+            &format!(
+                "this instance is standby; the active one is {} ({})",
+                view.active_id.as_deref().unwrap_or("unknown"),
+                view.active_admin.as_deref().unwrap_or("address unknown")
+            ),
+        );
+    }
+    flag.store(true, Relaxed);
+    Reply::json(
+        202,
+        &json!({"result": "stepping down", "epoch": view.epoch, "id": view.id}),
+    )
 }
 
 fn metrics_json(admin: &Admin) -> Reply {
@@ -743,6 +797,32 @@ fn prometheus(admin: &Admin) -> Reply {
         "rowhook_uptime_seconds {}",
         admin.started.elapsed().as_secs()
     );
+    if let Some(v) = admin.ha_view() {
+        let gauges = [
+            (
+                "rowhook_ha_active",
+                "gauge",
+                "1 when this instance is the active one (ha).",
+                u64::from(v.role == crate::control::ha::Role::Active),
+            ),
+            (
+                "rowhook_ha_epoch",
+                "gauge",
+                "The epoch this instance runs under, or the last it saw (ha).",
+                v.epoch,
+            ),
+            (
+                "rowhook_ha_takeovers_total",
+                "counter",
+                "Times this process became the active instance (ha).",
+                v.takeovers,
+            ),
+        ];
+        for (name, kind, help, value) in gauges {
+            family(&mut o, name, kind, help);
+            let _ = writeln!(o, "{name} {value}");
+        }
+    }
     {
         let table = admin.table.borrow();
         let gauges = [
@@ -925,7 +1005,7 @@ fn prometheus(admin: &Admin) -> Reply {
             u8::from(admin.plan.controls.is_paused(t.slot as u32))
         );
     }
-    if let Some(snapshots) = &admin.snapshots {
+    if let Some(snapshots) = admin.snapshots() {
         let all: Vec<_> = infos.iter().map(|t| snapshots.status(t.slot)).collect();
         type Gauge = (
             &'static str,

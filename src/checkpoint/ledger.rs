@@ -35,6 +35,8 @@ pub struct Ledger {
 /// Where and how often the checkpoint is written, and what was written last.
 struct Durable {
     dir: PathBuf,
+    /// Written before the file (`ha`: etcd).
+    replica: Option<std::sync::Arc<dyn checkpoint::Replica>>,
     interval: Duration,
     /// The checkpoint found at start: only its server may be followed.
     saved: Option<Checkpoint>,
@@ -84,6 +86,7 @@ impl Ledger {
             by_generation: std::collections::VecDeque::new(),
             durable: Durable {
                 dir,
+                replica: None,
                 interval,
                 written: saved.as_ref().map(Checkpoint::position),
                 written_snapshots: 0,
@@ -131,12 +134,21 @@ impl Ledger {
                 gtid: None,
                 gtid_set: gtids,
             };
-            checkpoint::store(&d.dir, &Checkpoint::new(&at, info, None))?;
+            checkpoint::store_to(
+                &d.dir,
+                d.replica.as_deref(),
+                &Checkpoint::new(&at, info, None),
+            )?;
             d.written = Some(from.clone());
             *self.progress.checkpoint.borrow_mut() = Some(from.clone());
             tracing::info!(checkpoint = %from, "initial checkpoint written");
         }
         Ok(())
+    }
+
+    /// Writes every checkpoint to `replica` before the local file.
+    pub fn set_replica(&mut self, replica: std::sync::Arc<dyn checkpoint::Replica>) {
+        self.durable.replica = Some(replica);
     }
 
     /// The stream passed `file`'s FORMAT_DESCRIPTION event, written at unix time
@@ -271,12 +283,12 @@ impl Ledger {
         d.written_snapshots = version;
         d.last_write = Instant::now();
         d.writing.set(true);
-        let (dir, busy) = (d.dir.clone(), d.writing.clone());
+        let (dir, busy, replica) = (d.dir.clone(), d.writing.clone(), d.replica.clone());
         let (progress, at) = (self.progress.clone(), pos.clone());
         glommio::spawn_local(async move {
             let shown = dir.display().to_string();
             let stored = glommio::executor()
-                .spawn_blocking(move || checkpoint::store(&dir, &cp))
+                .spawn_blocking(move || checkpoint::store_to(&dir, replica.as_deref(), &cp))
                 .await;
             match stored {
                 Ok(()) => *progress.checkpoint.borrow_mut() = Some(at),
@@ -336,7 +348,7 @@ pub async fn store_now(
     if durable.written.as_ref() != Some(pos) || durable.written_snapshots != version {
         let created = durable.created_of(&pos.file);
         let cp = Checkpoint::with_snapshots(done, info, created, snapshots.clone());
-        checkpoint::store(&durable.dir, &cp)?;
+        checkpoint::store_to(&durable.dir, durable.replica.as_deref(), &cp)?;
         durable.written = Some(pos.clone());
         durable.written_snapshots = version;
         *progress.checkpoint.borrow_mut() = Some(pos.clone());

@@ -97,6 +97,12 @@ pub enum CheckpointError {
         /// Its creation time on the server now.
         now: u32,
     },
+    /// The shared copy (`ha`: etcd) refused or could not take the checkpoint.
+    #[error("cannot write the checkpoint to {reason}")]
+    Replica {
+        /// Where, and why not.
+        reason: String,
+    },
     /// The checkpoint was written for another server.
     #[error("{path} was written for {saved}, but the configured source is {now}, and it holds no GTID set to resume by there\n  fix: point database.host at the server the checkpoint came from, or move the file away to start this server at source.start (with GTIDs on, checkpoints carry a gtid_set and resume on any server of the cluster)")]
     OtherSource {
@@ -230,6 +236,27 @@ pub fn load(dir: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
             path: file.display().to_string(),
             reason: e.to_string(),
         })
+}
+
+/// A second home for checkpoints, written before the local file: with `ha`,
+/// etcd, conditioned on this instance still being the active one.
+pub trait Replica: Send + Sync {
+    /// Stores `cp`; `Err` says where and why not.
+    fn store(&self, cp: &Checkpoint) -> Result<(), String>;
+}
+
+/// Writes `cp` to `replica` first, when there is one, then to `dir`: the local
+/// file never runs ahead of the shared copy another instance resumes from.
+pub fn store_to(
+    dir: &Path,
+    replica: Option<&dyn Replica>,
+    cp: &Checkpoint,
+) -> Result<(), CheckpointError> {
+    if let Some(r) = replica {
+        r.store(cp)
+            .map_err(|reason| CheckpointError::Replica { reason })?;
+    }
+    store(dir, cp)
 }
 
 /// Writes `cp` so that a crash at any moment leaves either the old or the new file.

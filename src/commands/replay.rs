@@ -115,7 +115,7 @@ async fn send(plan: &Plan, letter: &mut Letter) -> bool {
     let body = letter.payload.get().as_bytes();
     let mut req = Vec::with_capacity(body.len() + 512);
     let now = crate::delivery::unix_now();
-    request::write(&mut req, task, letter.id.as_bytes(), body, now);
+    request::write(&mut req, task, letter.id.as_bytes(), body, now, 0);
     letter.attempts += 1;
     match classify(&pool.exchange(&req, plan.timeout).await) {
         Outcome::Delivered => true,

@@ -34,6 +34,9 @@ pub enum RunError {
     /// The configuration cannot be turned into a delivery plan.
     #[error("{0}")]
     Plan(#[from] crate::delivery::plan::PlanError),
+    /// The ha thread could not start.
+    #[error(transparent)]
+    Ha(#[from] control::ha::StartError),
     /// Tasks kept in etcd could not be loaded.
     #[error(transparent)]
     Etcd(#[from] control::etcd::StartError),
@@ -148,15 +151,6 @@ pub fn run(loaded: &Loaded, files: ConfigFiles) -> Result<(), RunError> {
             "delivery shards started"
         );
     }
-    let saved = checkpoint::load(&config.state.dir)?;
-    let start = saved.as_ref().map(Checkpoint::position);
-    let resume_from = saved.clone();
-    match &start {
-        Some(at) => tracing::info!(checkpoint = %at, "resuming from the checkpoint"),
-        None => {
-            tracing::info!(start = ?config.source.start, "no checkpoint; starting at source.start")
-        }
-    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [SIGTERM, SIGINT] {
         // A second signal while draining exits at once.
@@ -182,6 +176,17 @@ pub fn run(loaded: &Loaded, files: ConfigFiles) -> Result<(), RunError> {
             tracing::info!(file = %file.display(), "tasks_watch: a change of the tasks file reloads the tasks");
         }
     }
+    // `rowhook ha step-down` (POST /ha/step-down): stop like SIGTERM, give the
+    // active role up, come back as standby.
+    let step_down = Arc::new(AtomicBool::new(false));
+    let ha = match &config.ha {
+        Some(settings) => Some(control::ha::start(
+            settings,
+            admin_address(&config.server),
+            plan.controls.clone(),
+        )?),
+        None => None,
+    };
     let live = Arc::new(crate::source::Liveness::default());
     watch_from_outside(live.clone(), config.source.heartbeat, stop.clone())?;
     let source = make_source(config.runtime.pin.then_some(cpus[0]))?;
@@ -216,15 +221,77 @@ pub fn run(loaded: &Loaded, files: ConfigFiles) -> Result<(), RunError> {
             table = table.with_etcd(handle, &first);
         }
         let tasks = Rc::new(std::cell::RefCell::new(table));
+        let progress = Rc::new(crate::metrics::Progress::new(
+            crate::delivery::plan::MAX_TASKS,
+        ));
+        let view = listener.is_some().then(|| {
+            let view = Admin::new(
+                config,
+                tasks.clone(),
+                stats.clone(),
+                latency.clone(),
+                progress.clone(),
+            );
+            Rc::new(match &ha {
+                Some(ha) => view.with_ha(ha.status.clone(), step_down.clone()),
+                None => view,
+            })
+        });
+        if let (Some(listener), Some(view)) = (listener, &view) {
+            glommio::spawn_local(admin::serve(listener, view.clone())).detach();
+        }
+        // With `ha`, a standby waits here, admin API up, until it is elected; the
+        // checkpoint it resumes from is the shared one in etcd.
+        let saved = match &ha {
+            Some(ha) => {
+                tracing::info!("ha: standby; waiting to be elected");
+                live.standing_by(true);
+                let elected = loop {
+                    if let Some(e) = ha.try_elected() {
+                        break e;
+                    }
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    glommio::timer::sleep(Duration::from_millis(20)).await;
+                };
+                live.standing_by(false);
+                match elected.checkpoint {
+                    Some(cp) => Some(cp),
+                    None => {
+                        let local = checkpoint::load(&config.state.dir)?;
+                        if let Some(cp) = &local {
+                            tracing::info!(checkpoint = %cp.position(), "ha: etcd holds no checkpoint yet; resuming from this instance's local one");
+                        }
+                        local
+                    }
+                }
+            }
+            None => checkpoint::load(&config.state.dir)?,
+        };
+        let start = saved.as_ref().map(Checkpoint::position);
+        let resume_from = saved.clone();
+        match &start {
+            Some(at) => tracing::info!(checkpoint = %at, "resuming from the checkpoint"),
+            None => {
+                tracing::info!(start = ?config.source.start, "no checkpoint; starting at source.start")
+            }
+        }
         let mut downstream = Dispatch::new(
             config,
             tasks.clone(),
             links,
             ack_rx,
             saved,
-            stats.clone(),
-            latency.clone(),
+            crate::dispatch::Meters {
+                stats: stats.clone(),
+                latency: latency.clone(),
+                progress: progress.clone(),
+            },
         );
+        if let Some(ha) = &ha {
+            downstream.set_checkpoint_replica(ha.replica());
+        }
         glommio::spawn_local(downstream.keeper()).detach();
         let snapshots =
             crate::snapshot::Snapshots::new(config, tasks.clone(), downstream.snapshot_port());
@@ -237,16 +304,8 @@ pub fn run(loaded: &Loaded, files: ConfigFiles) -> Result<(), RunError> {
         ))
         .detach();
         glommio::spawn_local(report_progress(downstream.progress(), stats.clone())).detach();
-        if let Some(listener) = listener {
-            let view = Admin::new(
-                config,
-                tasks.clone(),
-                stats.clone(),
-                latency.clone(),
-                downstream.progress(),
-            )
-            .with_snapshots(snapshots.clone());
-            glommio::spawn_local(admin::serve(listener, Rc::new(view))).detach();
+        if let Some(view) = &view {
+            view.set_snapshots(snapshots.clone());
         }
         let followed = futures_lite::future::or(
             async {
@@ -255,7 +314,7 @@ pub fn run(loaded: &Loaded, files: ConfigFiles) -> Result<(), RunError> {
                 Some(followed.await)
             },
             async {
-                while !stop.load(Ordering::Relaxed) {
+                while !stop.load(Ordering::Relaxed) && !step_down.load(Ordering::Relaxed) {
                     glommio::timer::sleep(Duration::from_millis(50)).await;
                 }
                 None
@@ -273,6 +332,13 @@ pub fn run(loaded: &Loaded, files: ConfigFiles) -> Result<(), RunError> {
             Ok(Some(at)) => tracing::info!(checkpoint = %at, undelivered = left, "checkpoint written"),
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "cannot write the checkpoint"),
+        }
+        if let Some(ha) = &ha {
+            // A standby takes over now, not a lease TTL later.
+            ha.resign();
+            if step_down.load(Ordering::Relaxed) {
+                control::ha::restart_as_standby("stepped down on request");
+            }
         }
         match followed {
             None | Some(Ok(())) => Ok(()),
@@ -339,6 +405,19 @@ fn watch_from_outside(
             what: "the source watchdog".into(),
             source: Box::new(e),
         })
+}
+
+/// This instance's admin address as others should reach it: the bound address,
+/// or the host name when bound to every interface.
+fn admin_address(server: &crate::config::ServerConfig) -> String {
+    let host = if server.bind.is_unspecified() {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into())
+    } else {
+        server.bind.to_string()
+    };
+    format!("{host}:{}", server.port)
 }
 
 /// How often the progress line is logged.

@@ -29,7 +29,7 @@ pub use source::{SourceConfig, StartPosition};
 pub use tasks::{
     EventKinds, Ordering, PayloadShape, SnapshotEvent, SnapshotMode, TablePattern, TaskConfig,
 };
-pub use tasks_source::{EtcdConfig, EtcdTls};
+pub use tasks_source::{EtcdConfig, EtcdTls, HaConfig};
 
 use document::Document;
 use fields::{Fields, Report};
@@ -62,6 +62,8 @@ pub struct Config {
     pub tasks_watch: bool,
     /// Task definitions kept in etcd instead of a file (`tasks_source.etcd`).
     pub tasks_etcd: Option<EtcdConfig>,
+    /// `ha:`: one active instance among several, elected in etcd.
+    pub ha: Option<HaConfig>,
 }
 
 /// Which files make up a configuration.
@@ -299,7 +301,7 @@ fn build(
         let mut source = top.nested("tasks_source");
         let etcd = if source.has("etcd") {
             let mut e = source.nested("etcd");
-            let etcd = EtcdConfig::read(&mut e);
+            let etcd = EtcdConfig::read(&mut e, "/rowhook/tasks/");
             e.finish();
             etcd
         } else {
@@ -308,6 +310,14 @@ fn build(
         };
         source.finish();
         etcd
+    } else {
+        None
+    };
+    let ha = if top.has("ha") {
+        let mut h = top.nested("ha");
+        let ha = HaConfig::read(&mut h);
+        h.finish();
+        ha
     } else {
         None
     };
@@ -387,6 +397,7 @@ fn build(
                 tasks,
                 tasks_watch,
                 tasks_etcd,
+                ha,
             },
             warnings: report.warnings,
             tasks_source,

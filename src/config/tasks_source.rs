@@ -35,8 +35,9 @@ pub struct EtcdTls {
 }
 
 impl EtcdConfig {
-    /// Reads `tasks_source.etcd`.
-    pub(crate) fn read(f: &mut Fields<'_, '_>) -> Option<Self> {
+    /// Reads an `etcd:` block (`tasks_source.etcd`, `ha.etcd`); `default_prefix`
+    /// when it names none.
+    pub(crate) fn read(f: &mut Fields<'_, '_>, default_prefix: &str) -> Option<Self> {
         let endpoints = f.string_list("endpoints").unwrap_or_default();
         if endpoints.is_empty() {
             f.problem(
@@ -52,13 +53,13 @@ impl EtcdConfig {
                 );
             }
         }
-        let prefix = f
-            .string("prefix")
-            .unwrap_or_else(|| "/rowhook/tasks/".into());
+        let prefix = f.string("prefix").unwrap_or_else(|| default_prefix.into());
         if prefix.is_empty() {
             f.problem(
                 "prefix",
-                "an empty prefix would read every key of the cluster; use e.g. /rowhook/tasks/",
+                format!(
+                    "an empty prefix would use every key of the cluster; use e.g. {default_prefix}"
+                ),
             );
         }
         let username = f.string("username").filter(|u| !u.is_empty());
@@ -87,6 +88,48 @@ impl EtcdConfig {
             password,
             tls,
             dial_timeout,
+        })
+    }
+}
+
+/// `ha:` — one active instance among several, elected in etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaConfig {
+    /// The etcd cluster and the prefix of the election and checkpoint keys.
+    pub etcd: EtcdConfig,
+    /// The lease an active instance renews; a dead one is replaced after it.
+    pub lease_ttl: Duration,
+    /// This instance's name in the election (`hostname:admin port` by default).
+    pub id: Option<String>,
+}
+
+impl HaConfig {
+    /// Reads `ha:`.
+    pub(crate) fn read(f: &mut Fields<'_, '_>) -> Option<Self> {
+        let id = f.string("id").filter(|i| !i.trim().is_empty());
+        if !f.has("etcd") {
+            f.problem(
+                "etcd",
+                "ha needs etcd: ha: {etcd: {endpoints: [http://127.0.0.1:2379], lease_ttl: 10s}}",
+            );
+            return None;
+        }
+        let mut e = f.nested("etcd");
+        let etcd = EtcdConfig::read(&mut e, "/rowhook/ha/");
+        let lease_ttl = e.duration("lease_ttl", Duration::from_secs(10), false);
+        // etcd rounds a lease to whole seconds and refuses less than its own
+        // minimum; under 2 s a renewal could not fit inside the safety margin.
+        if lease_ttl < Duration::from_secs(2) || lease_ttl.subsec_nanos() != 0 {
+            e.problem(
+                "lease_ttl",
+                "a whole number of seconds, at least 2s (e.g. 10s)",
+            );
+        }
+        e.finish();
+        Some(HaConfig {
+            etcd: etcd?,
+            lease_ttl,
+            id,
         })
     }
 }

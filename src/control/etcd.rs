@@ -235,38 +235,7 @@ impl Follower {
     }
 
     async fn connect(&self) -> Result<Client, String> {
-        let s = &self.settings;
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(s.dial_timeout)
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
-        if let (Some(user), Some(password)) = (&s.username, &s.password) {
-            options = options.with_user(user.clone(), password.clone());
-        }
-        if let Some(tls) = &s.tls {
-            let mut t = TlsOptions::new();
-            if let Some(ca) = &tls.ca_file {
-                let pem = std::fs::read(ca).map_err(|e| {
-                    format!(
-                        "cannot read tasks_source.etcd.tls.ca_file {}: {e}",
-                        ca.display()
-                    )
-                })?;
-                t = t.ca_certificate(Certificate::from_pem(pem));
-            }
-            if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
-                let read = |p: &PathBuf| {
-                    std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
-                };
-                t = t.identity(Identity::from_pem(read(cert)?, read(key)?));
-            }
-            options = options.with_tls(t);
-        }
-        let connect = Client::connect(s.endpoints.clone(), Some(options));
-        match tokio::time::timeout(s.dial_timeout, connect).await {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {:?}", s.dial_timeout)),
-        }
+        connect(&self.settings, "tasks_source.etcd").await
     }
 
     /// One connection: load the prefix, then watch it and serve writes until
@@ -550,4 +519,35 @@ fn read_cache(path: &Path, settings: &EtcdConfig, running: &Config) -> Option<Up
         origin.push_str(" (cached)");
     }
     Some(update)
+}
+
+/// Connects to the cluster `s` describes; `field` names its settings in errors.
+pub(crate) async fn connect(s: &EtcdConfig, field: &str) -> Result<Client, String> {
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(s.dial_timeout)
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+    if let (Some(user), Some(password)) = (&s.username, &s.password) {
+        options = options.with_user(user.clone(), password.clone());
+    }
+    if let Some(tls) = &s.tls {
+        let mut t = TlsOptions::new();
+        if let Some(ca) = &tls.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| format!("cannot read {field}.tls.ca_file {}: {e}", ca.display()))?;
+            t = t.ca_certificate(Certificate::from_pem(pem));
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+            let read = |p: &PathBuf| {
+                std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+            };
+            t = t.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        options = options.with_tls(t);
+    }
+    let connect = Client::connect(s.endpoints.clone(), Some(options));
+    match tokio::time::timeout(s.dial_timeout, connect).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {:?}", s.dial_timeout)),
+    }
 }

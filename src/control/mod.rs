@@ -5,6 +5,7 @@
 //! it between two transactions (`dispatch::apply_pending`).
 
 pub mod etcd;
+pub mod ha;
 pub mod watch;
 
 use std::cell::RefCell;

@@ -144,6 +144,9 @@ pub async fn run(ctx: Rc<ShardCtx>, task: u32, lane: Rc<Lane>) {
     }
 }
 
+/// How often a lane held by `ha` looks again whether it may send.
+const HELD_POLL: Duration = Duration::from_millis(20);
+
 /// Sends one request (a single event or a batch) until it is acknowledged or
 /// dead-lettered.
 struct Sender<'a> {
@@ -177,9 +180,23 @@ impl<'a> Sender<'a> {
         let pool = ctx.pool(&t.endpoint);
         let mut backoff = Backoff::new(ctx.plan.retry_base_delay, ctx.plan.retry_max_delay);
         let mut attempts: u32 = 0;
+        let leadership = &ctx.plan.controls.leadership;
         loop {
+            // With `ha`, nothing is sent outside the lease's safety margin: a
+            // deposed or frozen instance holds its events until it restarts as
+            // standby, and the new active sends them again from the checkpoint.
+            while !leadership.allows() {
+                glommio::timer::sleep(HELD_POLL).await;
+            }
             attempts = attempts.saturating_add(1);
-            request::write(&mut self.request, t, &id, body, unix_now());
+            request::write(
+                &mut self.request,
+                t,
+                &id,
+                body,
+                unix_now(),
+                leadership.epoch(),
+            );
             let sent = Instant::now();
             let result = pool.exchange(&self.request, ctx.plan.timeout).await;
             ctx.latency.record_since(ctx.slot(), Stage::Http, sent);

@@ -3,7 +3,7 @@
 //! change of the task set (a new *generation*; a task keeps its slot across them).
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as Mem};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,6 +109,7 @@ impl Plan {
             dlq_dir: config.state.dir.join("dlq"),
             controls: Arc::new(Controls {
                 paused: (0..MAX_TASKS).map(|_| AtomicBool::new(false)).collect(),
+                leadership: Leadership::default(),
             }),
             tls,
         })
@@ -212,6 +213,77 @@ fn task_plan(t: &TaskConfig, lanes: usize) -> Result<TaskPlan, PlanError> {
 #[derive(Debug, Default)]
 pub struct Controls {
     paused: Vec<AtomicBool>,
+    /// With `ha`: whether this instance may send, and its epoch.
+    pub leadership: Leadership,
+}
+
+/// With `ha`, the lanes send only while this instance holds the active role
+/// with a safe margin on its etcd lease, and stamp its epoch on every webhook.
+/// Without `ha` it never holds anything back and no epoch is sent.
+#[derive(Debug)]
+pub struct Leadership {
+    /// The takeover count, sent as `webhook-epoch`; 0 without `ha`.
+    epoch: AtomicU64,
+    /// Boot-clock milliseconds until which sending is allowed; `u64::MAX`
+    /// without `ha`. The boot clock runs on through SIGSTOP and suspend, so a
+    /// frozen instance sees at once that its margin is gone when it wakes.
+    until_ms: AtomicU64,
+}
+
+impl Default for Leadership {
+    fn default() -> Self {
+        Leadership {
+            epoch: AtomicU64::new(0),
+            until_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl Leadership {
+    /// Whether a webhook may be sent now.
+    pub fn allows(&self) -> bool {
+        let until = self.until_ms.load(Mem::Acquire);
+        until == u64::MAX || boot_ms() < until
+    }
+
+    /// The epoch to stamp (0: none).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Mem::Relaxed)
+    }
+
+    /// Holds every send (an `ha` instance before it is elected, or deposed).
+    pub fn hold(&self) {
+        self.until_ms.store(0, Mem::Release);
+    }
+
+    /// Elected with `epoch`: send until `until_ms` (boot clock).
+    pub fn grant(&self, epoch: u64, until_ms: u64) {
+        self.epoch.store(epoch, Mem::Relaxed);
+        self.until_ms.store(until_ms, Mem::Release);
+    }
+
+    /// A renewed lease moves the margin on, never back.
+    pub fn extend(&self, until_ms: u64) {
+        self.until_ms.fetch_max(until_ms, Mem::AcqRel);
+    }
+
+    /// Milliseconds left before sending stops (0 when held; `None` without `ha`).
+    pub fn left_ms(&self) -> Option<u64> {
+        let until = self.until_ms.load(Mem::Acquire);
+        (until != u64::MAX).then(|| until.saturating_sub(boot_ms()))
+    }
+}
+
+/// Milliseconds on CLOCK_BOOTTIME (monotonic, counts time stopped or suspended).
+pub fn boot_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write; CLOCK_BOOTTIME exists on every
+    // kernel rowhook runs on (io_uring needs a far newer one).
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
 }
 
 impl Controls {

@@ -5,13 +5,19 @@ use super::plan::TaskPlan;
 use super::sign::signature;
 
 /// Writes the complete request for one attempt into `out` (cleared first).
-/// `now` is the attempt's Unix time, signed into `webhook-timestamp`.
-pub fn write(out: &mut Vec<u8>, task: &TaskPlan, id: &[u8], body: &[u8], now: u64) {
+/// `now` is the attempt's Unix time, signed into `webhook-timestamp`; `epoch`
+/// (with `ha`, else 0) is sent as `webhook-epoch`.
+pub fn write(out: &mut Vec<u8>, task: &TaskPlan, id: &[u8], body: &[u8], now: u64, epoch: u64) {
     out.clear();
     out.extend_from_slice(&task.head);
     out.extend_from_slice(b"webhook-id: ");
     out.extend_from_slice(id);
     out.extend_from_slice(b"\r\n");
+    if epoch != 0 {
+        out.extend_from_slice(b"webhook-epoch: ");
+        out.extend_from_slice(itoa::Buffer::new().format(epoch).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     if let Some(key) = &task.secret {
         let mut ts = itoa::Buffer::new();
         out.extend_from_slice(b"webhook-timestamp: ");

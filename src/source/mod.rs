@@ -145,6 +145,12 @@ impl Liveness {
         self.steps.fetch_add(1, Relaxed);
     }
 
+    /// An `ha` standby reads nothing on purpose until it is elected; the
+    /// watchdogs leave it alone meanwhile.
+    pub fn standing_by(&self, standby: bool) {
+        self.idle(standby);
+    }
+
     fn phase(&self) -> &'static str {
         match self.phase.load(Relaxed) {
             0 => Phase::Connecting,

@@ -15,6 +15,9 @@ pub struct Etcd {
     /// Client port.
     pub port: u16,
     peer: u16,
+    name: String,
+    /// `--initial-cluster` of a multi-member cluster (empty: alone).
+    cluster: String,
 }
 
 impl Etcd {
@@ -25,9 +28,50 @@ impl Etcd {
             dir: tempfile::tempdir().unwrap(),
             port: free_port(),
             peer: free_port(),
+            name: "t".into(),
+            cluster: String::new(),
         };
         e.restart();
         e
+    }
+
+    /// Starts an `n`-member cluster on loopback and waits until every member
+    /// answers.
+    pub fn cluster(n: usize) -> Vec<Etcd> {
+        let mut members: Vec<Etcd> = (0..n)
+            .map(|i| Etcd {
+                child: None,
+                dir: tempfile::tempdir().unwrap(),
+                port: free_port(),
+                peer: free_port(),
+                name: format!("m{i}"),
+                cluster: String::new(),
+            })
+            .collect();
+        let cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        for m in &mut members {
+            m.cluster = cluster.clone();
+            m.spawn();
+        }
+        for m in &members {
+            m.wait_healthy();
+        }
+        members
+    }
+
+    /// Whether this member leads the raft group.
+    pub fn is_leader(&self) -> bool {
+        self.try_ctl(&["endpoint", "status", "-w", "json"])
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|v| {
+                let s = &v[0]["Status"];
+                s["leader"].is_u64() && s["leader"] == s["header"]["member_id"]
+            })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -37,11 +81,21 @@ impl Etcd {
 
     /// (Re)starts the server on the same ports and data.
     pub fn restart(&mut self) {
+        self.spawn();
+        self.wait_healthy();
+    }
+
+    fn spawn(&mut self) {
         let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer);
+        let cluster = if self.cluster.is_empty() {
+            format!("{}={peer}", self.name)
+        } else {
+            self.cluster.clone()
+        };
         let log = std::fs::File::create(self.dir.path().join("etcd.log")).unwrap();
         let child = Command::new(binary("etcd"))
-            .args(["--name", "t", "--data-dir"])
+            .args(["--name", &self.name, "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args([
                 "--listen-client-urls",
@@ -55,13 +109,16 @@ impl Etcd {
                 "--initial-advertise-peer-urls",
                 &peer,
             ])
-            .args(["--initial-cluster", &format!("t={peer}")])
+            .args(["--initial-cluster", &cluster])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start etcd (apt install etcd-server): {e}"));
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
         while self.try_ctl(&["endpoint", "health"]).is_err() {
             assert!(
                 Instant::now() < deadline,
