@@ -467,3 +467,75 @@ fn losing_one_of_three_etcd_members_changes_nothing() {
     );
     assert!(pause <= Duration::from_secs(3), "{pause:?}");
 }
+
+#[test]
+fn step_down_and_a_graceful_stop_hand_over_at_once_and_repeat_nothing() {
+    let db = database();
+    let etcd = Etcd::start();
+    let (receiver, verdicts) = steady();
+    let endpoints = [etcd.endpoint()];
+    let mut nodes: Vec<Node> = (0..2)
+        .map(|_| Node::new(&db, &endpoints, &receiver))
+        .collect();
+    let a = wait_active(&nodes, Duration::from_secs(20));
+    let b = 1 - a;
+    let writer = Writer::start(&db);
+    writer.wait_rows(500);
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let url = |i: usize| format!("http://127.0.0.1:{}", ports[i]);
+
+    // On purpose: `rowhook ha step-down` on the active one.
+    let (code, out, err) =
+        nodes[a]
+            .process()
+            .verb_admin(&["ha", "step-down", "--admin", &url(a), "--token", TOKEN]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("active now"), "{out}");
+    assert_eq!(wait_active(&nodes, Duration::from_secs(5)), b);
+    // Back as standby with every CPU it was given, not just the one its source
+    // core was pinned to.
+    let log = nodes[a].process().log();
+    let starts: Vec<&str> = log.lines().filter(|l| l.contains("cpus=")).collect();
+    assert_eq!(starts.len(), 2, "{log}");
+    assert_eq!(
+        starts[0].split("cpus=").nth(1),
+        starts[1].split("cpus=").nth(1),
+        "{log}"
+    );
+    let (_, status, _) = nodes[a]
+        .process()
+        .verb_admin(&["status", "--admin", &url(a)]);
+    assert!(
+        status.contains("ha           standby")
+            && status.contains(&format!("active: 127.0.0.1:{}", nodes[b].port)),
+        "{status}"
+    );
+    // A standby refuses to step down, naming the active one.
+    let (code, _, err) =
+        nodes[a]
+            .process()
+            .verb_admin(&["ha", "step-down", "--admin", &url(a), "--token", TOKEN]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("standby"), "{err}");
+    writer.wait_rows(500);
+
+    // SIGTERM of the active: it resigns after its last checkpoint, so the other
+    // takes over well before the lease would have expired.
+    nodes[b].process().terminate();
+    let stopped = Instant::now();
+    let (code, log) = nodes[b].process().exit_within(Duration::from_secs(15));
+    assert_eq!(code, Some(0), "{log}");
+    nodes[b].process = None;
+    assert_eq!(wait_active(&nodes, TTL), a);
+    let handover = stopped.elapsed();
+    writer.wait_rows(500);
+    writer.stop();
+    let (seen, stale) = wait_converged(&db, &receiver, &verdicts, &mut nodes);
+    let dups = duplicates(&seen);
+    eprintln!(
+        "step-down then SIGTERM: handover after SIGTERM {handover:?}; {} accepted, {dups} duplicates, {stale} stale",
+        seen.len()
+    );
+    assert_eq!(dups, 0, "a graceful handover repeats nothing");
+    assert!(handover < TTL, "{handover:?}");
+}

@@ -99,6 +99,7 @@ pub fn run(loaded: &Loaded, files: ConfigFiles) -> Result<(), RunError> {
     };
     // The CPUs this process may run on (CPUAffinity=, taskset, cgroup cpusets):
     // the source core takes the first, shards the following ones.
+    control::ha::remember_affinity();
     let cpus = crate::config::RuntimeConfig::usable_cpus();
     let cores = cpus.len();
     // 0: one shard, run as a task on the source core (no cross-thread wake-ups).

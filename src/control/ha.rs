@@ -569,9 +569,29 @@ pub fn restart_as_standby(why: &str) -> ! {
     reexec()
 }
 
+/// The CPUs the process was given at start, before threads pinned themselves.
+static START_AFFINITY: std::sync::OnceLock<libc::cpu_set_t> = std::sync::OnceLock::new();
+
+/// Remembers the process's CPU set, so a restart as standby gets all of it back
+/// (exec keeps the calling thread's mask, which pinning narrowed to one CPU).
+pub fn remember_affinity() {
+    // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity writes at most
+    // size_of::<cpu_set_t>() bytes into it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let ok =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if ok == 0 {
+        let _ = START_AFFINITY.set(set);
+    }
+}
+
 /// Execs this binary again with the same arguments and the same pid.
 pub fn reexec() -> ! {
     use std::os::unix::process::CommandExt;
+    if let Some(set) = START_AFFINITY.get() {
+        // SAFETY: `set` is a valid cpu_set_t of the size passed.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
+    }
     // Sockets and files opened without close-on-exec (io_uring, listeners)
     // would otherwise outlive the exec and keep the admin port bound.
     if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
