@@ -519,6 +519,34 @@ fn step_down_and_a_graceful_stop_hand_over_at_once_and_repeat_nothing() {
     assert!(err.contains("standby"), "{err}");
     writer.wait_rows(500);
 
+    // A standby that stops leaves the election at once (no key waiting for
+    // its lease to expire, which would hold up a takeover were it next).
+    let campaigners = || {
+        etcd.try_ctl(&[
+            "get",
+            "--prefix",
+            &format!("{PREFIX}election"),
+            "--keys-only",
+        ])
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+    };
+    let mut third = Node::new(&db, &endpoints, &receiver);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while campaigners() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the third instance never campaigned"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    third.process().terminate();
+    let (code, log) = third.process().exit_within(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(campaigners(), 2, "the stopped standby's key is gone");
+
     // SIGTERM of the active: it resigns after its last checkpoint, so the other
     // takes over well before the lease would have expired.
     nodes[b].process().terminate();

@@ -252,6 +252,7 @@ pub fn run(loaded: &Loaded, files: ConfigFiles) -> Result<(), RunError> {
                         break e;
                     }
                     if stop.load(Ordering::Relaxed) {
+                        ha.resign();
                         return Ok(());
                     }
                     glommio::timer::sleep(Duration::from_millis(20)).await;

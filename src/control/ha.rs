@@ -274,7 +274,9 @@ impl Node {
                     tracing::warn!(error = %why, retry_in = ?delay, "ha: etcd unusable; standing by");
                     let until = tokio::time::Instant::now() + delay;
                     while tokio::time::Instant::now() < until {
-                        self.refuse_requests("this instance is standby");
+                        if let Some(done) = self.refuse_requests("this instance is standby") {
+                            let _ = done.send(());
+                        }
                         tokio::time::sleep(TICK).await;
                     }
                 }
@@ -282,7 +284,9 @@ impl Node {
                 End::Resigned => {
                     // Stays held; the process is stopping or restarting.
                     loop {
-                        self.refuse_requests("this instance resigned");
+                        if let Some(done) = self.refuse_requests("this instance resigned") {
+                            let _ = done.send(());
+                        }
                         tokio::time::sleep(TICK).await;
                     }
                 }
@@ -290,17 +294,19 @@ impl Node {
         }
     }
 
-    fn refuse_requests(&self, why: &str) {
+    /// Answers checkpoint writes with `why`; returns the reply channel of a
+    /// resignation, if one was asked for.
+    fn refuse_requests(&self, why: &str) -> Option<Sender<()>> {
+        let mut resign = None;
         while let Ok(r) = self.requests.try_recv() {
             match r {
                 ToHa::Store { reply, .. } => {
                     let _ = reply.send(Err(why.to_owned()));
                 }
-                ToHa::Resign { reply } => {
-                    let _ = reply.send(());
-                }
+                ToHa::Resign { reply } => resign = Some(reply),
             }
         }
+        resign
     }
 
     async fn session(&self) -> End {
@@ -354,7 +360,13 @@ impl Node {
                     Err(e) => return End::Lost(format!("campaign: {e}")),
                 },
                 _ = tokio::time::sleep(TICK) => {
-                    self.refuse_requests("this instance is standby");
+                    // A standby that stops leaves the queue at once: were it
+                    // next in line, a takeover would otherwise wait for its lease.
+                    if let Some(done) = self.refuse_requests("this instance is standby") {
+                        let _ = timed(client.lease_revoke(lease.id)).await;
+                        let _ = done.send(());
+                        return End::Resigned;
+                    }
                     if let Some(why) = self.lease_problem(lease) {
                         return End::Lost(why);
                     }
