@@ -138,6 +138,33 @@ fn every_endpoint_reports_the_running_instance() {
     assert_eq!(status, 200, "{health}");
     assert_eq!(health["status"], "UP");
     assert_eq!(health["monitor_running"], true);
+
+    // The console: one self-contained page (nothing loaded from elsewhere, and
+    // the CSP forbids it), told that actions need the token.
+    let (status, head, page) = call(port, "GET", "/", None);
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("text/html"), "{head}");
+    assert!(
+        head.contains("Content-Security-Policy: default-src 'self'"),
+        "{head}"
+    );
+    assert!(
+        page.contains(r#"{"read_only":false,"token_required":true}"#)
+            || page.contains(r#"{"token_required":true,"read_only":false}"#),
+        "settings not injected"
+    );
+    for outside in ["http://", "https://", "src=\"//", "<link"] {
+        assert!(
+            !page.contains(outside),
+            "the console loads {outside} from elsewhere"
+        );
+    }
+    for route in ["/health", "/metrics.json", "/tasks", "/metrics"] {
+        assert!(
+            page.contains(&format!("\"{route}\"")),
+            "the console reads {route}"
+        );
+    }
     assert_eq!(health["event_queue_size"], 0);
     assert!(health["binlog_position"]["file"]
         .as_str()

@@ -155,6 +155,7 @@ pub(super) fn route(admin: &Admin, req: &Request, body: &[u8]) -> Reply {
         return only_get(health);
     }
     match path {
+        "" | "/index.html" => only_get(console),
         "/health/active" => only_get(health_active),
         "/ha/step-down" => step_down(admin, req),
         "/metrics" => only_get(prometheus),
@@ -638,6 +639,28 @@ fn health(admin: &Admin) -> Reply {
         body["active_admin"] = json!(v.active_admin);
     }
     Reply::json(if up { 200 } else { 503 }, &body)
+}
+
+/// The operator console: one page, embedded in the binary, no outside
+/// resources (the CSP header enforces it); it reads the JSON routes.
+const CONSOLE: &str = include_str!("console.html");
+/// Where the page's settings go (the default keeps the file valid on its own).
+const CONSOLE_SETTINGS: &str =
+    r#"/*ROWHOOK_CONSOLE*/{"token_required": false, "read_only": false}"#;
+
+/// `GET /`: the console. Actions ask for the token when one is set; with no
+/// token on an admin server bound beyond loopback the page is read-only.
+fn console(admin: &Admin) -> Reply {
+    let token_required = admin.server.token.is_some();
+    let read_only = !token_required && !admin.server.bind.is_loopback();
+    let settings = json!({"token_required": token_required, "read_only": read_only}).to_string();
+    Reply {
+        status: 200,
+        content_type: "text/html; charset=utf-8",
+        body: CONSOLE.replacen(CONSOLE_SETTINGS, &settings, 1).into_bytes(),
+        extra: "Cache-Control: no-store\r\nContent-Security-Policy: default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'\r\n".to_owned(),
+        wait: None,
+    }
 }
 
 /// `/health/active`: `/health` for a load balancer that must reach the active
