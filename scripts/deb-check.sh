@@ -34,6 +34,34 @@ if command -v systemd-analyze >/dev/null 2>&1; then
   systemd-analyze verify "$unit" || echo "deb-check: systemd-analyze verify complained (see above)"
 fi
 
+# The service as systemd would start it (this CI machine has no systemd as
+# pid 1): the installed binary as the rowhook user, the installed config, state
+# in /var/lib/rowhook. No database listens here, so it says DOWN — but its
+# admin server and console answer, and it runs with the package's permissions.
+port=18473
+overlay=$(mktemp)
+printf 'server: {port: %s}\n' "$port" > "$overlay"
+chmod 0644 "$overlay"
+http_get() {  # path -> body (HTTP/1.0 over bash's /dev/tcp: no curl needed)
+  exec 3<>"/dev/tcp/127.0.0.1/$port" || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: x\r\n\r\n' "$1" >&3
+  sed '1,/^\r$/d' <&3
+  exec 3<&-
+}
+as_root runuser -u rowhook -- env ROWHOOK_STATE_DIR=/var/lib/rowhook \
+  /usr/bin/rowhook run --config /etc/rowhook/config.yaml --config "$overlay" > target/deb-run.log 2>&1 &
+runner=$!
+for _ in $(seq 1 100); do
+  http_get /health 2>/dev/null | grep -q '"status"' && break
+  sleep 0.1
+done
+http_get /health | grep -q '"status"' || { cat target/deb-run.log; fail "the installed service's admin server does not answer"; }
+http_get / | grep -q '<title>rowhook</title>' || fail "no console at /"
+as_root pkill -TERM -u rowhook -f '/usr/bin/rowhook run' || true
+wait "$runner" || true
+rm -f "$overlay"
+grep -q 'admin server listening' target/deb-run.log || { cat target/deb-run.log; fail "no admin server in the log"; }
+
 # An operator's edit survives removal; purge takes config and state.
 echo "# edited" | as_root tee -a /etc/rowhook/config.yaml >/dev/null
 as_root dpkg -r rowhook
