@@ -339,7 +339,8 @@ pub fn run(loaded: &Loaded, files: ConfigFiles) -> Result<(), RunError> {
             // A standby takes over now, not a lease TTL later.
             ha.resign();
             if step_down.load(Ordering::Relaxed) {
-                control::ha::restart_as_standby("stepped down on request");
+                tracing::info!("ha: stepped down on request; restarting as standby");
+                control::ha::reexec();
             }
         }
         match followed {

@@ -316,11 +316,13 @@ impl Node {
             Err(e) => return End::Lost(format!("etcd at {}: {e}", etcd.endpoints.join(", "))),
         };
         let ttl = self.settings.lease_ttl.as_secs() as i64;
+        // The lease runs from when etcd granted it, which is after this.
+        let asked = boot_ms();
         let granted = timed(client.lease_grant(ttl, None)).await;
         let lease = match granted {
             Ok(g) => Arc::new(Lease {
                 id: g.id(),
-                renewed: AtomicU64::new(boot_ms()),
+                renewed: AtomicU64::new(asked),
                 expired: AtomicBool::new(false),
             }),
             Err(e) => return End::Lost(format!("lease: {e}")),
