@@ -400,6 +400,9 @@ fn an_etcd_outage_stops_the_active_and_exactly_one_resumes_after_it() {
         sent_for < TTL,
         "the active sent for {sent_for:?} after etcd went away (ttl {TTL:?})"
     );
+    let (code, out, err) = nodes[0].process().verb(&["check"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("FAIL  ha: etcd at"), "{out}");
     etcd.restart();
     let back = Instant::now();
     let a = wait_active(&nodes, Duration::from_secs(30));
@@ -479,6 +482,18 @@ fn step_down_and_a_graceful_stop_hand_over_at_once_and_repeat_nothing() {
         .collect();
     let a = wait_active(&nodes, Duration::from_secs(20));
     let b = 1 - a;
+    // `check` from the standby's host names the active instance, and the
+    // shared server_id is expected, not a clash.
+    let (code, out, err) = nodes[b].process().verb(&["check"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "active instance 127.0.0.1:{} at 127.0.0.1:{}",
+            nodes[a].port, nodes[a].port
+        )),
+        "{out}"
+    );
+    assert!(out.contains("with ha, the active instance"), "{out}");
     let writer = Writer::start(&db);
     writer.wait_rows(500);
     let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();

@@ -83,7 +83,141 @@ pub fn check(config: &Config) -> Vec<Finding> {
     };
     let mut findings = executor.run(server(config));
     findings.extend(callbacks(config));
+    findings.extend(etcd(config));
     findings
+}
+
+/// The etcd clusters the configuration uses: tasks (`tasks_source.etcd`) and the
+/// election (`ha.etcd`). A one-off tokio runtime for the gRPC client.
+fn etcd(config: &Config) -> Vec<Finding> {
+    if config.tasks_etcd.is_none() && config.ha.is_none() {
+        return Vec::new();
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return vec![bad(
+                Level::Fail,
+                format!("cannot start the etcd client's runtime: {e}"),
+                "see the error",
+            )]
+        }
+    };
+    rt.block_on(async {
+        let mut out = Vec::new();
+        if let Some(settings) = &config.tasks_etcd {
+            out.push(etcd_tasks(settings).await);
+        }
+        if let Some(ha) = &config.ha {
+            out.push(etcd_election(&ha.etcd).await);
+        }
+        out
+    })
+}
+
+async fn etcd_tasks(s: &crate::config::EtcdConfig) -> Finding {
+    let at = s.endpoints.join(", ");
+    let mut client = match crate::control::etcd::connect(s, "tasks_source.etcd").await {
+        Ok(c) => c,
+        Err(e) => {
+            return bad(
+                Level::Fail,
+                format!("tasks_source: etcd at {at}: {e}"),
+                "start etcd or correct tasks_source.etcd (endpoints, tls, username/password); run starts from its cached tasks when etcd is down, if it has any",
+            )
+        }
+    };
+    let keys = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_count_only();
+    match tokio::time::timeout(s.dial_timeout, client.get(s.prefix.as_str(), Some(keys))).await {
+        Ok(Ok(r)) => ok(format!(
+            "tasks_source: etcd at {at} answers; {} task key(s) under {}",
+            r.count(),
+            s.prefix
+        )),
+        Ok(Err(e)) => bad(
+            Level::Fail,
+            format!(
+                "tasks_source: etcd at {at} refuses to list {}: {e}",
+                s.prefix
+            ),
+            "grant this user read access to the prefix",
+        ),
+        Err(_) => bad(
+            Level::Fail,
+            format!(
+                "tasks_source: etcd at {at} did not answer within {:?}",
+                s.dial_timeout
+            ),
+            "check that a quorum of the etcd cluster is up",
+        ),
+    }
+}
+
+async fn etcd_election(s: &crate::config::EtcdConfig) -> Finding {
+    let at = s.endpoints.join(", ");
+    let mut client = match crate::control::etcd::connect(s, "ha.etcd").await {
+        Ok(c) => c,
+        Err(e) => {
+            return bad(
+                Level::Fail,
+                format!("ha: etcd at {at}: {e}"),
+                "start etcd or correct ha.etcd; without it no instance becomes active",
+            )
+        }
+    };
+    let election = format!("{}election", s.prefix);
+    let leader = tokio::time::timeout(s.dial_timeout, client.leader(election.as_str())).await;
+    let state = tokio::time::timeout(
+        s.dial_timeout,
+        client.get(format!("{}state", s.prefix), None),
+    )
+    .await;
+    let epoch = match state {
+        Ok(Ok(r)) => r
+            .kvs()
+            .first()
+            .and_then(|kv| serde_json::from_slice::<serde_json::Value>(kv.value()).ok())
+            .and_then(|v| v["epoch"].as_u64()),
+        _ => None,
+    };
+    let epoch = epoch.map_or_else(|| "no epoch yet".to_owned(), |e| format!("epoch {e}"));
+    match leader {
+        Ok(Ok(r)) => {
+            let who = r
+                .kv()
+                .and_then(|kv| serde_json::from_slice::<serde_json::Value>(kv.value()).ok());
+            let id = who.as_ref().and_then(|w| w["id"].as_str()).unwrap_or("?");
+            let admin = who
+                .as_ref()
+                .and_then(|w| w["admin"].as_str())
+                .unwrap_or("?");
+            ok(format!(
+                "ha: etcd at {at} answers; active instance {id} at {admin} ({epoch})"
+            ))
+        }
+        // etcd answers "no leader" as an error: nobody runs yet.
+        Ok(Err(e)) if e.to_string().contains("no leader") => ok(format!(
+            "ha: etcd at {at} answers; no instance is active yet ({epoch})"
+        )),
+        Ok(Err(e)) => bad(
+            Level::Fail,
+            format!("ha: etcd at {at} cannot read {election}: {e}"),
+            "grant this user read and write access to the ha prefix",
+        ),
+        Err(_) => bad(
+            Level::Fail,
+            format!(
+                "ha: etcd at {at} did not answer within {:?}",
+                s.dial_timeout
+            ),
+            "check that a quorum of the etcd cluster is up",
+        ),
+    }
 }
 
 async fn server(config: &Config) -> Vec<Finding> {
@@ -160,6 +294,8 @@ async fn server(config: &Config) -> Vec<Finding> {
     let their_id = value(conn.query(&var("server_id")).await).and_then(|v| v.parse::<u32>().ok());
     out.push(if their_id == Some(db.server_id) {
         bad(Level::Fail, format!("database.server_id {} is the source's own server_id", db.server_id), "pick a server_id no server or replica in the topology uses")
+    } else if config.ha.is_some() && replica_ids(&mut conn).await.contains(&db.server_id) {
+        ok(format!("a replica with server_id {} is connected: with ha, the active instance (all instances share it)", db.server_id))
     } else if replica_ids(&mut conn).await.contains(&db.server_id) {
         bad(Level::Warn, format!("a replica with server_id {} is connected already (another rowhook, or a real replica)", db.server_id), "if that is not this rowhook's own earlier run, give this instance another server_id: the server disconnects one of two replicas that share one")
     } else {
