@@ -475,7 +475,15 @@ async fn explain(
         at: at.to_string(),
         has,
         server: e.to_string(),
-        path: checkpoint::path(&config.state.dir).display().to_string(),
+        // With ha the checkpoint every instance resumes from is the shared one.
+        path: match &config.ha {
+            Some(ha) => format!(
+                "the etcd key {}state (etcdctl del; every instance resumes from it) and {}",
+                ha.etcd.prefix,
+                checkpoint::path(&config.state.dir).display()
+            ),
+            None => checkpoint::path(&config.state.dir).display().to_string(),
+        },
     }
 }
 
