@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::browser::Browser;
 use common::live::admin;
 use common::mariadb::{free_port, MariaDb};
-use common::receiver::Receiver;
+use common::receiver::{Receiver, Reply};
 use common::rowhook::{source_yaml, wait_streaming, Rowhook};
 
 const TOKEN: &str = "s3cret"; // common::live::admin sends this one
@@ -20,7 +20,7 @@ const READ_TABLE: &str = r#"
 const out = {};
 for (const tr of document.querySelectorAll('#tasks tr')) {
   const f = (n) => tr.querySelector(`[data-field="${n}"]`).textContent;
-  out[tr.dataset.task] = {state: f('state'), delivered: Number(f('delivered')), in_flight: Number(f('in_flight'))};
+  out[tr.dataset.task] = {state: f('state'), delivered: Number(f('delivered')), in_flight: Number(f('in_flight')), last_error: f('last_error')};
 }
 return out;"#;
 
@@ -35,10 +35,19 @@ fn task_state(port: u16, id: &str) -> String {
 fn the_console_shows_the_api_numbers_and_its_buttons_pause_and_resume() {
     let db = MariaDb::start();
     db.sql("CREATE DATABASE shop; CREATE TABLE shop.seq (id INT PRIMARY KEY, v INT);");
-    let receiver = Receiver::ok();
+    // audit's first attempt fails: the page shows its last error.
+    let failed_once = std::sync::atomic::AtomicBool::new(false);
+    let receiver = Receiver::start(move |r| {
+        if r.path == "/audit" && !failed_once.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            Reply::Status(503)
+        } else {
+            Reply::Status(200)
+        }
+    });
     let port = free_port();
     let config = format!(
         "{}server: {{enabled: true, port: {port}, token: {TOKEN}}}
+dispatcher: {{retry_base_delay: 100ms}}
 tasks:
   - {{task_id: seq, table_name: shop.seq, events: [insert, update, delete], callback_url: '{}'}}
   - {{task_id: audit, table_name: shop.seq, events: [insert], callback_url: '{}'}}
@@ -50,7 +59,7 @@ tasks:
     let _rowhook = Rowhook::run(&config);
     wait_streaming(&db);
     db.sql("INSERT INTO shop.seq SELECT seq, 0 FROM shop.seq_1_to_200");
-    receiver.wait_until(Duration::from_secs(30), |r| r.len() >= 400);
+    receiver.wait_until(Duration::from_secs(30), |r| r.len() >= 401);
 
     let browser = Browser::start();
     browser.goto(&format!("http://127.0.0.1:{port}/"));
@@ -68,6 +77,9 @@ tasks:
         });
         if same {
             assert_eq!(page["seq"]["delivered"], 200, "{page}");
+            assert_eq!(page["seq"]["last_error"], "–", "{page}");
+            let audit = page["audit"]["last_error"].as_str().unwrap_or("");
+            assert!(audit.contains("503"), "{page}");
             break;
         }
         assert!(Instant::now() < deadline, "page {page} != api {api}");

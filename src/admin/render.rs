@@ -563,6 +563,7 @@ fn task(admin: &Admin, index: usize) -> Value {
         "retries": s.retries.load(Relaxed),
         "dead_lettered": s.dead_lettered.load(Relaxed),
         "answers": answers,
+        "last_error": admin.stats.last_error(index as u32).map(|(at, error)| json!({"at": time_text(at), "error": error})),
         "snapshot": admin.snapshots().map(|s| snapshot_status(&s.status(index))),
         "source": {"origin": t.origin, "changed": time_text(t.changed_unix)},
     })

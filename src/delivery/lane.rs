@@ -206,12 +206,16 @@ impl<'a> Sender<'a> {
                     ctx.stats.delivered(self.task, batch.len());
                     return;
                 }
-                Outcome::Permanent { error, status } => (error, Some(status)),
+                Outcome::Permanent { error, status } => {
+                    ctx.stats.failed(self.task, error.clone());
+                    (error, Some(status))
+                }
                 Outcome::Retry {
                     error,
                     status,
                     after,
                 } => {
+                    ctx.stats.failed(self.task, error.clone());
                     let exhausted = ctx.plan.max_retries.is_some_and(|max| attempts > max);
                     if !exhausted {
                         let delay =

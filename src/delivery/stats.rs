@@ -25,6 +25,9 @@ pub struct TaskStats {
     pub dlq_write_errors: AtomicU64,
     /// The last dead-letter write error, while writes keep failing.
     pub dlq_failing: std::sync::Mutex<Option<String>>,
+    /// The last failed attempt: (unix time, what failed). Written only when an
+    /// attempt fails, so the success path takes no lock.
+    pub last_error: std::sync::Mutex<Option<(u64, String)>>,
 }
 
 impl TaskStats {
@@ -44,6 +47,9 @@ impl TaskStats {
             c.store(0, Relaxed);
         }
         if let Ok(mut f) = self.dlq_failing.lock() {
+            *f = None;
+        }
+        if let Ok(mut f) = self.last_error.lock() {
             *f = None;
         }
     }
@@ -91,6 +97,21 @@ impl Stats {
     pub fn dlq_failing(&self, task: u32) -> Option<String> {
         let t = self.tasks.get(task as usize)?;
         t.dlq_failing.lock().ok()?.clone()
+    }
+
+    /// An attempt of `task` failed with `error` (retried or dead-lettered).
+    pub fn failed(&self, task: u32, error: String) {
+        if let Some(t) = self.tasks.get(task as usize) {
+            if let Ok(mut last) = t.last_error.lock() {
+                *last = Some((super::unix_now(), error));
+            }
+        }
+    }
+
+    /// The last failed attempt of `task`: (unix time, what failed).
+    pub fn last_error(&self, task: u32) -> Option<(u64, String)> {
+        let t = self.tasks.get(task as usize)?;
+        t.last_error.lock().ok()?.clone()
     }
 
     /// One failed attempt of `task` will be retried.
