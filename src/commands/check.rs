@@ -93,10 +93,7 @@ fn etcd(config: &Config) -> Vec<Finding> {
     if config.tasks_etcd.is_none() && config.ha.is_none() {
         return Vec::new();
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::control::etcd::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             return vec![bad(

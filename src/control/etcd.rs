@@ -126,10 +126,7 @@ pub fn start(config: &Config, etcd: &EtcdConfig) -> Result<(EtcdTasks, Update), 
     std::thread::Builder::new()
         .name("rowhook-etcd".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match crate::control::etcd::runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
                     let _ = updates_tx.send(FromEtcd::Link(Some(format!(
@@ -519,6 +516,13 @@ fn read_cache(path: &Path, settings: &EtcdConfig, running: &Config) -> Option<Up
         origin.push_str(" (cached)");
     }
     Some(update)
+}
+
+/// The runtime the etcd client runs on: one thread, timers and sockets.
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 /// Connects to the cluster `s` describes; `field` names its settings in errors.

@@ -151,9 +151,7 @@ pub fn start(
     std::thread::Builder::new()
         .name("rowhook-ha".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
+            let rt = match crate::control::etcd::runtime()
             {
                 Ok(rt) => rt,
                 Err(e) => {
