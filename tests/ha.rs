@@ -331,6 +331,15 @@ fn kill_9_of_the_active_twenty_times_loses_nothing() {
     const KILLS: usize = 20;
     for _ in 0..KILLS {
         let a = wait_active(&nodes, TTL + Duration::from_secs(10));
+        // Each active delivers before it is killed (under CI load a start can
+        // take longer than the random life below), so every takeover is measured
+        // on its own: last delivery of one epoch -> first of the next.
+        let epoch = nodes[a].health()["epoch"].as_u64();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !receiver.any(|r| r.header("webhook-epoch").and_then(|e| e.parse().ok()) == epoch) {
+            assert!(Instant::now() < deadline, "epoch {epoch:?} never delivered");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         // Let it deliver a while (its first deliveries replay from the checkpoint).
         std::thread::sleep(Duration::from_millis(400 + next(900)));
         nodes[a].process().kill9();

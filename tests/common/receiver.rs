@@ -176,6 +176,11 @@ impl Receiver {
         self.shared.requests.lock().unwrap().clone()
     }
 
+    /// Whether some request satisfies `f` (without copying them all).
+    pub fn any(&self, f: impl Fn(&Request) -> bool) -> bool {
+        self.shared.requests.lock().unwrap().iter().rev().any(f)
+    }
+
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.shared.conns.load(Ordering::Relaxed)
