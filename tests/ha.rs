@@ -334,8 +334,14 @@ fn kill_9_of_the_active_twenty_times_loses_nothing() {
         // Each active delivers before it is killed (under CI load a start can
         // take longer than the random life below), so every takeover is measured
         // on its own: last delivery of one epoch -> first of the next.
-        let epoch = nodes[a].health()["epoch"].as_u64();
         let deadline = Instant::now() + Duration::from_secs(20);
+        let epoch = loop {
+            if let Some(e) = nodes[a].health()["epoch"].as_u64() {
+                break Some(e);
+            }
+            assert!(Instant::now() < deadline, "the active never told its epoch");
+            std::thread::sleep(Duration::from_millis(20));
+        };
         while !receiver.any(|r| r.header("webhook-epoch").and_then(|e| e.parse().ok()) == epoch) {
             assert!(Instant::now() < deadline, "epoch {epoch:?} never delivered");
             std::thread::sleep(Duration::from_millis(20));

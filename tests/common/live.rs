@@ -18,17 +18,21 @@ use super::receiver::{Receiver, Reply};
 pub const TOKEN: &str = "s3cret";
 
 /// One admin request with the token: (status, JSON body); (0, null) while
-/// nothing listens.
+/// nothing listens (or the listener goes away mid-request: a process being
+/// killed or restarting).
 pub fn admin(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return (0, Value::Null);
     };
-    write!(
+    if write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
-    .unwrap();
+    .is_err()
+    {
+        return (0, Value::Null);
+    }
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer);
     let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
