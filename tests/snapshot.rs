@@ -179,7 +179,10 @@ fn assert_view_equals_table(db: &MariaDb, receiver: &Receiver, accepted: &Verdic
 /// 20,000 existing rows snapshotted in chunks of 500 while a writer inserts,
 /// updates, changes keys of and deletes random rows: once the writer stops and
 /// rowhook drains, the receiver's view equals `SELECT *`, value for value.
-fn snapshot_under_live_writes(mode: common::mariadb::RowMetadata) {
+/// `method` is the task's `snapshot_method`. With `slow_reads` the snapshot is
+/// started on demand with a condition that makes each row take 0.2 ms to read
+/// (`SLEEP`), so every chunk's read spans ~100 ms of the writer's changes.
+fn snapshot_under_live_writes(mode: common::mariadb::RowMetadata, method: &str, slow_reads: bool) {
     let db = MariaDb::start_with(mode);
     db.sql(
         "CREATE DATABASE shop;
@@ -187,10 +190,13 @@ fn snapshot_under_live_writes(mode: common::mariadb::RowMetadata) {
          INSERT INTO shop.items SELECT seq, seq, CONCAT('row ', seq) FROM shop.seq_1_to_20000;",
     );
     let (receiver, accepted) = flaky_receiver(3);
+    let admin = common::mariadb::free_port();
+    let initial = if slow_reads { "never" } else { "initial" };
     let config = format!(
-        "{}dispatcher: {{max_retries: -1, retry_base_delay: 5ms, retry_max_delay: 20ms, worker_count: 16, max_inflight: 2000}}
+        "{}server: {{enabled: true, port: {admin}}}
+dispatcher: {{max_retries: -1, retry_base_delay: 5ms, retry_max_delay: 20ms, worker_count: 16, max_inflight: 2000}}
 tasks:
-  - {{task_id: items, table_name: shop.items, events: [insert, update, delete], callback_url: '{}', snapshot: initial, snapshot_chunk: 500}}
+  - {{task_id: items, table_name: shop.items, events: [insert, update, delete], callback_url: '{}', snapshot: {initial}, snapshot_chunk: 500, snapshot_method: {method}}}
 ",
         source_yaml(&db),
         receiver.url("/items")
@@ -199,8 +205,29 @@ tasks:
     wait_streaming(&db);
     let stop = Arc::new(AtomicBool::new(false));
     let writer = spawn_writer(db.port, 22_000, stop.clone());
+    if slow_reads {
+        std::thread::sleep(Duration::from_millis(300));
+        let (status, body) = common::loadgen::http(
+            admin,
+            "POST",
+            "/tasks/items/snapshot",
+            r#"{"where": "SLEEP(0.0002) = 0"}"#,
+        );
+        assert_eq!(status, 202, "{body}");
+    }
     // Until the snapshot is done, then a little more.
     wait_logged(&rowhook, "snapshot done", 1, 60);
+    let placed = if method == "watermarks" {
+        "watermarks"
+    } else {
+        "position"
+    };
+    assert!(
+        rowhook.log().contains(&format!("method=\"{placed}\""))
+            || rowhook.log().contains(&format!("method={placed}")),
+        "the snapshot was placed by {placed}: {}",
+        rowhook.log()
+    );
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     let statements = writer.join().unwrap();
@@ -226,13 +253,29 @@ tasks:
 
 #[test]
 fn initial_snapshot_under_live_writes_ends_with_the_table() {
-    snapshot_under_live_writes(common::mariadb::RowMetadata::Full);
+    snapshot_under_live_writes(common::mariadb::RowMetadata::Full, "auto", false);
 }
 
 /// The same with MINIMAL metadata: names and keys come from information_schema.
 #[test]
 fn initial_snapshot_under_live_writes_ends_with_the_table_minimal_metadata() {
-    snapshot_under_live_writes(common::mariadb::RowMetadata::Minimal);
+    snapshot_under_live_writes(common::mariadb::RowMetadata::Minimal, "auto", false);
+}
+
+/// The same placed by watermarks (the binlog's end after each read; what MySQL
+/// gets, as it reports no position for a consistent read) instead of MariaDB's
+/// exact position, with slow reads: every key changed while a chunk was read
+/// (~100 ms each) is left to the stream. Leaving only those changed after the
+/// read to it ends with stale and resurrected rows.
+#[test]
+fn a_snapshot_by_watermarks_under_live_writes_ends_with_the_table() {
+    snapshot_under_live_writes(common::mariadb::RowMetadata::Full, "watermarks", true);
+}
+
+/// Slow reads placed by MariaDB's exact position: the same equality.
+#[test]
+fn a_snapshot_with_slow_reads_by_position_ends_with_the_table() {
+    snapshot_under_live_writes(common::mariadb::RowMetadata::Full, "position", true);
 }
 
 /// The raw JSON text of member `name` of a payload (up to the member that
@@ -754,9 +797,15 @@ tasks:
 /// A binlog rotated while rowhook streams (FLUSH BINARY LOGS, as a size limit or
 /// a restart does) and then idle: a snapshot's reads are at a position in the new
 /// file, past events that belong to no transaction; the stream has passed them
-/// too, so the chunks go in.
+/// too, so the chunks go in. By position and by watermarks (the binlog's end is
+/// then past the new file's header events).
 #[test]
 fn a_snapshot_after_a_rotation_on_an_idle_server_finishes() {
+    snapshot_after_a_rotation("position");
+    snapshot_after_a_rotation("watermarks");
+}
+
+fn snapshot_after_a_rotation(method: &str) {
     let db = MariaDb::start();
     db.sql(
         "CREATE DATABASE shop;
@@ -768,7 +817,7 @@ fn a_snapshot_after_a_rotation_on_an_idle_server_finishes() {
     let config = format!(
         "{}server: {{enabled: true, port: {admin}}}
 tasks:
-  - {{task_id: items, table_name: shop.items, events: [insert], callback_url: '{}', snapshot_chunk: 300}}
+  - {{task_id: items, table_name: shop.items, events: [insert], callback_url: '{}', snapshot_chunk: 300, snapshot_method: {method}}}
 ",
         source_yaml(&db),
         receiver.url("/items")

@@ -45,6 +45,21 @@ pub struct TaskConfig {
     pub snapshot_event: SnapshotEvent,
     /// At most this many snapshot rows per second (`None`: as fast as they go).
     pub snapshot_rate: Option<u32>,
+    /// How a snapshot chunk learns where in the binlog its read stands.
+    pub snapshot_method: SnapshotMethod,
+}
+
+/// How a snapshot chunk's read is placed in the binlog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotMethod {
+    /// `position` where the server reports one (MariaDB), else `watermarks`.
+    Auto,
+    /// The consistent read's own binlog position (MariaDB's
+    /// `binlog_snapshot_file/position`): exact.
+    Position,
+    /// The binlog's end read just before and just after the chunk's read (MySQL,
+    /// and any server): rows changed in between are left to the stream.
+    Watermarks,
 }
 
 /// When a task snapshots its tables.
@@ -308,6 +323,15 @@ fn read_task(
         ],
     );
     let snapshot_rate = f.int("snapshot_rate", 1, 100_000_000).map(|n| n as u32);
+    let snapshot_method = f.choice(
+        "snapshot_method",
+        SnapshotMethod::Auto,
+        &[
+            ("auto", SnapshotMethod::Auto),
+            ("position", SnapshotMethod::Position),
+            ("watermarks", SnapshotMethod::Watermarks),
+        ],
+    );
     Some(TaskConfig {
         task_id: task_id?,
         name,
@@ -326,6 +350,7 @@ fn read_task(
         snapshot_chunk,
         snapshot_event,
         snapshot_rate,
+        snapshot_method,
     })
 }
 
@@ -513,6 +538,33 @@ mod tests {
         assert!(p.matches("x", "aXbYc"));
         assert!(!p.matches("x", "acb"));
         assert!(!p.matches("x", "abcd"));
+    }
+
+    #[test]
+    fn snapshot_method_defaults_to_auto_and_names_bad_values() {
+        let load = |extra: &str| {
+            let tasks = format!(
+                "tasks:\n  - {{task_id: t, table_name: a, events: [insert], callback_url: 'http://h/a'{extra}}}\n"
+            );
+            crate::config::for_test("", &tasks).map(|c| c.tasks[0].snapshot_method)
+        };
+        assert_eq!(load("").ok(), Some(SnapshotMethod::Auto));
+        assert_eq!(
+            load(", snapshot_method: watermarks").ok(),
+            Some(SnapshotMethod::Watermarks)
+        );
+        assert_eq!(
+            load(", snapshot_method: position").ok(),
+            Some(SnapshotMethod::Position)
+        );
+        let err = load(", snapshot_method: dblog")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("snapshot_method") && e.contains("watermarks")),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! Where snapshot chunks join the stream, on the source core. A chunk is a
-//! consistent read of some rows as of binlog position `at` (MariaDB's
-//! `binlog_snapshot_position` of the read's transaction). It goes in between two
-//! transactions, once the stream has read at least up to `at`; rows whose key the
-//! stream changed at or after `at` are dropped, because the receiver already has
-//! (or is about to get, in order) something newer for them. The stream records
-//! those keys from the moment the reader says it is about to read (before `at`
-//! exists, so nothing after it is missed) until the chunk goes in.
+//! consistent read of some rows that saw no transaction after binlog position
+//! `at`. It goes in between two transactions, once the stream has read at least
+//! up to `at`; rows whose key the stream changed while the chunk was being read
+//! or since are dropped, because the receiver already has (or is about to get,
+//! in order) something as new or newer for them. The stream records those keys
+//! from the moment the reader says it is about to read until the chunk goes in.
+//! Where the server reports the read's exact position (MariaDB), `from == at` and
+//! only keys changed at or after it are dropped; with watermarks (`at` = the
+//! binlog's end just after the read) every key recorded since the watch began
+//! is, as the read may or may not have seen those changes.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -153,7 +156,11 @@ pub struct Chunk {
     pub schema: String,
     /// The table.
     pub table: String,
-    /// The binlog position the read is consistent with.
+    /// The read's exact position, where the server reports one: the stream's
+    /// changes before it are in the rows. `None`: every change recorded since the
+    /// watch began may or may not be.
+    pub from: Option<BinlogPosition>,
+    /// The read saw no transaction that ends after this position.
     pub at: BinlogPosition,
     /// The rows, in key order.
     pub rows: Vec<ChunkRow>,
@@ -253,7 +260,7 @@ impl SnapshotPort {
                 .swap_remove(i)
                 .keys
                 .into_iter()
-                .filter(|(_, p)| *p >= chunk.at)
+                .filter(|(_, p)| chunk.from.as_ref().is_none_or(|from| p >= from))
                 .map(|(k, _)| k)
                 .collect(),
             None => HashSet::new(),

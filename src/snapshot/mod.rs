@@ -17,7 +17,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::SnapshotProgress;
-use crate::config::{Config, SnapshotEvent, SnapshotMode, TaskConfig};
+use crate::config::{Config, SnapshotEvent, SnapshotMethod, SnapshotMode, TaskConfig};
 use crate::dispatch::merge::{Chunk, ChunkRow, Offer, SnapshotPort};
 use crate::dispatch::payload::{write_snapshot, SnapshotRow};
 use crate::dispatch::DispatchError;
@@ -338,14 +338,20 @@ impl Snapshots {
             .first()
             .and_then(|r| r.first().cloned().flatten())
             .unwrap_or_default();
-        if !version.to_ascii_lowercase().contains("mariadb") {
-            return Err(SnapshotError::Table {
-                task: task.task_id.clone(),
-                table: task.table.table.clone(),
-                problem: format!("the server is {version}; snapshots need MariaDB's binlog_snapshot_position (a consistent read with its binlog position), and MySQL is not supported yet"),
-                fix: "set snapshot: never for this task".into(),
-            });
-        }
+        let mariadb = version.to_ascii_lowercase().contains("mariadb");
+        let method = match task.snapshot_method {
+            SnapshotMethod::Auto if mariadb => SnapshotMethod::Position,
+            SnapshotMethod::Auto => SnapshotMethod::Watermarks,
+            SnapshotMethod::Position if !mariadb => {
+                return Err(SnapshotError::Table {
+                    task: task.task_id.clone(),
+                    table: task.table.table.clone(),
+                    problem: format!("the server is {version}; snapshot_method: position needs MariaDB's binlog_snapshot_position (the binlog position of a consistent read)"),
+                    fix: "set snapshot_method: watermarks (or auto) for this task".into(),
+                });
+            }
+            m => m,
+        };
         // UTC for TIMESTAMP (as the binlog decoder renders it); backslash escapes on
         // for the key literals.
         conn.exec("SET SESSION time_zone = '+00:00', sql_mode = ''")
@@ -395,7 +401,11 @@ impl Snapshots {
             s.rows_at_start = progress.rows;
             s.estimated_rows = estimated;
         });
-        tracing::info!(task = %task.task_id, snapshot = %progress.id, tables = ?progress.tables,
+        let placed = match method {
+            SnapshotMethod::Watermarks => "watermarks",
+            _ => "position",
+        };
+        tracing::info!(task = %task.task_id, snapshot = %progress.id, tables = ?progress.tables, method = placed,
             from_table = progress.table, resumed = progress.after.is_some() || progress.table > 0,
             "snapshot starting");
         let started = Instant::now();
@@ -434,13 +444,14 @@ impl Snapshots {
                         .collect()
                 });
                 port.watch(index, &table.schema, &table.name, unique);
-                let chunk = match read_chunk(&mut conn, index, task, &table, &progress).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        port.unwatch(index, &table.schema, &table.name);
-                        return Err(e);
-                    }
-                };
+                let chunk =
+                    match read_chunk(&mut conn, method, index, task, &table, &progress).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            port.unwatch(index, &table.schema, &table.name);
+                            return Err(e);
+                        }
+                    };
                 let full = chunk.rows.len() >= table.chunk_rows as usize;
                 let mut chunk = chunk;
                 let (sent, dropped) = loop {
@@ -492,6 +503,7 @@ impl Snapshots {
             task_id: task.task_id.clone(),
             schema: String::new(),
             table: String::new(),
+            from: None,
             at: BinlogPosition {
                 file: String::new(),
                 pos: 0,
@@ -791,9 +803,11 @@ async fn unique_not_null_key(
         .unwrap_or_default())
 }
 
-/// Reads the chunk after `progress.after` in one consistent read and renders it.
+/// Reads the chunk after `progress.after` in one consistent read and renders it,
+/// placed in the binlog by `method` (`Position` or `Watermarks`).
 async fn read_chunk(
     conn: &mut Connection,
+    method: SnapshotMethod,
     index: usize,
     task: &TaskConfig,
     table: &Table,
@@ -808,6 +822,12 @@ async fn read_chunk(
         table: format!("{}.{}", table.schema, table.name),
         problem: e.to_string(),
         fix: "report this value; set snapshot: never to go on without the snapshot".into(),
+    };
+    let no_binlog = || SnapshotError::Table {
+        task: task.task_id.clone(),
+        table: format!("{}.{}", table.schema, table.name),
+        problem: "the server reports no binlog position".into(),
+        fix: "enable the binary log (log_bin) on the server".into(),
     };
     let select: Vec<String> = table.columns.iter().map(Column::select).collect();
     let key_names: Vec<String> = table
@@ -824,11 +844,16 @@ async fn read_chunk(
         progress.filter.as_deref(),
         table.chunk_rows,
     );
+    let watermarks = method == SnapshotMethod::Watermarks;
     conn.exec("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
         .await
         .map_err(mysql)?;
     let read = async {
-        let status = conn.query("SHOW STATUS LIKE 'binlog_snapshot_%'").await?;
+        let status = if watermarks {
+            Vec::new()
+        } else {
+            conn.query("SHOW STATUS LIKE 'binlog_snapshot_%'").await?
+        };
         let rows = conn.query_bytes(&sql).await?;
         Ok::<_, MysqlError>((status, rows))
     }
@@ -837,32 +862,39 @@ async fn read_chunk(
     let ended = conn.exec("COMMIT").await;
     let (status, rows) = read.map_err(mysql)?;
     ended.map_err(mysql)?;
-    let value = |name: &str| {
-        status
-            .iter()
-            .find(|r| {
-                r.first()
-                    .cloned()
-                    .flatten()
-                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
-            })
-            .and_then(|r| r.get(1).cloned().flatten())
-    };
-    let at = match (
-        value("binlog_snapshot_file"),
-        value("binlog_snapshot_position"),
-    ) {
-        (Some(file), Some(pos)) if !file.is_empty() => BinlogPosition {
-            file,
-            pos: pos.parse().unwrap_or(0),
-        },
-        _ => {
-            return Err(SnapshotError::Table {
-                task: task.task_id.clone(),
-                table: format!("{}.{}", table.schema, table.name),
-                problem: "the server reports no binlog_snapshot_file/position".into(),
-                fix: "enable the binary log (log_bin) on the server".into(),
-            })
+    let (from, at) = if watermarks {
+        // After the read: it saw nothing that ends past the binlog's end now.
+        // What it saw of the changes before (back to when the watch began) is
+        // not known, so the merge leaves all of those keys to the stream.
+        let high = binlog_end(conn)
+            .await
+            .map_err(mysql)?
+            .ok_or_else(no_binlog)?;
+        (None, high)
+    } else {
+        let value = |name: &str| {
+            status
+                .iter()
+                .find(|r| {
+                    r.first()
+                        .cloned()
+                        .flatten()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                })
+                .and_then(|r| r.get(1).cloned().flatten())
+        };
+        match (
+            value("binlog_snapshot_file"),
+            value("binlog_snapshot_position"),
+        ) {
+            (Some(file), Some(pos)) if !file.is_empty() => {
+                let at = BinlogPosition {
+                    file,
+                    pos: pos.parse().unwrap_or(0),
+                };
+                (Some(at.clone()), at)
+            }
+            _ => return Err(no_binlog()),
         }
     };
     let full = rows.len() >= table.chunk_rows as usize;
@@ -945,10 +977,27 @@ async fn read_chunk(
         task_id: task.task_id.clone(),
         schema: table.schema.clone(),
         table: table.name.clone(),
+        from,
         at,
         rows: out,
         progress: next,
     })
+}
+
+/// Where the server's binlog ends now (`SHOW MASTER STATUS`, or its MySQL 8.4
+/// name `SHOW BINARY LOG STATUS`); `None` when the binary log is off.
+async fn binlog_end(conn: &mut Connection) -> Result<Option<BinlogPosition>, MysqlError> {
+    let rows = match conn.query("SHOW MASTER STATUS").await {
+        Ok(rows) => rows,
+        // 1064: a syntax error — MySQL 8.4 removed the old name.
+        Err(MysqlError::Server { code: 1064, .. }) => conn.query("SHOW BINARY LOG STATUS").await?,
+        Err(e) => return Err(e),
+    };
+    Ok(rows.first().and_then(|r| {
+        let file = r.first().cloned().flatten().filter(|f| !f.is_empty())?;
+        let pos = r.get(1).cloned().flatten()?.parse().ok()?;
+        Some(BinlogPosition { file, pos })
+    }))
 }
 
 /// Renders one text-protocol row of `columns` into (`data` object of the kept
