@@ -424,6 +424,7 @@ fn ours(file: &[u8]) -> Vec<Value> {
                     kind: rows.kind,
                     table,
                     change: change.unwrap(),
+                    transaction: None,
                 };
                 PayloadWriter::default()
                     .write(&mut out, PayloadShape::Pikachu, &row, None)

@@ -72,6 +72,7 @@ fn rows_ok(
                 kind: rows.kind,
                 table,
                 change,
+                transaction: None,
             };
             if writer
                 .write(&mut out, PayloadShape::Envelope, &row, None)

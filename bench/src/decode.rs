@@ -137,6 +137,7 @@ fn pass(events: &[Vec<u8>]) -> Result<(u64, u64), String> {
                     kind: r.kind,
                     table,
                     change: change.map_err(|e| e.to_string())?,
+                    transaction: None,
                 };
                 writer
                     .write(&mut out, PayloadShape::Pikachu, &row, None)

@@ -27,7 +27,7 @@ pub use runtime::{RuntimeConfig, StateConfig};
 pub use server::ServerConfig;
 pub use source::{SourceConfig, StartPosition};
 pub use tasks::{
-    EventKinds, Ordering, PayloadShape, SnapshotEvent, SnapshotMethod, SnapshotMode, TablePattern,
+    DeliveryMode, EventKinds, Ordering, PayloadShape, SnapshotEvent, SnapshotMethod, SnapshotMode, TablePattern,
     TaskConfig,
 };
 pub use tasks_source::{EtcdConfig, EtcdTls, HaConfig};

@@ -47,6 +47,20 @@ pub struct TaskConfig {
     pub snapshot_rate: Option<u32>,
     /// How a snapshot chunk learns where in the binlog its read stands.
     pub snapshot_method: SnapshotMethod,
+    /// One POST per row change, or per source transaction.
+    pub delivery: DeliveryMode,
+    /// Under `delivery: transaction`, a transaction with more of this task's rows
+    /// is sent in parts of at most this many.
+    pub max_transaction_events: u32,
+}
+
+/// What one POST of a task carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryMode {
+    /// One row change (or a `batch_size` array of them).
+    Event,
+    /// The task's rows of one source transaction, with its boundaries.
+    Transaction,
 }
 
 /// How a snapshot chunk's read is placed in the binlog.
@@ -285,7 +299,7 @@ fn read_task(
     }
     let headers = read_headers(f);
     let secret = f.string("secret").and_then(|s| read_secret(f, &s));
-    let ordering = f.choice(
+    let mut ordering = f.choice(
         "ordering",
         Ordering::PerKey,
         &[
@@ -332,6 +346,34 @@ fn read_task(
             ("watermarks", SnapshotMethod::Watermarks),
         ],
     );
+    let delivery = f.choice(
+        "delivery",
+        DeliveryMode::Event,
+        &[
+            ("event", DeliveryMode::Event),
+            ("transaction", DeliveryMode::Transaction),
+        ],
+    );
+    let max_transaction_events = f
+        .int("max_transaction_events", 1, 1_000_000)
+        .map_or(10_000, |n| n as u32);
+    if delivery == DeliveryMode::Transaction {
+        // Transactions of a task are sent one after the other, in commit order:
+        // one lane, as `ordering: table` has.
+        if f.has("ordering") && ordering != Ordering::Table {
+            f.problem(
+                "ordering",
+                "delivery: transaction sends a task's transactions one at a time in commit order (as ordering: table); remove ordering or set it to table",
+            );
+        }
+        ordering = Ordering::Table;
+        if batch_size > 1 {
+            f.problem(
+                "batch_size",
+                "delivery: transaction sends one POST per transaction (in parts of max_transaction_events); remove batch_size",
+            );
+        }
+    }
     Some(TaskConfig {
         task_id: task_id?,
         name,
@@ -351,6 +393,8 @@ fn read_task(
         snapshot_event,
         snapshot_rate,
         snapshot_method,
+        delivery,
+        max_transaction_events,
     })
 }
 
@@ -565,6 +609,35 @@ mod tests {
                 .is_some_and(|e| e.contains("snapshot_method") && e.contains("watermarks")),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn delivery_transaction_is_one_lane_and_refuses_batches_and_other_orderings() {
+        let load = |extra: &str| {
+            let tasks = format!(
+                "tasks:\n  - {{task_id: t, table_name: a, events: [insert], callback_url: 'http://h/a', delivery: transaction{extra}}}\n"
+            );
+            crate::config::for_test("", &tasks).map(|c| {
+                let t = &c.tasks[0];
+                (t.delivery, t.ordering, t.max_transaction_events)
+            })
+        };
+        assert_eq!(
+            load("").ok(),
+            Some((DeliveryMode::Transaction, Ordering::Table, 10_000))
+        );
+        assert_eq!(
+            load(", ordering: table, max_transaction_events: 500").ok(),
+            Some((DeliveryMode::Transaction, Ordering::Table, 500))
+        );
+        for (extra, field) in [
+            (", batch_size: 10", "batch_size"),
+            (", ordering: per_key", "ordering"),
+            (", max_transaction_events: 0", "max_transaction_events"),
+        ] {
+            let err = load(extra).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(field), "{extra}: {err}");
+        }
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub struct TaskPlan {
     pub lanes: usize,
     /// Events are routed to it (not disabled, not removed).
     pub enabled: bool,
+    /// Under `delivery: transaction`: one POST per source transaction, in parts
+    /// of at most this many rows. `None`: one POST per row (or batch).
+    pub transaction_parts: Option<u32>,
 }
 
 /// The delivery side of a configuration.
@@ -206,6 +209,8 @@ fn task_plan(t: &TaskConfig, lanes: usize) -> Result<TaskPlan, PlanError> {
             lanes
         },
         enabled: t.enabled,
+        transaction_parts: (t.delivery == crate::config::DeliveryMode::Transaction)
+            .then_some(t.max_transaction_events),
     })
 }
 

@@ -55,6 +55,11 @@ struct Stream {
     previous_gtids: Option<crate::binlog::gtid::GtidSet>,
     /// A transaction has begun and not ended.
     in_transaction: bool,
+    /// Where the open transaction's first event starts (its id without a GTID).
+    began_at: u64,
+    /// The XID of the transaction that ended last (none for a DDL or a
+    /// non-transactional COMMIT).
+    ended_xid: Option<u64>,
 }
 
 impl Changes {
@@ -78,6 +83,8 @@ impl Changes {
                 ended_gtid: None,
                 previous_gtids: None,
                 in_transaction: false,
+                began_at: 0,
+                ended_xid: None,
             },
             inflated: Vec::new(),
             events: 0,
@@ -240,6 +247,11 @@ impl Changes {
     pub fn ended_gtid(&self) -> Option<&str> {
         self.stream.ended_gtid.as_deref()
     }
+
+    /// The XID of the transaction that ended last, if it had one.
+    pub fn ended_xid(&self) -> Option<u64> {
+        self.stream.ended_xid
+    }
 }
 
 impl Stream {
@@ -258,6 +270,13 @@ impl Stream {
         feed: &mut Feed,
         ev: Event<'e>,
     ) -> Result<Option<RowsEvent<'e>>, PositionedError> {
+        let opens = matches!(
+            ev,
+            Event::Gtid(_) | Event::TableMap(_) | Event::Rows(_) | Event::Query { .. }
+        );
+        if opens && !self.in_transaction {
+            self.began_at = feed.pos;
+        }
         match ev {
             Event::Gtid(g) => {
                 self.gtid = Some(g);
@@ -302,7 +321,10 @@ impl Stream {
                 };
                 return Ok(wanted.then_some(rows));
             }
-            Event::Xid(_) => feed.ends_transaction |= self.end_transaction(),
+            Event::Xid(xid) => {
+                feed.ends_transaction |= self.end_transaction();
+                self.ended_xid = Some(xid);
+            }
             // DDL and COMMIT end a transaction; BEGIN starts one.
             Event::Query { sql, .. } if !sql.eq_ignore_ascii_case("BEGIN") => {
                 feed.ends_transaction |= self.end_transaction();
@@ -358,6 +380,7 @@ impl Stream {
             pos: feed.pos,
             timestamp: header.timestamp,
             numbered: &feed.rows_out,
+            began_at: self.began_at,
         })
     }
 
@@ -376,6 +399,7 @@ impl Stream {
     fn end_transaction(&mut self) -> bool {
         self.in_transaction = false;
         self.ended_gtid = self.gtid.take();
+        self.ended_xid = None;
         true
     }
 }
@@ -436,9 +460,19 @@ pub struct RowsOut<'a> {
     pos: u64,
     timestamp: u32,
     numbered: &'a Cell<u32>,
+    began_at: u64,
 }
 
 impl<'a> RowsOut<'a> {
+    /// The id of the transaction these rows belong to: its GTID, else
+    /// `file:pos` of its first event (stable across restarts, as positions are).
+    pub fn transaction_id(&self) -> String {
+        match self.gtid {
+            Some(g) => g.to_owned(),
+            None => format!("{}:{}", self.file, self.began_at),
+        }
+    }
+
     /// The next row and the routes (tasks) that want it; `None` at the end.
     #[allow(clippy::should_implement_trait)]
     pub fn next(
@@ -468,6 +502,7 @@ impl<'a> RowsOut<'a> {
             kind: self.kind,
             table: self.table,
             change,
+            transaction: None,
         };
         let (router, kind) = (self.router, self.kind);
         let routes = self

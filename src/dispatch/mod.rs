@@ -6,6 +6,7 @@
 pub mod changes;
 pub mod merge;
 pub mod payload;
+pub mod transaction;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use crate::binlog::event::{kind, EventHeader};
 use crate::binlog::PositionedError;
 use crate::checkpoint::ledger::{self, Ledger};
 use crate::checkpoint::{Checkpoint, CheckpointError};
-use crate::config::Ordering;
+use crate::config::{Ordering, PayloadShape};
 use crate::control::TaskTable;
 use crate::delivery::stats::Stats;
 use crate::delivery::{unix_now, Ack, Delivery, Plan, ToShard};
@@ -31,7 +32,28 @@ use crate::mysql::replica::{BinlogPosition, ServerInfo};
 use crate::source::columns::ColumnInfo;
 use crate::source::Step;
 use changes::Changes;
-use payload::PayloadWriter;
+use payload::{PayloadWriter, Row};
+
+/// The delivery of a `delivery: transaction` part of transaction `txn`: one
+/// lane per task (as `ordering: table`), so parts and transactions keep their
+/// order.
+fn part_delivery(
+    plan: &Plan,
+    txn: u64,
+    part: transaction::Finished,
+    made: Instant,
+) -> Delivery {
+    let task = part.task as u32;
+    Delivery {
+        task,
+        generation: plan.generation,
+        key: crate::route::routing_key(Ordering::Table, task, b"", 0),
+        txn,
+        id_len: u16::try_from(part.id_len).unwrap_or(u16::MAX),
+        body: Bytes::from(part.body),
+        made,
+    }
+}
 
 /// How long the source sleeps between looks at the ack channel while the budget is
 /// spent. Only matters when receivers are the bottleneck.
@@ -72,6 +94,8 @@ pub struct Dispatch {
     merge: Rc<RefCell<merge::Merge>>,
     /// The last rows event handed to shards (file, position).
     sent_upto: Option<(String, u64)>,
+    /// The transaction being read: its id, row numbers and open parts.
+    open: transaction::OpenTxn,
     progress: Rc<Progress>,
     stats: Arc<Stats>,
     latency: Arc<Latency>,
@@ -135,6 +159,7 @@ impl Dispatch {
             limit: u64::from(max_inflight.max(1)),
             merge: Rc::new(RefCell::new(merge::Merge::default())),
             sent_upto: None,
+            open: transaction::OpenTxn::default(),
             stats,
             latency,
         }
@@ -522,6 +547,7 @@ impl crate::source::Downstream for Dispatch {
             ledger,
             stats,
             merge,
+            open,
             ..
         } = self;
         let mut m = merge.borrow_mut();
@@ -537,28 +563,51 @@ impl crate::source::Downstream for Dispatch {
                 for route in routes {
                     routed = true;
                     scratch.clear();
-                    let id_len =
-                        payloads.write(scratch, route.shape, &row, route.keep.as_deref())?;
+                    let task_plan = &plan.tasks[route.task];
+                    let parts = task_plan.transaction_parts;
+                    let transaction = (route.shape == PayloadShape::Envelope || parts.is_some())
+                        .then(|| open.next_row(m.txn, route.task, || rows.transaction_id()));
+                    let id_len = payloads.write(
+                        scratch,
+                        route.shape,
+                        &Row {
+                            transaction,
+                            ..row
+                        },
+                        route.keep.as_deref(),
+                    )?;
                     let task = route.task as u32;
-                    m.seq += 1;
-                    let ordering = plan.tasks[route.task].ordering;
-                    let key = crate::route::routing_key(ordering, task, payloads.key(), m.seq);
-                    // Under `table` one lane orders everything already.
-                    let key_change = ordering == Ordering::PerKey && payloads.key_changed();
-                    let delivery = Delivery {
-                        task,
-                        generation: plan.generation,
-                        key,
-                        txn: m.txn,
-                        id_len: u16::try_from(id_len).unwrap_or(u16::MAX),
-                        body: Bytes::copy_from_slice(scratch),
-                        // One clock read per binlog event, not per row: it is when
-                        // the event was read, for every row in it.
-                        made: began,
-                    };
-                    outbox.push(plan.shard_of(task, key), delivery, key_change);
-                    stats.read(route.task, 1);
-                    ledger.sent(route.task, m.txn, plan.generation);
+                    if let Some(max) = parts {
+                        // Under `delivery: transaction` the row waits in its
+                        // task's part, sent at the boundary or when full.
+                        let table = (row.table.schema.as_str(), row.table.table.as_str());
+                        if let Some(full) = open.add(route.task, table, scratch, max) {
+                            let delivery = part_delivery(plan, m.txn, full, began);
+                            outbox.push(plan.shard_of(task, delivery.key), delivery, false);
+                            stats.read(route.task, 1);
+                            ledger.sent(route.task, m.txn, plan.generation);
+                        }
+                    } else {
+                        m.seq += 1;
+                        let ordering = task_plan.ordering;
+                        let key = crate::route::routing_key(ordering, task, payloads.key(), m.seq);
+                        // Under `table` one lane orders everything already.
+                        let key_change = ordering == Ordering::PerKey && payloads.key_changed();
+                        let delivery = Delivery {
+                            task,
+                            generation: plan.generation,
+                            key,
+                            txn: m.txn,
+                            id_len: u16::try_from(id_len).unwrap_or(u16::MAX),
+                            body: Bytes::copy_from_slice(scratch),
+                            // One clock read per binlog event, not per row: it is
+                            // when the event was read, for every row in it.
+                            made: began,
+                        };
+                        outbox.push(plan.shard_of(task, key), delivery, key_change);
+                        stats.read(route.task, 1);
+                        ledger.sent(route.task, m.txn, plan.generation);
+                    }
                     if !m.watches.is_empty() {
                         let at = BinlogPosition {
                             file: row.at.file.to_owned(),
@@ -598,6 +647,21 @@ impl crate::source::Downstream for Dispatch {
                 self.progress.gtid.borrow_mut().clone_from(&gtid);
             }
             let mut m = self.merge.borrow_mut();
+            // The last parts of `delivery: transaction` tasks belong to this
+            // transaction's ordinal: the checkpoint passes it only when all are
+            // delivered.
+            let ended = self.open.end(self.changes.ended_xid(), header.timestamp);
+            if !ended.is_empty() {
+                let mut outbox = self.outbox.borrow_mut();
+                let mut ledger = self.ledger.borrow_mut();
+                for part in ended {
+                    let task = part.task;
+                    let delivery = part_delivery(&self.plan, m.txn, part, began);
+                    outbox.push(self.plan.shard_of(task as u32, delivery.key), delivery, false);
+                    self.stats.read(task, 1);
+                    ledger.sent(task, m.txn, self.plan.generation);
+                }
+            }
             self.ledger
                 .borrow_mut()
                 .end(m.txn, end.clone(), gtid.clone());

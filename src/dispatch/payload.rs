@@ -33,6 +33,9 @@ pub struct Row<'a> {
     pub table: &'a TableMap,
     /// The row images.
     pub change: RowChange<'a>,
+    /// The source transaction's id and this row's number (from 1) among the
+    /// task's rows in it: the envelope's `transaction`.
+    pub transaction: Option<(&'a str, u32)>,
 }
 
 /// Reusable buffers for building payloads.
@@ -76,6 +79,7 @@ impl PayloadWriter {
             kind,
             table,
             change,
+            transaction,
         } = *row;
         let keep_fn = |i: usize| keep.is_none_or(|k| k.get(i).copied().unwrap_or(false));
         self.before.clear();
@@ -145,6 +149,13 @@ impl PayloadWriter {
         // transaction for it would make memory grow with the transaction.
         // `position.gtid` names the transaction where the server has GTIDs.
         write_tail(out, shape, at.timestamp, at.file, at.pos, at.gtid);
+        if let (PayloadShape::Envelope, Some((id, seq))) = (shape, transaction) {
+            out.extend_from_slice(b",\"transaction\":{\"id\":");
+            string(out, id);
+            out.extend_from_slice(b",\"seq\":");
+            uint(out, u64::from(seq));
+            out.push(b'}');
+        }
         out.push(b'}');
         Ok(id_len)
     }
