@@ -363,3 +363,90 @@ tasks:
     );
     assert!(resent >= 1, "the cut transaction was sent again from its start");
 }
+
+/// One transaction of 1,000,000 rows through a `delivery: transaction` task and a
+/// per-event task with batches of 1,000: every row arrives, the parts in order
+/// (100 of 10,000), and rowhook's RSS stays bounded while the receiver of the
+/// parts is slow — parts count against `max_inflight` by their rows.
+#[test]
+fn a_million_row_transaction_flows_through_with_bounded_memory() {
+    let db = MariaDb::start();
+    db.sql(
+        "CREATE DATABASE shop;
+         CREATE TABLE shop.a (id INT PRIMARY KEY, v INT NOT NULL, s VARCHAR(40) NOT NULL);",
+    );
+    // Slower than the decoder: parts would pile up if they were not counted by
+    // their rows.
+    let receiver = Receiver::start(|r| {
+        if r.path == "/txn" {
+            Reply::Delay(Duration::from_millis(30), Box::new(Reply::Status(200)))
+        } else {
+            Reply::Status(200)
+        }
+    });
+    let config = format!(
+        "{}tasks:
+  - {{task_id: txn, table_name: shop.a, events: [insert], callback_url: '{}', delivery: transaction}}
+  - {{task_id: rows, table_name: shop.a, events: [insert], callback_url: '{}', batch_size: 1000}}
+",
+        source_yaml(&db),
+        receiver.url("/txn"),
+        receiver.url("/rows"),
+    );
+    let rowhook = Rowhook::run(&config);
+    wait_streaming(&db);
+    let idle = rowhook.rss_kib();
+    db.sql("INSERT INTO shop.a SELECT seq, seq, CONCAT('row number ', seq) FROM shop.seq_1_to_1000000");
+    let mut peak = 0;
+    let started = Instant::now();
+    let rows_of = |path: &str| -> usize {
+        receiver
+            .requests()
+            .iter()
+            .filter(|q| q.path == path)
+            .map(|q| match q.json() {
+                Value::Array(a) => a.len(),
+                body => body["events"].as_array().map_or(0, Vec::len),
+            })
+            .sum()
+    };
+    loop {
+        peak = peak.max(rowhook.rss_kib());
+        let parts = receiver.requests().iter().filter(|q| q.path == "/txn").count();
+        if parts >= 100 && rows_of("/rows") >= 1_000_000 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{parts} parts after 120 s:\n{}",
+            rowhook.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let parts: Vec<Value> = receiver
+        .requests()
+        .iter()
+        .filter(|q| q.path == "/txn")
+        .map(Request::json)
+        .collect();
+    assert_eq!(parts.len(), 100);
+    let mut next_id = 1;
+    for (i, p) in parts.iter().enumerate() {
+        let t = &p["transaction"];
+        assert_eq!(t["part"], i as u64 + 1);
+        assert_eq!(t["events"], 10_000);
+        assert_eq!(t["last"], i == 99);
+        for e in p["events"].as_array().unwrap() {
+            assert_eq!(e["data"]["id"], next_id, "rows in order across parts");
+            next_id += 1;
+        }
+    }
+    assert_eq!(rows_of("/rows"), 1_000_000);
+    eprintln!(
+        "1,000,000-row transaction: 100 parts + 1,000 batches in {seconds:.1} s; rowhook RSS idle {} MB, peak {} MB",
+        idle / 1024,
+        peak / 1024
+    );
+    assert!(peak < 96 * 1024, "peak RSS {peak} KiB");
+}

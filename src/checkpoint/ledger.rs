@@ -191,6 +191,13 @@ impl Ledger {
     /// An event of transaction `txn` for `task`, read under plan `generation`,
     /// was handed to a shard.
     pub fn sent(&mut self, task: usize, txn: u64, generation: u32) {
+        self.sent_weighted(task, txn, generation, 1);
+    }
+
+    /// [`Ledger::sent`] for a delivery carrying `weight` row changes (a
+    /// transaction part): in-flight counts rows, so `max_inflight` bounds memory.
+    pub fn sent_weighted(&mut self, task: usize, txn: u64, generation: u32, weight: u32) {
+        let weight = u64::from(weight.max(1));
         match self.by_generation.back_mut() {
             Some((g, n)) if *g == generation => *n += 1,
             _ => self.by_generation.push_back((generation, 1)),
@@ -200,9 +207,9 @@ impl Ledger {
             self.progress.last_ack.set(Instant::now());
         }
         if let Some(n) = self.progress.task_in_flight.get(task) {
-            n.set(n.get() + 1);
+            n.set(n.get().saturating_add(weight as u32));
         }
-        self.total += 1;
+        self.total += weight;
         self.window.add(txn);
     }
 
@@ -234,10 +241,11 @@ impl Ledger {
     pub fn drain_acks(&mut self) {
         let mut acked = false;
         while let Ok(ack) = self.acks.try_recv() {
+            let weight = u64::from(ack.weight.max(1));
             if let Some(n) = self.progress.task_in_flight.get(ack.task as usize) {
-                n.set(n.get().saturating_sub(1));
+                n.set(n.get().saturating_sub(weight as u32));
             }
-            self.total = self.total.saturating_sub(1);
+            self.total = self.total.saturating_sub(weight);
             if let Some((_, n)) = self
                 .by_generation
                 .iter_mut()

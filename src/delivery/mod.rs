@@ -40,6 +40,9 @@ pub struct Delivery {
     pub id_len: u16,
     /// The JSON object.
     pub body: Bytes,
+    /// Row changes it carries, counted against `max_inflight`: 1, or the rows
+    /// of a `delivery: transaction` part.
+    pub weight: u32,
     /// When the source core made it (hand-off latency is measured from here).
     pub made: std::time::Instant,
 }
@@ -75,6 +78,8 @@ pub struct Ack {
     pub generation: u32,
     /// The event's transaction ordinal.
     pub txn: u64,
+    /// The delivery's weight (see [`Delivery::weight`]).
+    pub weight: u32,
 }
 
 /// Seconds since the epoch (0 if the clock is before it).

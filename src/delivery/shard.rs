@@ -85,6 +85,7 @@ impl ShardCtx {
                 task: d.task,
                 generation: d.generation,
                 txn: d.txn,
+                weight: d.weight,
             });
         }
     }

@@ -297,6 +297,7 @@ impl SnapshotPort {
                 txn,
                 id_len: row.id_len,
                 body: row.body,
+                weight: 1,
                 made,
             };
             outbox.push(plan.shard_of(task, key), delivery, false);

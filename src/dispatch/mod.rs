@@ -51,6 +51,7 @@ fn part_delivery(
         txn,
         id_len: u16::try_from(part.id_len).unwrap_or(u16::MAX),
         body: Bytes::from(part.body),
+        weight: part.rows,
         made,
     }
 }
@@ -583,9 +584,10 @@ impl crate::source::Downstream for Dispatch {
                         let table = (row.table.schema.as_str(), row.table.table.as_str());
                         if let Some(full) = open.add(route.task, table, scratch, max) {
                             let delivery = part_delivery(plan, m.txn, full, began);
+                            let weight = delivery.weight;
                             outbox.push(plan.shard_of(task, delivery.key), delivery, false);
                             stats.read(route.task, 1);
-                            ledger.sent(route.task, m.txn, plan.generation);
+                            ledger.sent_weighted(route.task, m.txn, plan.generation, weight);
                         }
                     } else {
                         m.seq += 1;
@@ -600,6 +602,7 @@ impl crate::source::Downstream for Dispatch {
                             txn: m.txn,
                             id_len: u16::try_from(id_len).unwrap_or(u16::MAX),
                             body: Bytes::copy_from_slice(scratch),
+                            weight: 1,
                             // One clock read per binlog event, not per row: it is
                             // when the event was read, for every row in it.
                             made: began,
@@ -657,9 +660,10 @@ impl crate::source::Downstream for Dispatch {
                 for part in ended {
                     let task = part.task;
                     let delivery = part_delivery(&self.plan, m.txn, part, began);
+                    let weight = delivery.weight;
                     outbox.push(self.plan.shard_of(task as u32, delivery.key), delivery, false);
                     self.stats.read(task, 1);
-                    ledger.sent(task, m.txn, self.plan.generation);
+                    ledger.sent_weighted(task, m.txn, self.plan.generation, weight);
                 }
             }
             self.ledger

@@ -45,6 +45,8 @@ pub struct Finished {
     pub body: Vec<u8>,
     /// Length of the escaped id 7 bytes into the body.
     pub id_len: usize,
+    /// Rows in it.
+    pub rows: u32,
 }
 
 impl OpenTxn {
@@ -188,7 +190,12 @@ impl OpenTxn {
         body.extend_from_slice(b"},\"events\":[");
         body.extend_from_slice(&part.events);
         body.extend_from_slice(b"]}");
-        Some(Finished { task, body, id_len })
+        Some(Finished {
+            task,
+            body,
+            id_len,
+            rows: part.count,
+        })
     }
 }
 
