@@ -266,12 +266,19 @@ tasks:
     // `b`: only its table, nothing for transactions without it, pikachu shape.
     let b_posts = accepted(&receiver, "/b");
     let with_b: Vec<u64> = counts.iter().map(|c| c.1).filter(|&b| b > 0).collect();
-    assert_eq!(b_posts.len(), with_b.len(), "one POST per transaction with b rows");
+    assert_eq!(
+        b_posts.len(),
+        with_b.len(),
+        "one POST per transaction with b rows"
+    );
     for (q, want) in b_posts.iter().zip(&with_b) {
         let body = q.json();
         let events = body["events"].as_array().unwrap();
         assert_eq!(events.len() as u64, *want);
-        assert_eq!(body["transaction"]["tables"], serde_json::json!({"shop.b": want}));
+        assert_eq!(
+            body["transaction"]["tables"],
+            serde_json::json!({"shop.b": want})
+        );
         assert!(events
             .iter()
             .all(|e| e["table"] == "b" && e.get("position").is_none()));
@@ -305,9 +312,8 @@ fn a_transaction_cut_by_kill_9_between_parts_is_sent_again_whole() {
         "CREATE DATABASE shop;
          CREATE TABLE shop.a (id INT PRIMARY KEY, v INT NOT NULL);",
     );
-    let receiver = Receiver::start(|_| {
-        Reply::Delay(Duration::from_millis(40), Box::new(Reply::Status(200)))
-    });
+    let receiver =
+        Receiver::start(|_| Reply::Delay(Duration::from_millis(40), Box::new(Reply::Status(200))));
     let state = tempfile::tempdir().unwrap();
     let config = format!(
         "{}state: {{dir: '{}', checkpoint_interval: 100ms}}
@@ -361,7 +367,10 @@ tasks:
         before - 1,
         got.len() - before
     );
-    assert!(resent >= 1, "the cut transaction was sent again from its start");
+    assert!(
+        resent >= 1,
+        "the cut transaction was sent again from its start"
+    );
 }
 
 /// One transaction of 1,000,000 rows through a `delivery: transaction` task and a
@@ -396,7 +405,9 @@ fn a_million_row_transaction_flows_through_with_bounded_memory() {
     let rowhook = Rowhook::run(&config);
     wait_streaming(&db);
     let idle = rowhook.rss_kib();
-    db.sql("INSERT INTO shop.a SELECT seq, seq, CONCAT('row number ', seq) FROM shop.seq_1_to_1000000");
+    db.sql(
+        "INSERT INTO shop.a SELECT seq, seq, CONCAT('row number ', seq) FROM shop.seq_1_to_1000000",
+    );
     let mut peak = 0;
     let started = Instant::now();
     let rows_of = |path: &str| -> usize {
@@ -412,7 +423,11 @@ fn a_million_row_transaction_flows_through_with_bounded_memory() {
     };
     loop {
         peak = peak.max(rowhook.rss_kib());
-        let parts = receiver.requests().iter().filter(|q| q.path == "/txn").count();
+        let parts = receiver
+            .requests()
+            .iter()
+            .filter(|q| q.path == "/txn")
+            .count();
         if parts >= 100 && rows_of("/rows") >= 1_000_000 {
             break;
         }
@@ -449,4 +464,184 @@ fn a_million_row_transaction_flows_through_with_bounded_memory() {
         peak / 1024
     );
     assert!(peak < 96 * 1024, "peak RSS {peak} KiB");
+}
+
+/// The position (file sequence, offset) a payload's id starts with.
+fn position_of(id: &str) -> (u64, u64) {
+    let mut parts = id.split(':');
+    let file = parts.next().unwrap();
+    let seq = file.rsplit('.').next().unwrap().parse().unwrap();
+    (seq, parts.next().unwrap().parse().unwrap())
+}
+
+/// Column names of a schema webhook's `columns_before`/`columns_after`.
+fn names(columns: &Value) -> Option<Vec<String>> {
+    columns.as_array().map(|cols| {
+        cols.iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect()
+    })
+}
+
+/// ALTER ADD/MODIFY/DROP COLUMN and RENAME mid-stream with `schema_events: true`:
+/// each DDL on a watched table arrives as an `"event": "schema"` webhook with
+/// the statement and the columns before and after, in order with the rows — every
+/// row change written before it arrives before it, every one after it after —
+/// under a receiver that delays and fails, with FULL and MINIMAL metadata.
+fn schema_changes_arrive_in_order_with_rows(mode: common::mariadb::RowMetadata) {
+    let db = MariaDb::start_with(mode);
+    db.sql(
+        "CREATE DATABASE shop;
+         CREATE TABLE shop.items (id INT PRIMARY KEY, v INT NOT NULL);
+         CREATE TABLE shop.other (id INT PRIMARY KEY);",
+    );
+    let receiver = Receiver::start(|r| {
+        let h = (r.n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+        if h.is_multiple_of(5) {
+            Reply::Status(503)
+        } else {
+            Reply::Delay(
+                Duration::from_micros(h % 2000),
+                Box::new(Reply::Status(200)),
+            )
+        }
+    });
+    let config = format!(
+        "{}dispatcher: {{max_retries: -1, retry_base_delay: 5ms, retry_max_delay: 20ms, worker_count: 8}}
+tasks:
+  - {{task_id: items, table_name: 'shop.*', events: [insert, update, delete], callback_url: '{}', payload: envelope, schema_events: true}}
+  - {{task_id: plain, table_name: shop.items, events: [insert, update, delete], callback_url: '{}'}}
+",
+        source_yaml(&db),
+        receiver.url("/items"),
+        receiver.url("/plain"),
+    );
+    let rowhook = Rowhook::run(&config);
+    wait_streaming(&db);
+    let rows = |from: u32, n: u32| {
+        format!(
+            "INSERT INTO shop.items (id, v) SELECT seq, seq FROM shop.seq_{from}_to_{};",
+            from + n - 1
+        )
+    };
+    db.sql(&rows(1, 200));
+    db.sql("ALTER TABLE shop.items ADD COLUMN note VARCHAR(20) NULL");
+    db.sql("UPDATE shop.items SET note = 'x', v = v + 1 WHERE id <= 100; DELETE FROM shop.items WHERE id > 190;");
+    db.sql("ALTER TABLE shop.items MODIFY v BIGINT NOT NULL");
+    db.sql(&rows(1000, 100));
+    db.sql("ALTER TABLE shop.items DROP COLUMN note");
+    db.sql(&rows(2000, 100));
+    db.sql("ALTER TABLE shop.other ADD COLUMN w INT");
+    db.sql("RENAME TABLE shop.items TO shop.things");
+    db.sql("INSERT INTO shop.things (id, v) SELECT seq, seq FROM shop.seq_3000_to_3099");
+    // 200 + 100 updates + 10 deletes + 100 + 100 + 100 rows; 5 DDL webhooks
+    // (ADD, MODIFY, DROP, other's ADD, and RENAME's two names).
+    let want = 610 + 6;
+    let accepted = |r: &Receiver| -> Vec<Value> {
+        r.requests()
+            .iter()
+            .filter(|q| q.path == "/items")
+            .filter(|q| {
+                let h = (q.n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+                !h.is_multiple_of(5)
+            })
+            .map(Request::json)
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while accepted(&receiver).len() < want {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {want}:\n{}",
+            accepted(&receiver).len(),
+            rowhook.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let got = accepted(&receiver);
+    assert_eq!(got.len(), want, "nothing extra");
+    let schema: Vec<(usize, &Value)> = got
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e["event"] == "schema")
+        .collect();
+    let statements: Vec<&str> = schema
+        .iter()
+        .map(|(_, e)| e["statement"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statements,
+        [
+            "ALTER TABLE shop.items ADD COLUMN note VARCHAR(20) NULL",
+            "ALTER TABLE shop.items MODIFY v BIGINT NOT NULL",
+            "ALTER TABLE shop.items DROP COLUMN note",
+            "ALTER TABLE shop.other ADD COLUMN w INT",
+            "RENAME TABLE shop.items TO shop.things",
+            "RENAME TABLE shop.items TO shop.things",
+        ],
+        "{mode:?}"
+    );
+    // In order with the rows: a DDL's webhook splits the rows by position.
+    for (i, s) in &schema {
+        let at = position_of(s["id"].as_str().unwrap());
+        for (j, e) in got.iter().enumerate() {
+            if e["event"] == "schema" {
+                continue;
+            }
+            let p = position_of(e["id"].as_str().unwrap());
+            assert_eq!(
+                j < *i,
+                p < at,
+                "{mode:?}: row {} arrived {} the schema change {}",
+                e["id"],
+                if j < *i { "before" } else { "after" },
+                s["statement"]
+            );
+        }
+    }
+    let cols = |k: usize, side: &str| names(&schema[k].1[side]);
+    let strings = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(cols(0, "columns_before"), strings(&["id", "v"]), "{mode:?}");
+    assert_eq!(cols(0, "columns_after"), strings(&["id", "v", "note"]));
+    assert_eq!(schema[0].1["columns_after"][2]["type"], "varchar(20)");
+    assert_eq!(schema[0].1["columns_after"][0]["primary_key"], true);
+    assert!(
+        schema[1].1["columns_after"][1]["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("bigint"),
+        "{}",
+        schema[1].1
+    );
+    assert_eq!(cols(2, "columns_after"), strings(&["id", "v"]));
+    assert_eq!(schema[3].1["table"], "other");
+    assert_eq!(schema[4].1["table"], "items");
+    assert_eq!(schema[4].1["columns_after"], Value::Null, "renamed away");
+    assert_eq!(schema[5].1["table"], "things");
+    assert_eq!(cols(5, "columns_after"), strings(&["id", "v"]));
+    assert!(schema[0].1["position"]["gtid"].is_string());
+    // Rows after ADD COLUMN carry it, by name, in both metadata modes.
+    let updated = got
+        .iter()
+        .find(|e| e["event"] == "update")
+        .expect("an update");
+    assert_eq!(updated["new_data"]["note"], "x", "{mode:?}: {updated}");
+    // A task without schema_events gets only rows.
+    let plain = receiver
+        .requests()
+        .iter()
+        .filter(|q| q.path == "/plain")
+        .any(|q| q.json()["event"] == "schema");
+    assert!(!plain);
+}
+
+#[test]
+fn schema_changes_arrive_in_order_with_rows_full_metadata() {
+    schema_changes_arrive_in_order_with_rows(common::mariadb::RowMetadata::Full);
+}
+
+#[test]
+fn schema_changes_arrive_in_order_with_rows_minimal_metadata() {
+    schema_changes_arrive_in_order_with_rows(common::mariadb::RowMetadata::Minimal);
 }

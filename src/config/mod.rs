@@ -27,8 +27,8 @@ pub use runtime::{RuntimeConfig, StateConfig};
 pub use server::ServerConfig;
 pub use source::{SourceConfig, StartPosition};
 pub use tasks::{
-    DeliveryMode, EventKinds, Ordering, PayloadShape, SnapshotEvent, SnapshotMethod, SnapshotMode, TablePattern,
-    TaskConfig,
+    DeliveryMode, EventKinds, Ordering, PayloadShape, SnapshotEvent, SnapshotMethod, SnapshotMode,
+    TablePattern, TaskConfig,
 };
 pub use tasks_source::{EtcdConfig, EtcdTls, HaConfig};
 

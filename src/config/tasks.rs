@@ -52,6 +52,8 @@ pub struct TaskConfig {
     /// Under `delivery: transaction`, a transaction with more of this task's rows
     /// is sent in parts of at most this many.
     pub max_transaction_events: u32,
+    /// A DDL on one of the task's tables sends it an `"event": "schema"` webhook.
+    pub schema_events: bool,
 }
 
 /// What one POST of a task carries.
@@ -354,6 +356,7 @@ fn read_task(
             ("transaction", DeliveryMode::Transaction),
         ],
     );
+    let schema_events = f.bool("schema_events", false);
     let max_transaction_events = f
         .int("max_transaction_events", 1, 1_000_000)
         .map_or(10_000, |n| n as u32);
@@ -395,6 +398,7 @@ fn read_task(
         snapshot_method,
         delivery,
         max_transaction_events,
+        schema_events,
     })
 }
 

@@ -60,6 +60,8 @@ struct Stream {
     /// The XID of the transaction that ended last (none for a DDL or a
     /// non-transactional COMMIT).
     ended_xid: Option<u64>,
+    /// The last DDL statement read, with its default schema, until taken.
+    ddl: Option<(String, String)>,
 }
 
 impl Changes {
@@ -85,6 +87,7 @@ impl Changes {
                 in_transaction: false,
                 began_at: 0,
                 ended_xid: None,
+                ddl: None,
             },
             inflated: Vec::new(),
             events: 0,
@@ -248,6 +251,12 @@ impl Changes {
         self.stream.ended_gtid.as_deref()
     }
 
+    /// The DDL statement the last `Boundary { ddl: true }` was, with its default
+    /// schema: (schema, statement).
+    pub fn take_ddl(&mut self) -> Option<(String, String)> {
+        self.stream.ddl.take()
+    }
+
     /// The XID of the transaction that ended last, if it had one.
     pub fn ended_xid(&self) -> Option<u64> {
         self.stream.ended_xid
@@ -326,13 +335,14 @@ impl Stream {
                 self.ended_xid = Some(xid);
             }
             // DDL and COMMIT end a transaction; BEGIN starts one.
-            Event::Query { sql, .. } if !sql.eq_ignore_ascii_case("BEGIN") => {
+            Event::Query { sql, schema } if !sql.eq_ignore_ascii_case("BEGIN") => {
                 feed.ends_transaction |= self.end_transaction();
                 if crate::source::columns::is_ddl(&sql) {
                     // Columns may have changed: ask again on the next TABLE_MAPs.
                     self.columns.clear();
                     self.asked.clear();
                     feed.ddl = true;
+                    self.ddl = Some((schema, sql));
                 }
             }
             Event::Rotate { file, pos } => {

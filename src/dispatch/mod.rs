@@ -37,12 +37,7 @@ use payload::{PayloadWriter, Row};
 /// The delivery of a `delivery: transaction` part of transaction `txn`: one
 /// lane per task (as `ordering: table`), so parts and transactions keep their
 /// order.
-fn part_delivery(
-    plan: &Plan,
-    txn: u64,
-    part: transaction::Finished,
-    made: Instant,
-) -> Delivery {
+fn part_delivery(plan: &Plan, txn: u64, part: transaction::Finished, made: Instant) -> Delivery {
     let task = part.task as u32;
     Delivery {
         task,
@@ -95,6 +90,8 @@ pub struct Dispatch {
     merge: Rc<RefCell<merge::Merge>>,
     /// The last rows event handed to shards (file, position).
     sent_upto: Option<(String, u64)>,
+    /// A DDL whose schema webhooks wait for the follow loop's lookups.
+    pending_ddl: Option<PendingDdl>,
     /// The transaction being read: its id, row numbers and open parts.
     open: transaction::OpenTxn,
     progress: Rc<Progress>,
@@ -160,6 +157,7 @@ impl Dispatch {
             limit: u64::from(max_inflight.max(1)),
             merge: Rc::new(RefCell::new(merge::Merge::default())),
             sent_upto: None,
+            pending_ddl: None,
             open: transaction::OpenTxn::default(),
             stats,
             latency,
@@ -267,6 +265,124 @@ impl Dispatch {
 
     fn flush(&mut self) -> Result<bool, DispatchError> {
         self.outbox.borrow_mut().flush()
+    }
+
+    /// Ends the stream's current transaction ordinal at `end`.
+    fn close_boundary(&mut self, end: BinlogPosition, gtid: Option<String>) {
+        let mut m = self.merge.borrow_mut();
+        self.ledger
+            .borrow_mut()
+            .end(m.txn, end.clone(), gtid.clone());
+        m.txn += 1;
+        m.at = Some(end);
+        m.gtid = gtid;
+    }
+
+    /// The tables a DDL (default schema, statement) names that some task wants
+    /// schema events for; `None` when no task does.
+    fn schema_tables(
+        &self,
+        (schema, statement): &(String, String),
+    ) -> Option<Vec<(String, String)>> {
+        let tasks = self.tasks.borrow();
+        let wanting: Vec<&crate::config::TaskConfig> = tasks
+            .slots()
+            .iter()
+            .filter(|s| !s.removed && s.config.enabled && s.config.schema_events)
+            .map(|s| &s.config)
+            .collect();
+        if wanting.is_empty() {
+            return None;
+        }
+        let tables: Vec<(String, String)> = crate::source::ddl::tables(statement, schema)
+            .into_iter()
+            .filter(|(s, t)| wanting.iter().any(|task| task.table.matches(s, t)))
+            .collect();
+        (!tables.is_empty()).then_some(tables)
+    }
+
+    /// Sends the schema webhooks of the pending DDL for `described` tables to
+    /// every task that wants them, fenced like a key change (nothing of the task
+    /// before it is outstanding when it leaves, nothing after it leaves before it
+    /// is acknowledged), then closes the DDL's boundary.
+    fn send_schema_events(&mut self, described: &[crate::source::Described]) {
+        let Some(ddl) = self.pending_ddl.take() else {
+            return;
+        };
+        let unknown: Vec<crate::source::Described>;
+        let described = if described.is_empty() {
+            unknown = ddl
+                .tables
+                .iter()
+                .map(|(schema, table)| crate::source::Described {
+                    schema: schema.clone(),
+                    table: table.clone(),
+                    before: None,
+                    after: None,
+                })
+                .collect();
+            &unknown
+        } else {
+            described
+        };
+        let now = Instant::now();
+        {
+            let tasks = self.tasks.borrow();
+            let mut outbox = self.outbox.borrow_mut();
+            let mut ledger = self.ledger.borrow_mut();
+            let m = self.merge.borrow();
+            let mut body = Vec::with_capacity(512);
+            for (slot, s) in tasks.slots().iter().enumerate() {
+                let task = &s.config;
+                if s.removed || !task.enabled || !task.schema_events {
+                    continue;
+                }
+                let Some(task_plan) = self.plan.tasks.get(slot) else {
+                    continue;
+                };
+                for (index, d) in described.iter().enumerate() {
+                    if !task.table.matches(&d.schema, &d.table) {
+                        continue;
+                    }
+                    body.clear();
+                    let id_len = payload::write_schema(
+                        &mut body,
+                        task.payload,
+                        &payload::SchemaChange {
+                            at: payload::RowPosition {
+                                file: &ddl.file,
+                                pos: ddl.pos,
+                                index: index as u32,
+                                timestamp: ddl.timestamp,
+                                gtid: ddl.gtid.as_deref(),
+                            },
+                            schema: &d.schema,
+                            table: &d.table,
+                            statement: &ddl.statement,
+                            before: d.before.as_deref(),
+                            after: d.after.as_deref(),
+                        },
+                    );
+                    let key =
+                        crate::route::routing_key(task_plan.ordering, slot as u32, b"", m.seq);
+                    let delivery = Delivery {
+                        task: slot as u32,
+                        generation: self.plan.generation,
+                        key,
+                        txn: m.txn,
+                        id_len: u16::try_from(id_len).unwrap_or(u16::MAX),
+                        body: Bytes::copy_from_slice(&body),
+                        weight: 1,
+                        made: now,
+                    };
+                    outbox.push(self.plan.shard_of(slot as u32, key), delivery, true);
+                    self.stats.read(slot, 1);
+                    ledger.sent(slot, m.txn, self.plan.generation);
+                }
+            }
+        }
+        self.close_boundary(ddl.end, ddl.gtid);
+        self.merge.borrow_mut().between = !self.changes.in_transaction();
     }
 
     /// Takes a waiting task change when no transaction is open, and brings the
@@ -397,7 +513,9 @@ impl Outbox {
                 .task_in_flight
                 .get(task)
                 .map_or(0, |n| n.get() as usize);
-            let mut outstanding = in_flight.saturating_sub(fence.held.len());
+            // In flight counts rows: a held transaction part weighs its rows.
+            let held: usize = fence.held.iter().map(|(_, d, _)| d.weight as usize).sum();
+            let mut outstanding = in_flight.saturating_sub(held);
             if fence.awaiting_ack {
                 if outstanding > 0 {
                     continue;
@@ -411,8 +529,8 @@ impl Outbox {
                 let Some((shard, d, key_change)) = fence.held.pop_front() else {
                     break;
                 };
+                outstanding += d.weight as usize;
                 self.pending[shard].push(d);
-                outstanding += 1;
                 if key_change {
                     fence.awaiting_ack = true;
                     break;
@@ -516,11 +634,18 @@ impl crate::source::Downstream for Dispatch {
         }
     }
 
+    fn on_described(&mut self, tables: &[crate::source::Described]) {
+        self.send_schema_events(tables);
+    }
+
     fn on_columns(&mut self, table_id: u64, columns: &[ColumnInfo]) {
         self.changes.on_columns(table_id, columns);
     }
 
     fn on_event(&mut self, event: &[u8]) -> Result<Step, DispatchError> {
+        // The follow loop answers a Describe before the next event; if it could
+        // not, the schema webhooks go without columns rather than never.
+        self.send_schema_events(&[]);
         self.take_change();
         let mut feed = self.changes.feed(event)?;
         let (header, pos) = (*feed.header(), feed.pos());
@@ -571,10 +696,7 @@ impl crate::source::Downstream for Dispatch {
                     let id_len = payloads.write(
                         scratch,
                         route.shape,
-                        &Row {
-                            transaction,
-                            ..row
-                        },
+                        &Row { transaction, ..row },
                         route.keep.as_deref(),
                     )?;
                     let task = route.task as u32;
@@ -649,7 +771,7 @@ impl crate::source::Downstream for Dispatch {
             if gtid.is_some() {
                 self.progress.gtid.borrow_mut().clone_from(&gtid);
             }
-            let mut m = self.merge.borrow_mut();
+            let m = self.merge.borrow_mut();
             // The last parts of `delivery: transaction` tasks belong to this
             // transaction's ordinal: the checkpoint passes it only when all are
             // delivered.
@@ -661,17 +783,41 @@ impl crate::source::Downstream for Dispatch {
                     let task = part.task;
                     let delivery = part_delivery(&self.plan, m.txn, part, began);
                     let weight = delivery.weight;
-                    outbox.push(self.plan.shard_of(task as u32, delivery.key), delivery, false);
+                    outbox.push(
+                        self.plan.shard_of(task as u32, delivery.key),
+                        delivery,
+                        false,
+                    );
                     self.stats.read(task, 1);
                     ledger.sent_weighted(task, m.txn, self.plan.generation, weight);
                 }
             }
-            self.ledger
-                .borrow_mut()
-                .end(m.txn, end.clone(), gtid.clone());
-            m.txn += 1;
-            m.at = Some(end.clone());
-            m.gtid = gtid;
+            drop(m);
+            let ddl = matches!(step, Step::Boundary { ddl: true, .. })
+                .then(|| self.changes.take_ddl())
+                .flatten();
+            if let Some(tables) = ddl.as_ref().and_then(|d| self.schema_tables(d)) {
+                // Schema webhooks first (after the lookups the follow loop makes
+                // for them), then the boundary: they belong to the DDL's ordinal.
+                let (_, statement) = ddl.unwrap_or_default();
+                self.pending_ddl = Some(PendingDdl {
+                    end: end.clone(),
+                    gtid,
+                    statement,
+                    tables: tables.clone(),
+                    file: self.changes.file().to_owned(),
+                    pos,
+                    timestamp: header.timestamp,
+                });
+                // Nothing may slip in (a snapshot chunk, a task change) before
+                // the boundary closes in `on_described`.
+                self.merge.borrow_mut().between = false;
+                return Ok(Step::Describe {
+                    end: end.clone(),
+                    tables,
+                });
+            }
+            self.close_boundary(end.clone(), gtid);
         }
         let between = !self.changes.in_transaction();
         let mut m = self.merge.borrow_mut();
@@ -720,4 +866,16 @@ impl crate::source::Downstream for Dispatch {
             glommio::timer::sleep(ACK_POLL).await;
         }
     }
+}
+
+/// A DDL read whose boundary waits for its schema webhooks.
+struct PendingDdl {
+    end: BinlogPosition,
+    gtid: Option<String>,
+    statement: String,
+    /// What the follow loop was asked to describe.
+    tables: Vec<(String, String)>,
+    file: String,
+    pos: u64,
+    timestamp: u32,
 }

@@ -338,3 +338,70 @@ pub fn write_snapshot(out: &mut Vec<u8>, shape: PayloadShape, row: &SnapshotRow<
     out.push(b'}');
     id_len
 }
+
+/// A DDL on a task's table, as the `"event": "schema"` webhook tells it.
+#[derive(Debug, Clone, Copy)]
+pub struct SchemaChange<'a> {
+    /// Where the statement is in the binlog.
+    pub at: RowPosition<'a>,
+    /// Schema of the table.
+    pub schema: &'a str,
+    /// The table.
+    pub table: &'a str,
+    /// The statement as the server logged it.
+    pub statement: &'a str,
+    /// The columns before (`None`: not known to rowhook).
+    pub before: Option<&'a [crate::source::columns::ColumnInfo]>,
+    /// The columns after (`None`: the table is gone, or could not be read).
+    pub after: Option<&'a [crate::source::columns::ColumnInfo]>,
+}
+
+/// Appends the payload of a schema change; returns the id's length (see
+/// [`PayloadWriter::write`]). The id is `<file>:<pos>:s<index>`.
+pub fn write_schema(out: &mut Vec<u8>, shape: PayloadShape, change: &SchemaChange<'_>) -> usize {
+    let at = change.at;
+    out.extend_from_slice(b"{\"id\":\"");
+    let id_start = out.len();
+    escaped(out, at.file.as_bytes());
+    out.push(b':');
+    uint(out, at.pos);
+    out.extend_from_slice(b":s");
+    uint(out, u64::from(at.index));
+    let id_len = out.len() - id_start;
+    out.extend_from_slice(b"\",\"primary_id\":null,\"event\":\"schema\",\"database\":");
+    string(out, change.schema);
+    out.extend_from_slice(b",\"table\":");
+    string(out, change.table);
+    out.extend_from_slice(b",\"statement\":");
+    string(out, change.statement);
+    for (name, columns) in [
+        ("columns_before", change.before),
+        ("columns_after", change.after),
+    ] {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+        match columns {
+            None => out.extend_from_slice(b"null"),
+            Some(cols) => {
+                out.push(b'[');
+                for (i, c) in cols.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(b"{\"name\":");
+                    string(out, &c.name);
+                    out.extend_from_slice(b",\"type\":");
+                    string(out, &c.sql_type);
+                    out.extend_from_slice(b",\"primary_key\":");
+                    out.extend_from_slice(if c.primary_key { b"true" } else { b"false" });
+                    out.push(b'}');
+                }
+                out.push(b']');
+            }
+        }
+    }
+    write_tail(out, shape, at.timestamp, at.file, at.pos, at.gtid);
+    out.push(b'}');
+    id_len
+}

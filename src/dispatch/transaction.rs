@@ -213,7 +213,10 @@ mod tests {
         assert_eq!(t.next_row(7, 0, || "0-1-5".into()), ("0-1-5", 1));
         assert_eq!(t.next_row(7, 2, || unreachable!()), ("0-1-5", 1));
         assert_eq!(t.next_row(7, 0, || unreachable!()), ("0-1-5", 2));
-        assert_eq!(t.next_row(8, 0, || "b.000001:400".into()), ("b.000001:400", 1));
+        assert_eq!(
+            t.next_row(8, 0, || "b.000001:400".into()),
+            ("b.000001:400", 1)
+        );
         assert_eq!(t.next_row(8, 2, || unreachable!()), ("b.000001:400", 1));
     }
 
@@ -266,7 +269,10 @@ mod tests {
         let one = json(&bodies[0]);
         assert_eq!(bodies[0].task, 1);
         assert_eq!(one["transaction"]["events"], 2);
-        assert_eq!(one["transaction"]["tables"], serde_json::json!({"s.x": 1, "s.y": 1}));
+        assert_eq!(
+            one["transaction"]["tables"],
+            serde_json::json!({"s.x": 1, "s.y": 1})
+        );
         assert_eq!(one["transaction"]["xid"], serde_json::Value::Null);
         assert_eq!(bodies[1].task, 3);
     }

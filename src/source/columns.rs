@@ -20,6 +20,8 @@ pub struct ColumnInfo {
     pub json: bool,
     /// ENUM or SET labels in declaration order, from `COLUMN_TYPE`.
     pub members: Option<Vec<String>>,
+    /// The SQL type as declared (`COLUMN_TYPE`, e.g. `varchar(40)`).
+    pub sql_type: String,
 }
 
 /// Column facts per `(schema, table)`.
@@ -105,6 +107,7 @@ pub async fn lookup(
                     .is_some_and(|t| t.eq_ignore_ascii_case("json"))
                     || json_checked.contains(&name),
                 members: r.get(3).cloned().flatten().and_then(|t| members(&t)),
+                sql_type: r.get(3).cloned().flatten().unwrap_or_default(),
                 name,
             }
         })

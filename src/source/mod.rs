@@ -13,6 +13,7 @@ use crate::mysql::replica::{self, BinlogPosition, ReplicaOptions, ServerInfo};
 use crate::mysql::{Connection, MysqlError};
 use crate::net::Backoff;
 pub mod columns;
+pub mod ddl;
 
 use columns::{ColumnInfo, SchemaCache};
 
@@ -44,6 +45,10 @@ pub trait Downstream {
     /// with this id.
     fn on_columns(&mut self, table_id: u64, columns: &[ColumnInfo]);
 
+    /// The tables a [`Step::Describe`] asked about, as information_schema had them
+    /// before and after the DDL. The boundary is the downstream's to close here.
+    fn on_described(&mut self, _tables: &[Described]) {}
+
     /// One whole event, as read; the downstream decodes it (the only parse of its
     /// bytes) and says what the follow loop must do about it.
     fn on_event(&mut self, event: &[u8]) -> Result<Step, Self::Error>;
@@ -68,6 +73,16 @@ pub enum Step {
         /// Cached column facts are stale.
         ddl: bool,
     },
+    /// A DDL on tables some task wants schema events for: a boundary like
+    /// `Boundary { ddl: true }`, but first look the tables up (the cached columns
+    /// as they were, then information_schema now) and answer with
+    /// [`Downstream::on_described`] before the next event.
+    Describe {
+        /// Right after the event.
+        end: BinlogPosition,
+        /// (schema, table) the statement names.
+        tables: Vec<(String, String)>,
+    },
     /// A ROTATE: the stream goes on at `at` in the next file.
     Rotated {
         /// Where the next file's events start.
@@ -84,6 +99,20 @@ pub enum Step {
         /// Its table.
         table: String,
     },
+}
+
+/// A table's columns around a DDL, as rowhook knows them.
+#[derive(Debug, Clone)]
+pub struct Described {
+    /// Schema of the table.
+    pub schema: String,
+    /// The table.
+    pub table: String,
+    /// The columns rowhook had cached before the statement (`None`: not known).
+    pub before: Option<Vec<ColumnInfo>>,
+    /// The columns information_schema shows after it (`None`: the table is gone,
+    /// or could not be read).
+    pub after: Option<Vec<ColumnInfo>>,
 }
 
 /// Why following stopped.
@@ -407,6 +436,26 @@ where
                 }
             }
             Step::Boundary { ddl: true, .. } => columns.forget(),
+            Step::Describe { tables, .. } => {
+                let mut described: Vec<Described> = tables
+                    .iter()
+                    .map(|(schema, table)| Described {
+                        schema: schema.clone(),
+                        table: table.clone(),
+                        before: columns.cache.get(schema, table).map(<[_]>::to_vec),
+                        after: None,
+                    })
+                    .collect();
+                columns.forget();
+                for d in &mut described {
+                    d.after = columns
+                        .get(config, &d.schema, &d.table)
+                        .await
+                        .filter(|cols| !cols.is_empty())
+                        .map(<[_]>::to_vec);
+                }
+                downstream.on_described(&described);
+            }
             _ => {}
         }
         // A downstream pushing back (receivers behind) is a wait on purpose.
@@ -415,7 +464,7 @@ where
         live.idle(false);
         ready.map_err(SourceError::Downstream)?;
         match step {
-            Step::Boundary { end, .. } => resume.at = Some(end),
+            Step::Boundary { end, .. } | Step::Describe { end, .. } => resume.at = Some(end),
             // Until the first boundary a GTID start resumes from its GTIDs.
             Step::Rotated { at } if resume.at.is_some() || gtid_start.is_none() => {
                 resume.at = Some(at)
