@@ -46,6 +46,13 @@ pub enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Inspect or re-send row changes quarantined because their columns could
+    /// not be named (MINIMAL metadata, the table changed since they were written).
+    Quarantine {
+        /// list or replay.
+        #[command(subcommand)]
+        action: QuarantineAction,
+    },
     /// Print the version.
     Version,
 }
@@ -224,6 +231,28 @@ pub enum DlqAction {
     List(DlqArgs),
     /// Re-send dead-lettered events; those that fail again stay in the file.
     Replay(DlqArgs),
+}
+
+/// Quarantine actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum QuarantineAction {
+    /// Show quarantined row changes.
+    List(DlqArgs),
+    /// Re-send quarantined row changes as they are (positional column names
+    /// `@1`, `@2`, …); those that fail stay in the file.
+    Replay(QuarantineReplayArgs),
+}
+
+/// Which quarantined changes, and the operator's go-ahead.
+#[derive(Debug, Clone, Args)]
+pub struct QuarantineReplayArgs {
+    /// The configuration and task.
+    #[command(flatten)]
+    pub which: DlqArgs,
+    /// Confirms the rows may go to the receivers with positional column names,
+    /// after their original order (later changes of the same keys were sent).
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// Which dead letters.

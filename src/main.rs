@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use rowhook::cli::{
-    normalize_args, CheckArgs, Cli, Command, ConfigArgs, DlqAction, DlqArgs, SnapshotArgs, TailArgs,
+    normalize_args, CheckArgs, Cli, Command, ConfigArgs, DlqAction, DlqArgs, QuarantineAction,
+    SnapshotArgs, TailArgs,
 };
 use rowhook::config::{self, ConfigError, ConfigFiles, Loaded};
 
@@ -38,8 +39,18 @@ fn main() -> ExitCode {
             action: rowhook::cli::HaAction::StepDown(args),
         } => step_down(&args),
         Command::Dlq { action } => match action {
-            DlqAction::List(args) => dlq_list(&args),
-            DlqAction::Replay(args) => dlq_replay(&args),
+            DlqAction::List(args) => dlq_list(&args, "dlq"),
+            DlqAction::Replay(args) => dlq_replay(&args, "dlq"),
+        },
+        Command::Quarantine { action } => match action {
+            QuarantineAction::List(args) => dlq_list(&args, "quarantine"),
+            QuarantineAction::Replay(args) if !args.yes => {
+                eprintln!(
+                    "error: quarantined rows go to the receiver with positional column names (@1, @2, …), after later changes of the same keys; check them with `rowhook quarantine list`, then confirm with --yes"
+                );
+                ExitCode::from(EXIT_CONFIG)
+            }
+            QuarantineAction::Replay(args) => dlq_replay(&args.which, "quarantine"),
         },
     }
 }
@@ -480,12 +491,13 @@ fn follow_snapshot(base: &str, path: &str, task: &str) -> ExitCode {
     }
 }
 
-fn dlq_list(args: &DlqArgs) -> ExitCode {
+/// Lists the records of `state.dir/<store>` (`dlq` or `quarantine`).
+fn dlq_list(args: &DlqArgs, store: &str) -> ExitCode {
     let loaded = match load(&args.config) {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let dir = loaded.config.state.dir.join("dlq");
+    let dir = loaded.config.state.dir.join(store);
     if let Err(e) = rowhook::delivery::dlq::recover(&dir) {
         eprintln!(
             "error: {}: cannot recover an unfinished replay: {e}",
@@ -530,19 +542,26 @@ fn dlq_list(args: &DlqArgs) -> ExitCode {
             }
         }
     }
+    let what = if store == "dlq" {
+        "dead letter(s)"
+    } else {
+        "quarantined row change(s)"
+    };
     println!(
-        "{count} dead letter(s), {unreadable} unreadable line(s) in {}",
+        "{count} {what}, {unreadable} unreadable line(s) in {}",
         dir.display()
     );
     ExitCode::SUCCESS
 }
 
-fn dlq_replay(args: &DlqArgs) -> ExitCode {
+/// Re-sends the records of `state.dir/<store>` (`dlq` or `quarantine`).
+fn dlq_replay(args: &DlqArgs, store: &str) -> ExitCode {
     let loaded = match load(&args.config) {
         Ok(l) => l,
         Err(code) => return code,
     };
-    match rowhook::commands::replay::replay(&loaded.config, args.task.as_deref()) {
+    let dir = loaded.config.state.dir.join(store);
+    match rowhook::commands::replay::replay_dir(&loaded.config, &dir, args.task.as_deref()) {
         Ok(r) => {
             println!(
                 "replayed: {} delivered, {} failed again (kept), {} unreadable line(s) kept",

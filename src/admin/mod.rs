@@ -198,6 +198,17 @@ impl Admin {
         }
         out.extend(table.source_reasons());
         drop(table);
+        for t in self.task_infos() {
+            let n = self.stats.tasks.get(t.slot).map_or(0, |s| {
+                s.quarantined.load(std::sync::atomic::Ordering::Relaxed)
+            });
+            if n > 0 {
+                out.push(format!(
+                    "task {}: {n} row change(s) quarantined (the table changed since they were written and the binlog names no columns); see `rowhook quarantine list`, re-send with `rowhook quarantine replay --task {} --yes`",
+                    t.id, t.id
+                ));
+            }
+        }
         // A failed snapshot leaves its task streaming without its existing rows.
         if let Some(snapshots) = self.snapshots() {
             for t in self.task_infos() {

@@ -562,6 +562,7 @@ fn task(admin: &Admin, index: usize) -> Value {
         "requests": s.requests.load(Relaxed),
         "retries": s.retries.load(Relaxed),
         "dead_lettered": s.dead_lettered.load(Relaxed),
+        "quarantined": s.quarantined.load(Relaxed),
         "answers": answers,
         "last_error": admin.stats.last_error(index as u32).map(|(at, error)| json!({"at": time_text(at), "error": error})),
         "snapshot": admin.snapshots().map(|s| snapshot_status(&s.status(index))),
@@ -951,7 +952,7 @@ fn prometheus(admin: &Admin) -> Reply {
         let _ = writeln!(o, "rowhook_resident_memory_bytes {rss}");
     }
     type Counter = fn(&crate::delivery::stats::TaskStats) -> u64;
-    let per_task: [(&str, &str, &str, Counter); 6] = [
+    let per_task: [(&str, &str, &str, Counter); 7] = [
         (
             "rowhook_events_read_total",
             "counter",
@@ -975,6 +976,12 @@ fn prometheus(admin: &Admin) -> Reply {
             "counter",
             "Events written to the dead-letter file.",
             |s| s.dead_lettered.load(Relaxed),
+        ),
+        (
+            "rowhook_quarantined_total",
+            "counter",
+            "Row changes written to the quarantine: their table changed since they were written and the binlog names no columns (MINIMAL metadata).",
+            |s| s.quarantined.load(Relaxed),
         ),
         (
             "rowhook_dlq_write_errors_total",

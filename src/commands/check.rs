@@ -286,7 +286,7 @@ async fn server(config: &Config) -> Vec<Finding> {
     out.push(if metadata.eq_ignore_ascii_case("FULL") {
         ok("binlog_row_metadata = FULL")
     } else {
-        bad(Level::Warn, format!("binlog_row_metadata = {metadata}: column names and keys come from information_schema lookups"), "SET GLOBAL binlog_row_metadata = 'FULL' (recommended)")
+        bad(Level::Warn, format!("binlog_row_metadata = {metadata}: column names and keys come from information_schema lookups (rows written before an ALTER and read after it are quarantined)"), "SET GLOBAL binlog_row_metadata = 'FULL' (recommended)")
     });
     let their_id = value(conn.query(&var("server_id")).await).and_then(|v| v.parse::<u32>().ok());
     out.push(if their_id == Some(db.server_id) {

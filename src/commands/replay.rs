@@ -50,8 +50,18 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError + '_ {
 
 /// Replays the dead letters of `task` (or all) under `config`'s state directory.
 pub fn replay(config: &Config, task: Option<&str>) -> Result<Replayed, ReplayError> {
+    replay_dir(config, &config.state.dir.join("dlq"), task)
+}
+
+/// Replays the records of `task` (or all) in `dir`: dead letters, or the
+/// quarantine (`state.dir/quarantine`, same record format).
+pub fn replay_dir(
+    config: &Config,
+    dir: &Path,
+    task: Option<&str>,
+) -> Result<Replayed, ReplayError> {
     let plan = Plan::new(config, 1)?;
-    let dir = plan.dlq_dir.clone();
+    let dir = dir.to_path_buf();
     // A replay that died (full disk, kill) left its letters aside: they come back
     // first, so none is hidden.
     dlq::recover(&dir).map_err(io(&dir))?;

@@ -18,6 +18,9 @@ pub struct TaskStats {
     pub dead_lettered: AtomicU64,
     /// Row changes routed to the task (read off the binlog).
     pub read: AtomicU64,
+    /// Row changes written to the quarantine instead (their columns could not
+    /// be named).
+    pub quarantined: AtomicU64,
     /// Attempts answered 2xx, 3xx, 4xx, 5xx, and attempts without an answer
     /// (connection failure, timeout, malformed response).
     pub answers: [AtomicU64; 5],
@@ -39,6 +42,7 @@ impl TaskStats {
             &self.retries,
             &self.dead_lettered,
             &self.read,
+            &self.quarantined,
             &self.dlq_write_errors,
         ]
         .into_iter()
@@ -121,7 +125,14 @@ impl Stats {
         }
     }
 
-    /// `events` events of `task` dead-lettered.
+    /// `events` row changes of `task` went to the quarantine.
+    pub fn quarantined(&self, task: usize, events: u64) {
+        if let Some(t) = self.tasks.get(task) {
+            t.quarantined.fetch_add(events, Relaxed);
+        }
+    }
+
+    /// `events` of `task` were dead-lettered.
     pub fn dead_lettered(&self, task: u32, events: usize) {
         if let Some(t) = self.tasks.get(task as usize) {
             t.dead_lettered.fetch_add(events as u64, Relaxed);

@@ -62,6 +62,9 @@ struct Stream {
     ended_xid: Option<u64>,
     /// The last DDL statement read, with its default schema, until taken.
     ddl: Option<(String, String)>,
+    /// Table ids whose map does not match information_schema and carries no
+    /// names: their rows are quarantined, not labelled by guess.
+    quarantined: HashSet<u64>,
 }
 
 impl Changes {
@@ -88,6 +91,7 @@ impl Changes {
                 began_at: 0,
                 ended_xid: None,
                 ddl: None,
+                quarantined: HashSet::new(),
             },
             inflated: Vec::new(),
             events: 0,
@@ -294,6 +298,8 @@ impl Stream {
             Event::PreviousGtids(set) => self.previous_gtids = Some(set),
             Event::TableMap(id) => {
                 self.in_transaction = true;
+                // Judged again against this map (below, or when its columns come).
+                self.quarantined.remove(&id);
                 if self.columns.contains_key(&id) {
                     self.apply_columns(id);
                 } else if let Some(map) = self.decoder.table(id) {
@@ -391,14 +397,26 @@ impl Stream {
             timestamp: header.timestamp,
             numbered: &feed.rows_out,
             began_at: self.began_at,
+            quarantined: self.quarantined.contains(&rows.table_id),
         })
     }
 
     /// Applies the saved information_schema facts to the map under `id`.
     fn apply_columns(&mut self, id: u64) {
+        self.quarantined.remove(&id);
         if let (Some(cols), Some(map)) = (self.columns.get(&id), self.decoder.table_mut(id)) {
+            let columns = map.columns.len();
             if !crate::source::columns::apply(map, cols) {
-                tracing::warn!(table = %map.qualified_name(), "table changed since this event was written; columns keep positional names");
+                if map.has_names {
+                    tracing::warn!(table = %map.qualified_name(), "table changed since this event was written; the event's own column names are used");
+                } else {
+                    // Names from information_schema describe the table now, not
+                    // when these rows were written: guessing would mislabel
+                    // values, so its rows go to the quarantine until a map matches.
+                    tracing::warn!(table = %map.qualified_name(), binlog_columns = columns, information_schema_columns = cols.len(),
+                        "table changed since these rows were written and the binlog carries no column names (MINIMAL metadata); quarantining its rows (rowhook quarantine list)");
+                    self.quarantined.insert(id);
+                }
             }
         }
         if let Some(r) = &mut self.router {
@@ -471,9 +489,16 @@ pub struct RowsOut<'a> {
     timestamp: u32,
     numbered: &'a Cell<u32>,
     began_at: u64,
+    quarantined: bool,
 }
 
 impl<'a> RowsOut<'a> {
+    /// The table's columns could not be named (MINIMAL metadata, the table
+    /// changed since): these rows go to the quarantine, not to receivers.
+    pub fn quarantined(&self) -> bool {
+        self.quarantined
+    }
+
     /// The id of the transaction these rows belong to: its GTID, else
     /// `file:pos` of its first event (stable across restarts, as positions are).
     pub fn transaction_id(&self) -> String {

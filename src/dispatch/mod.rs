@@ -67,6 +67,17 @@ pub enum DispatchError {
     /// The saved checkpoint cannot be used with this server.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// Quarantined rows could not be made durable (nothing past them is
+    /// acknowledged).
+    #[error("cannot write the quarantine file of task {task} in {dir}: {source}")]
+    Quarantine {
+        /// The task.
+        task: String,
+        /// `state.dir/quarantine`.
+        dir: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
 pub use crate::delivery::seam::ShardTx;
@@ -92,6 +103,10 @@ pub struct Dispatch {
     sent_upto: Option<(String, u64)>,
     /// A DDL whose schema webhooks wait for the follow loop's lookups.
     pending_ddl: Option<PendingDdl>,
+    /// `state.dir/quarantine`: rows whose columns cannot be named.
+    quarantine_dir: std::path::PathBuf,
+    /// Quarantine lines of the event being read, per task slot.
+    quarantine: Vec<(usize, Vec<u8>)>,
     /// The transaction being read: its id, row numbers and open parts.
     open: transaction::OpenTxn,
     progress: Rc<Progress>,
@@ -158,6 +173,8 @@ impl Dispatch {
             merge: Rc::new(RefCell::new(merge::Merge::default())),
             sent_upto: None,
             pending_ddl: None,
+            quarantine_dir: config.state.dir.join("quarantine"),
+            quarantine: Vec::new(),
             open: transaction::OpenTxn::default(),
             stats,
             latency,
@@ -265,6 +282,28 @@ impl Dispatch {
 
     fn flush(&mut self) -> Result<bool, DispatchError> {
         self.outbox.borrow_mut().flush()
+    }
+
+    /// Makes the quarantine lines of this event durable before anything after
+    /// them can be acknowledged. Blocking, on the source core: it happens only
+    /// for a table that changed under a MINIMAL-metadata stream.
+    fn write_quarantine(&mut self) -> Result<(), DispatchError> {
+        for (task, lines) in self.quarantine.drain(..) {
+            let id = self
+                .plan
+                .tasks
+                .get(task)
+                .map(|t| t.id.clone())
+                .unwrap_or_default();
+            crate::delivery::dlq::append(&self.quarantine_dir, &id, &lines).map_err(|source| {
+                DispatchError::Quarantine {
+                    task: id.clone(),
+                    dir: self.quarantine_dir.display().to_string(),
+                    source,
+                }
+            })?;
+        }
+        Ok(())
     }
 
     /// Ends the stream's current transaction ordinal at `end`.
@@ -674,6 +713,7 @@ impl crate::source::Downstream for Dispatch {
             stats,
             merge,
             open,
+            quarantine,
             ..
         } = self;
         let mut m = merge.borrow_mut();
@@ -684,9 +724,36 @@ impl crate::source::Downstream for Dispatch {
             if repeat {
                 continue;
             }
+            let quarantined = rows.quarantined();
             while let Some(next) = rows.next() {
                 let (row, routes) = next?;
                 for route in routes {
+                    if quarantined {
+                        // Positional names (@1, @2, …): the values as the
+                        // binlog has them, for an operator to judge.
+                        scratch.clear();
+                        let id_len =
+                            payloads.write(scratch, route.shape, &row, route.keep.as_deref())?;
+                        let task_plan = &plan.tasks[route.task];
+                        let line = crate::delivery::dlq::DeadLetter {
+                            task: &task_plan.id,
+                            url: &task_plan.url,
+                            id: scratch.get(7..7 + id_len).unwrap_or_default(),
+                            attempts: 0,
+                            status: None,
+                            error: "quarantined: the table changed since this row was written and the binlog names no columns (MINIMAL metadata)",
+                            payload: scratch,
+                        }
+                        .to_line();
+                        match quarantine.iter_mut().find(|(t, _)| *t == route.task) {
+                            Some((_, lines)) => lines.extend_from_slice(&line),
+                            None => quarantine.push((route.task, line)),
+                        }
+                        stats.quarantined(route.task, 1);
+                        // Not written again if the server repeats the event.
+                        routed = true;
+                        continue;
+                    }
                     routed = true;
                     scratch.clear();
                     let task_plan = &plan.tasks[route.task];
@@ -755,6 +822,7 @@ impl crate::source::Downstream for Dispatch {
         drop(ledger);
         drop(outbox);
         drop(m);
+        self.write_quarantine()?;
         let step = self.changes.step(&feed);
         match &step {
             Step::Rotated { at } => self.progress.read(&at.file, at.pos),

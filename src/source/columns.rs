@@ -22,6 +22,8 @@ pub struct ColumnInfo {
     pub members: Option<Vec<String>>,
     /// The SQL type as declared (`COLUMN_TYPE`, e.g. `varchar(40)`).
     pub sql_type: String,
+    /// information_schema's `DATA_TYPE` (e.g. `varchar`).
+    pub data_type: String,
 }
 
 /// Column facts per `(schema, table)`.
@@ -108,6 +110,7 @@ pub async fn lookup(
                     || json_checked.contains(&name),
                 members: r.get(3).cloned().flatten().and_then(|t| members(&t)),
                 sql_type: r.get(3).cloned().flatten().unwrap_or_default(),
+                data_type: r.get(2).cloned().flatten().unwrap_or_default(),
                 name,
             }
         })
@@ -118,7 +121,13 @@ pub async fn lookup(
 /// when the column counts differ: the table changed since the event was written,
 /// so names could land on the wrong values.
 pub fn apply(table: &mut TableMap, columns: &[ColumnInfo]) -> bool {
-    if columns.len() != table.columns.len() {
+    if columns.len() != table.columns.len()
+        || table
+            .columns
+            .iter()
+            .zip(columns)
+            .any(|(col, info)| !same_kind(&col.ty, &info.data_type))
+    {
         return false;
     }
     let names_missing = !table.has_names;
@@ -140,6 +149,56 @@ pub fn apply(table: &mut TableMap, columns: &[ColumnInfo]) -> bool {
     table.has_names = true;
     table.has_primary_key_info = true;
     true
+}
+
+/// Whether a binlog column type can be a column information_schema declares as
+/// `data_type`. Types rowhook does not know either way (MariaDB's `uuid`,
+/// `inet6`, geometry, …) count as the same: only a known mismatch says the table
+/// changed since the event was written.
+pub fn same_kind(ty: &ColumnType, data_type: &str) -> bool {
+    let declared = data_type.to_ascii_lowercase();
+    let family = match declared.as_str() {
+        "tinyint" => "tiny",
+        "smallint" => "short",
+        "mediumint" => "int24",
+        "int" | "integer" => "long",
+        "bigint" => "longlong",
+        "float" => "float",
+        "double" | "real" => "double",
+        "decimal" | "numeric" => "decimal",
+        "year" => "year",
+        "date" => "date",
+        "time" => "time",
+        "datetime" => "datetime",
+        "timestamp" => "timestamp",
+        "varchar" | "varbinary" => "varchar",
+        "char" | "binary" => "char",
+        "bit" => "bit",
+        "tinyblob" | "blob" | "mediumblob" | "longblob" | "tinytext" | "text" | "mediumtext"
+        | "longtext" => "blob",
+        _ => return true,
+    };
+    let kind = match ty {
+        ColumnType::Tiny => "tiny",
+        ColumnType::Short => "short",
+        ColumnType::Int24 => "int24",
+        ColumnType::Long => "long",
+        ColumnType::LongLong => "longlong",
+        ColumnType::Float => "float",
+        ColumnType::Double => "double",
+        ColumnType::NewDecimal { .. } => "decimal",
+        ColumnType::Year => "year",
+        ColumnType::Date => "date",
+        ColumnType::Time | ColumnType::Time2 { .. } => "time",
+        ColumnType::Datetime | ColumnType::Datetime2 { .. } => "datetime",
+        ColumnType::Timestamp | ColumnType::Timestamp2 { .. } => "timestamp",
+        ColumnType::Varchar { .. } => "varchar",
+        ColumnType::String { .. } => "char",
+        ColumnType::Bit { .. } => "bit",
+        ColumnType::Blob { .. } => "blob",
+        _ => return true,
+    };
+    kind == family
 }
 
 /// The labels of an `enum('a','b')` or `set(...)` column type as information_schema
@@ -199,6 +258,17 @@ pub(crate) fn quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binlog_types_match_their_declared_kinds_and_unknowns_never_mismatch() {
+        assert!(same_kind(&ColumnType::Long, "int"));
+        assert!(same_kind(&ColumnType::LongLong, "BIGINT"));
+        assert!(!same_kind(&ColumnType::Long, "bigint"));
+        assert!(!same_kind(&ColumnType::Long, "varchar"));
+        assert!(same_kind(&ColumnType::Blob { len_bytes: 4 }, "longtext"));
+        assert!(same_kind(&ColumnType::Tiny, "uuid"), "unknown to rowhook");
+        assert!(same_kind(&ColumnType::Year, "enum"));
+    }
 
     #[test]
     fn ddl_and_quoting() {
