@@ -373,10 +373,12 @@ tasks:
     );
 }
 
-/// One transaction of 1,000,000 rows through a `delivery: transaction` task and a
+/// A 1,000,000-row INSERT and then a 1,000,000-row UPDATE (before and after
+/// images), each one transaction, through a `delivery: transaction` task and a
 /// per-event task with batches of 1,000: every row arrives, the parts in order
-/// (100 of 10,000), and rowhook's RSS stays bounded while the receiver of the
-/// parts is slow — parts count against `max_inflight` by their rows.
+/// (100 of 10,000 per transaction, the last with the xid), and rowhook's RSS
+/// stays bounded while the receiver of the parts is slow — parts count against
+/// `max_inflight` by their rows.
 #[test]
 fn a_million_row_transaction_flows_through_with_bounded_memory() {
     let db = MariaDb::start();
@@ -395,8 +397,8 @@ fn a_million_row_transaction_flows_through_with_bounded_memory() {
     });
     let config = format!(
         "{}tasks:
-  - {{task_id: txn, table_name: shop.a, events: [insert], callback_url: '{}', delivery: transaction}}
-  - {{task_id: rows, table_name: shop.a, events: [insert], callback_url: '{}', batch_size: 1000}}
+  - {{task_id: txn, table_name: shop.a, events: [insert, update], callback_url: '{}', delivery: transaction, payload: envelope}}
+  - {{task_id: rows, table_name: shop.a, events: [insert, update], callback_url: '{}', batch_size: 1000}}
 ",
         source_yaml(&db),
         receiver.url("/txn"),
@@ -405,61 +407,66 @@ fn a_million_row_transaction_flows_through_with_bounded_memory() {
     let rowhook = Rowhook::run(&config);
     wait_streaming(&db);
     let idle = rowhook.rss_kib();
-    db.sql(
-        "INSERT INTO shop.a SELECT seq, seq, CONCAT('row number ', seq) FROM shop.seq_1_to_1000000",
-    );
     let mut peak = 0;
-    let started = Instant::now();
-    let rows_of = |path: &str| -> usize {
-        receiver
-            .requests()
-            .iter()
-            .filter(|q| q.path == path)
-            .map(|q| match q.json() {
-                Value::Array(a) => a.len(),
-                body => body["events"].as_array().map_or(0, Vec::len),
-            })
-            .sum()
+    // Bodies are parsed once each, as they come.
+    let (mut seen, mut parts, mut rows) = (0, Vec::<Value>::new(), 0usize);
+    let mut phase = |sql: &str, want_parts: usize, peak: &mut u64| -> f64 {
+        db.sql(sql);
+        let started = Instant::now();
+        loop {
+            *peak = (*peak).max(rowhook.rss_kib());
+            let all = receiver.requests();
+            for q in &all[seen..] {
+                match q.json() {
+                    Value::Array(a) => rows += a.len(),
+                    body => parts.push(body),
+                }
+            }
+            seen = all.len();
+            if parts.len() >= want_parts && rows >= want_parts * 10_000 {
+                return started.elapsed().as_secs_f64();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "{} parts, {rows} rows after 120 s:\n{}",
+                parts.len(),
+                rowhook.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     };
-    loop {
-        peak = peak.max(rowhook.rss_kib());
-        let parts = receiver
-            .requests()
-            .iter()
-            .filter(|q| q.path == "/txn")
-            .count();
-        if parts >= 100 && rows_of("/rows") >= 1_000_000 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "{parts} parts after 120 s:\n{}",
-            rowhook.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let parts: Vec<Value> = receiver
-        .requests()
-        .iter()
-        .filter(|q| q.path == "/txn")
-        .map(Request::json)
-        .collect();
-    assert_eq!(parts.len(), 100);
-    let mut next_id = 1;
-    for (i, p) in parts.iter().enumerate() {
-        let t = &p["transaction"];
-        assert_eq!(t["part"], i as u64 + 1);
-        assert_eq!(t["events"], 10_000);
-        assert_eq!(t["last"], i == 99);
-        for e in p["events"].as_array().unwrap() {
-            assert_eq!(e["data"]["id"], next_id, "rows in order across parts");
-            next_id += 1;
+    let insert = phase(
+        "INSERT INTO shop.a SELECT seq, seq, CONCAT('row number ', seq) FROM shop.seq_1_to_1000000",
+        100,
+        &mut peak,
+    );
+    let update = phase(
+        "UPDATE shop.a SET v = v + 1, s = CONCAT(s, '!')",
+        200,
+        &mut peak,
+    );
+    assert_eq!(parts.len(), 200);
+    assert_eq!(rows, 2_000_000);
+    for (n, transaction) in parts.chunks(100).enumerate() {
+        let mut next_id = 1;
+        let id = &transaction[0]["transaction"]["id"];
+        for (i, p) in transaction.iter().enumerate() {
+            let t = &p["transaction"];
+            assert_eq!(&t["id"], id, "one transaction per 100 parts");
+            assert_eq!(t["part"], i as u64 + 1);
+            assert_eq!(t["events"], 10_000);
+            assert_eq!(t["last"], i == 99);
+            assert_eq!(t["xid"].is_u64(), i == 99, "{t}");
+            for e in p["events"].as_array().unwrap() {
+                let image = if n == 0 { &e["data"] } else { &e["new_data"] };
+                assert_eq!(image["id"], next_id, "rows in order across parts");
+                assert_eq!(e["transaction"]["seq"], next_id);
+                next_id += 1;
+            }
         }
     }
-    assert_eq!(rows_of("/rows"), 1_000_000);
     eprintln!(
-        "1,000,000-row transaction: 100 parts + 1,000 batches in {seconds:.1} s; rowhook RSS idle {} MB, peak {} MB",
+        "1,000,000-row INSERT then UPDATE: 100 parts + 1,000 batches each, {insert:.1} s and {update:.1} s; rowhook RSS idle {} MB, peak {} MB",
         idle / 1024,
         peak / 1024
     );
@@ -685,21 +692,28 @@ tasks:
     assert_eq!(receiver.requests().len(), named, "{mode:?}");
     for q in &got {
         let data = &q.json()["data"];
-        assert!(data["id"].is_i64() && !data["v"].is_null(), "{mode:?}: {data}");
+        assert!(
+            data["id"].is_i64() && !data["v"].is_null(),
+            "{mode:?}: {data}"
+        );
     }
     let (_, tasks) = common::loadgen::http(admin, "GET", "/tasks", "");
     let (_, health) = common::loadgen::http(admin, "GET", "/health", "");
     let (_, metrics) = common::loadgen::http(admin, "GET", "/metrics", "");
     let file = rowhook.state_dir().join("quarantine").join("items.jsonl");
     if !minimal {
-        assert!(!file.exists(), "FULL names its columns: nothing quarantined");
+        assert!(
+            !file.exists(),
+            "FULL names its columns: nothing quarantined"
+        );
         assert!(!health.contains("quarantined"), "{health}");
         return;
     }
     let tasks: Value = serde_json::from_str(&tasks).unwrap();
     assert_eq!(tasks[0]["quarantined"], 25, "{tasks}");
     assert!(
-        health.contains("25 row change(s) quarantined") && health.contains("rowhook quarantine list"),
+        health.contains("25 row change(s) quarantined")
+            && health.contains("rowhook quarantine list"),
         "{health}"
     );
     assert!(
@@ -712,7 +726,10 @@ tasks:
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 25);
-    assert_eq!(lines[0]["payload"]["data"], serde_json::json!({"@1": 1, "@2": 1}));
+    assert_eq!(
+        lines[0]["payload"]["data"],
+        serde_json::json!({"@1": 1, "@2": 1})
+    );
     assert_eq!(lines[20]["payload"]["table"], "typed");
     assert!(lines[0]["id"].as_str().unwrap().starts_with("binlog."));
     let (code, out, _) = rowhook.verb(&["quarantine", "list"]);
@@ -725,7 +742,10 @@ tasks:
     let (code, out, err) = rowhook.verb(&["quarantine", "replay", "--task", "items", "--yes"]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("25 delivered"), "{out}");
-    let replayed: Vec<Value> = receiver.requests()[15..].iter().map(Request::json).collect();
+    let replayed: Vec<Value> = receiver.requests()[15..]
+        .iter()
+        .map(Request::json)
+        .collect();
     assert_eq!(replayed.len(), 25);
     assert_eq!(replayed[19]["data"]["@1"], 20);
     let (_, out, _) = rowhook.verb(&["quarantine", "list"]);

@@ -113,14 +113,7 @@ impl PayloadWriter {
             &self.before_keys
         };
 
-        out.extend_from_slice(b"{\"id\":\"");
-        let id_start = out.len();
-        escaped(out, at.file.as_bytes());
-        out.push(b':');
-        uint(out, at.pos);
-        out.push(b':');
-        uint(out, u64::from(at.index));
-        let id_len = out.len() - id_start;
+        let id_len = open_with_id(out, &at, b":");
         out.extend_from_slice(b"\",\"primary_id\":");
         write_primary_id(out, table, keys);
         out.extend_from_slice(b",\"event\":\"");
@@ -184,6 +177,19 @@ impl PayloadWriter {
             &self.before_keys.text
         }
     }
+}
+
+/// Opens a payload with its position-derived id `<file>:<pos><sep><index>`
+/// (`{"id":"…`, left open); returns the escaped id's length.
+fn open_with_id(out: &mut Vec<u8>, at: &RowPosition<'_>, sep: &[u8]) -> usize {
+    out.extend_from_slice(b"{\"id\":\"");
+    let id_start = out.len();
+    escaped(out, at.file.as_bytes());
+    out.push(b':');
+    uint(out, at.pos);
+    out.extend_from_slice(sep);
+    uint(out, u64::from(at.index));
+    out.len() - id_start
 }
 
 /// `timestamp`, and with the envelope `position` and `ts_ms`.
@@ -360,14 +366,7 @@ pub struct SchemaChange<'a> {
 /// [`PayloadWriter::write`]). The id is `<file>:<pos>:s<index>`.
 pub fn write_schema(out: &mut Vec<u8>, shape: PayloadShape, change: &SchemaChange<'_>) -> usize {
     let at = change.at;
-    out.extend_from_slice(b"{\"id\":\"");
-    let id_start = out.len();
-    escaped(out, at.file.as_bytes());
-    out.push(b':');
-    uint(out, at.pos);
-    out.extend_from_slice(b":s");
-    uint(out, u64::from(at.index));
-    let id_len = out.len() - id_start;
+    let id_len = open_with_id(out, &at, b":s");
     out.extend_from_slice(b"\",\"primary_id\":null,\"event\":\"schema\",\"database\":");
     string(out, change.schema);
     out.extend_from_slice(b",\"table\":");
