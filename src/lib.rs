@@ -19,3 +19,4 @@ pub mod net;
 pub mod route;
 pub mod snapshot;
 pub mod source;
+pub mod spool;

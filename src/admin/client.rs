@@ -217,13 +217,22 @@ pub fn print_status(
 pub fn print_tasks(out: &mut impl Write, tasks: &Value) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:<24} {:<9} {:>9} {:>10} {:>10} {:>8} {:>6}  {:<36}  {:<20}  url  (source)",
-        "task", "state", "in_flight", "read", "delivered", "retries", "dlq", "snapshot", "changed"
+        "{:<24} {:<9} {:>9} {:>10} {:>10} {:>8} {:>6}  {:<36}  {:<22}  {:<20}  url  (source)",
+        "task",
+        "state",
+        "in_flight",
+        "read",
+        "delivered",
+        "retries",
+        "dlq",
+        "snapshot",
+        "spool",
+        "changed"
     )?;
     for t in tasks.as_array().into_iter().flatten() {
         writeln!(
             out,
-            "{:<24} {:<9} {:>9} {:>10} {:>10} {:>8} {:>6}  {:<36}  {:<20}  {}  ({})",
+            "{:<24} {:<9} {:>9} {:>10} {:>10} {:>8} {:>6}  {:<36}  {:<22}  {:<20}  {}  ({})",
             text(&t["task_id"]),
             text(&t["state"]),
             text(&t["in_flight"]),
@@ -232,12 +241,36 @@ pub fn print_tasks(out: &mut impl Write, tasks: &Value) -> std::io::Result<()> {
             text(&t["retries"]),
             text(&t["dead_lettered"]),
             snapshot_text(&t["snapshot"]),
+            spool_text(&t["spool"]),
             text(&t["source"]["changed"]),
             text(&t["callback_url"]),
             text(&t["source"]["origin"])
         )?;
     }
     Ok(())
+}
+
+/// A task's spool in one cell: `1200 ev 3.1 MB 42s` (records, bytes, oldest
+/// age), `FULL …`, `ERROR`, or `-` (none).
+fn spool_text(s: &Value) -> String {
+    if s.is_null() {
+        return "-".to_owned();
+    }
+    if !s["error"].is_null() {
+        return "ERROR (see /health)".to_owned();
+    }
+    let mut cell = format!(
+        "{} ev {:.1} MB",
+        s["records"].as_u64().unwrap_or(0),
+        s["bytes"].as_u64().unwrap_or(0) as f64 / 1e6
+    );
+    if let Some(age) = s["oldest_age_s"].as_f64() {
+        cell.push_str(&format!(" {}s", age.round()));
+    }
+    if s["full"].as_bool() == Some(true) {
+        cell.insert_str(0, "FULL ");
+    }
+    cell
 }
 
 /// A task's snapshot in one cell: `running 1200/~5000 300/s eta 13s`, `done 5000`,

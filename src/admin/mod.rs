@@ -177,6 +177,22 @@ impl Admin {
             ));
         }
         for t in &infos {
+            let Some(spool) = self.stats.spool(t.slot) else {
+                continue;
+            };
+            if let Some(error) = &spool.error {
+                reasons.push(format!(
+                    "spool of task {}: {error} (reading pauses while its share of max_inflight is full; nothing is lost)",
+                    t.id
+                ));
+            } else if spool.full && spool.records > 0 {
+                reasons.push(format!(
+                    "spool of task {} is full ({} bytes, spool.max_bytes): reading pauses until its receiver takes events again (or set spool.on_full: dead_letter)",
+                    t.id, spool.bytes
+                ));
+            }
+        }
+        for t in &infos {
             if let Some(error) = self.stats.dlq_failing(t.slot as u32) {
                 reasons.push(format!(
                     "cannot write dead letters of task {}: {error} (its delivery waits; free space under state.dir)",

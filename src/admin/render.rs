@@ -563,6 +563,13 @@ fn task(admin: &Admin, index: usize) -> Value {
         "retries": s.retries.load(Relaxed),
         "dead_lettered": s.dead_lettered.load(Relaxed),
         "quarantined": s.quarantined.load(Relaxed),
+        "spool": admin.stats.spool(index).map(|s| json!({
+            "bytes": s.bytes,
+            "records": s.records,
+            "oldest_age_s": (s.oldest_ms > 0).then(|| crate::spool::unix_ms().saturating_sub(s.oldest_ms) as f64 / 1000.0),
+            "full": s.full,
+            "error": s.error,
+        })),
         "answers": answers,
         "last_error": admin.stats.last_error(index as u32).map(|(at, error)| json!({"at": time_text(at), "error": error})),
         "snapshot": admin.snapshots().map(|s| snapshot_status(&s.status(index))),
@@ -1006,6 +1013,44 @@ fn prometheus(admin: &Admin) -> Reply {
         family(&mut o, name, kind, help);
         for (t, s) in with_stats() {
             let _ = writeln!(o, "{name}{{task=\"{}\"}} {}", label(&t.id), value(s));
+        }
+    }
+    let spools: Vec<_> = infos
+        .iter()
+        .filter_map(|t| Some((t, admin.stats.spool(t.slot)?)))
+        .collect();
+    if !spools.is_empty() {
+        type Gauge = fn(&crate::spool::SpoolStatus) -> f64;
+        let now_ms = crate::spool::unix_ms();
+        let gauges: [(&str, &str, Gauge); 4] = [
+            ("rowhook_spool_bytes", "Bytes of the task's spool segments on disk.", |s| s.bytes as f64),
+            ("rowhook_spool_records", "Spooled events not yet acknowledged by the receiver.", |s| s.records as f64),
+            ("rowhook_spool_full", "1 while the spool is at spool.max_bytes.", |s| f64::from(u8::from(s.full))),
+            ("rowhook_spool_writable", "0 while the spool cannot be written, synced or read (reading pauses for the task).", |s| f64::from(u8::from(s.error.is_none()))),
+        ];
+        for (name, help, value) in gauges {
+            family(&mut o, name, "gauge", help);
+            for (t, s) in &spools {
+                let _ = writeln!(o, "{name}{{task=\"{}\"}} {}", label(&t.id), value(s));
+            }
+        }
+        family(
+            &mut o,
+            "rowhook_spool_oldest_age_seconds",
+            "gauge",
+            "Age of the oldest spooled event not yet acknowledged (0: none).",
+        );
+        for (t, s) in &spools {
+            let age = if s.oldest_ms == 0 {
+                0.0
+            } else {
+                now_ms.saturating_sub(s.oldest_ms) as f64 / 1000.0
+            };
+            let _ = writeln!(
+                o,
+                "rowhook_spool_oldest_age_seconds{{task=\"{}\"}} {age}",
+                label(&t.id)
+            );
         }
     }
     family(

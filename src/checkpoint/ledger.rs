@@ -30,6 +30,9 @@ pub struct Ledger {
     /// Events in flight per plan generation, oldest first (a live task change
     /// keeps an old generation's plan on the shards while events of it remain).
     by_generation: std::collections::VecDeque<(u32, u64)>,
+    /// Acks of deliveries read back from a spool: (task slot, sequence), for
+    /// the spools (their transactions were done when they became durable).
+    spool_acks: Vec<(u32, u64)>,
 }
 
 /// Where and how often the checkpoint is written, and what was written last.
@@ -84,6 +87,7 @@ impl Ledger {
             window,
             progress,
             by_generation: std::collections::VecDeque::new(),
+            spool_acks: Vec::new(),
             durable: Durable {
                 dir,
                 replica: None,
@@ -213,6 +217,40 @@ impl Ledger {
         self.window.add(txn);
     }
 
+    /// Transaction `txn` has one more outstanding part in a spool (done once
+    /// it is durable there: [`Ledger::spool_done`]). Not in flight: it holds
+    /// no memory.
+    pub fn spooled(&mut self, txn: u64) {
+        self.window.add(txn);
+    }
+
+    /// A part counted by [`Ledger::spooled`] is durable in its spool.
+    pub fn spool_done(&mut self, txn: u64) {
+        self.window.ack(txn);
+    }
+
+    /// A delivery read back from `task`'s spool was handed to a shard: in
+    /// flight (memory) like any other, but its transaction is done already.
+    pub fn sent_from_spool(&mut self, task: usize, generation: u32, weight: u32) {
+        let weight = weight.max(1);
+        match self.by_generation.back_mut() {
+            Some((g, n)) if *g == generation => *n += 1,
+            _ => self.by_generation.push_back((generation, 1)),
+        }
+        if self.total == 0 {
+            self.progress.last_ack.set(Instant::now());
+        }
+        if let Some(n) = self.progress.task_in_flight.get(task) {
+            n.set(n.get().saturating_add(weight));
+        }
+        self.total += u64::from(weight);
+    }
+
+    /// Acks of spooled deliveries taken in since the last call.
+    pub fn take_spool_acks(&mut self, into: &mut Vec<(u32, u64)>) {
+        into.append(&mut self.spool_acks);
+    }
+
     /// A PREVIOUS_GTIDS event before transaction `txn` told the set, used when
     /// it is not known yet (a start from a file position).
     pub fn previous_gtids(&mut self, txn: u64, set: GtidSet) {
@@ -253,7 +291,11 @@ impl Ledger {
             {
                 *n = n.saturating_sub(1);
             }
-            self.window.ack(ack.txn);
+            if ack.spool == 0 {
+                self.window.ack(ack.txn);
+            } else {
+                self.spool_acks.push((ack.task, ack.spool));
+            }
             acked = true;
         }
         if acked {

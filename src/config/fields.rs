@@ -202,6 +202,35 @@ impl<'d, 'r> Fields<'d, 'r> {
         }
     }
 
+    /// A size in bytes: a whole number, or a string like `512MiB`, `1GiB`,
+    /// `64MB` (binary and decimal units), at least `min`.
+    pub fn bytes(&mut self, key: &'static str, default: u64, min: u64) -> u64 {
+        let Some(value) = self.raw(key) else {
+            return default;
+        };
+        let parsed = match value {
+            Value::Number(n) => n
+                .as_u64()
+                .ok_or_else(|| format!("{n} is not a whole number of bytes")),
+            Value::String(s) => parse_bytes(s),
+            other => Err(format!(
+                "expected a size like 1GiB, found {}",
+                kind_of(other)
+            )),
+        };
+        match parsed {
+            Ok(n) if n >= min => n,
+            Ok(n) => {
+                self.problem(key, format!("{n} bytes is too small: at least {min}"));
+                default
+            }
+            Err(e) => {
+                self.problem(key, e);
+                default
+            }
+        }
+    }
+
     /// A positive count (`>= 1`) with a default.
     pub fn count(&mut self, key: &'static str, default: u64) -> u64 {
         self.int(key, 1, i64::from(u32::MAX))
@@ -347,4 +376,32 @@ fn describe(value: &Value) -> String {
         Value::Bool(b) => b.to_string(),
         other => kind_of(other).to_owned(),
     }
+}
+
+/// `1GiB`, `512 MiB`, `64MB`, `100k`, `4096`.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (write e.g. 1GiB, 512MiB or 1048576)"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "{other:?} is not a size unit (B, KiB, MiB, GiB, TiB, or KB, MB, GB, TB)"
+            ))
+        }
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }

@@ -28,7 +28,7 @@ pub use server::ServerConfig;
 pub use source::{SourceConfig, StartPosition};
 pub use tasks::{
     DeliveryMode, EventKinds, Ordering, PayloadShape, SnapshotEvent, SnapshotMethod, SnapshotMode,
-    TablePattern, TaskConfig,
+    SpoolConfig, SpoolFull, TablePattern, TaskConfig,
 };
 pub use tasks_source::{EtcdConfig, EtcdTls, HaConfig};
 
@@ -105,6 +105,9 @@ const TOP_LEVEL: &[&str] = &[
     "tasks_source",
 ];
 
+/// Why a task under `ha` cannot have a spool.
+const SPOOL_WITH_HA: &str = "spool is not available with ha: the spool is on this machine's disk, and the checkpoint in etcd moves past spooled events, so an instance taking over elsewhere would never send them; remove spool from the task (or ha)";
+
 /// Loads and validates the configuration named by `files`.
 pub fn load(files: &ConfigFiles) -> Result<Loaded, ConfigError> {
     let mut problems = Vec::new();
@@ -177,6 +180,11 @@ pub fn task_from_text(
         default_schema,
         CallbackBase::Host(running.callback_host.as_deref()),
     );
+    if running.ha.is_some() && task.as_ref().is_some_and(|t| t.spool.is_some()) {
+        return Err(ConfigError::Invalid(vec![
+            doc.problem("spool", SPOOL_WITH_HA.to_owned())
+        ]));
+    }
     match task {
         Some(t) if report.problems.is_empty() => Ok(t),
         _ => Err(ConfigError::Invalid(report.problems)),
@@ -373,6 +381,13 @@ fn build(
             Vec::new()
         }
     };
+    if ha.is_some() {
+        for t in tasks.iter().filter(|t| t.spool.is_some()) {
+            report
+                .problems
+                .push(doc.problem("tasks", format!("task {}: {SPOOL_WITH_HA}", t.task_id)));
+        }
+    }
     if let Some(size) = monitor.event_queue_size {
         if size > dispatcher.max_inflight {
             report.warnings.push(format!(

@@ -54,6 +54,30 @@ pub struct TaskConfig {
     pub max_transaction_events: u32,
     /// A DDL on one of the task's tables sends it an `"event": "schema"` webhook.
     pub schema_events: bool,
+    /// Where the task's events wait on disk when its receiver falls behind
+    /// (`None`: they wait in memory, and a full share pauses reading).
+    pub spool: Option<SpoolConfig>,
+}
+
+/// A task's disk spool: `state.dir/spool/<task_id>/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolConfig {
+    /// At most this many bytes of segments on disk.
+    pub max_bytes: u64,
+    /// What happens at `max_bytes`.
+    pub on_full: SpoolFull,
+    /// How long spooled events may wait for their fsync (group commit); the
+    /// checkpoint passes them only after it.
+    pub fsync_interval: Duration,
+}
+
+/// A full spool's behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpoolFull {
+    /// Reading pauses (for every task) until the spool shrinks: nothing is lost.
+    Block,
+    /// The task's new events go to its dead-letter file until the spool shrinks.
+    DeadLetter,
 }
 
 /// What one POST of a task carries.
@@ -357,6 +381,7 @@ fn read_task(
         ],
     );
     let schema_events = f.bool("schema_events", false);
+    let spool = read_spool(f);
     let max_transaction_events = f
         .int("max_transaction_events", 1, 1_000_000)
         .map_or(10_000, |n| n as u32);
@@ -399,6 +424,54 @@ fn read_task(
         delivery,
         max_transaction_events,
         schema_events,
+        spool,
+    })
+}
+
+/// `spool: true`, `spool: false` or `spool: {max_bytes, on_full, fsync_interval}`.
+fn read_spool(f: &mut Fields<'_, '_>) -> Option<SpoolConfig> {
+    let defaults = SpoolConfig {
+        max_bytes: 1 << 30,
+        on_full: SpoolFull::Block,
+        fsync_interval: Duration::from_millis(20),
+    };
+    match f.raw("spool") {
+        None | Some(Value::Bool(false)) => return None,
+        Some(Value::Bool(true)) => return Some(defaults),
+        Some(Value::Mapping(_)) => {}
+        Some(other) => {
+            let shown = super::document::kind_of(other);
+            f.problem(
+                "spool",
+                format!("expected true, false or a mapping like {{max_bytes: 1GiB, on_full: block}}, found {shown}"),
+            );
+            return None;
+        }
+    }
+    let mut s = f.nested("spool");
+    let enabled = s.bool("enabled", true);
+    let max_bytes = s.bytes("max_bytes", defaults.max_bytes, 1 << 20);
+    let on_full = s.choice(
+        "on_full",
+        defaults.on_full,
+        &[
+            ("block", SpoolFull::Block),
+            ("dead_letter", SpoolFull::DeadLetter),
+        ],
+    );
+    let fsync_interval = s.duration("fsync_interval", defaults.fsync_interval, true);
+    if s.has("retain") {
+        s.warn(
+            "retain",
+            "keeping delivered records for replay is not implemented in this version; they are deleted once acknowledged",
+        );
+        let _ = s.raw("retain");
+    }
+    s.finish();
+    enabled.then_some(SpoolConfig {
+        max_bytes,
+        on_full,
+        fsync_interval,
     })
 }
 
@@ -641,6 +714,55 @@ mod tests {
         ] {
             let err = load(extra).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(field), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn spool_is_off_by_default_and_reads_sizes_choices_and_durations() {
+        let load = |extra: &str| {
+            let tasks = format!(
+                "tasks:\n  - {{task_id: t, table_name: a, events: [insert], callback_url: 'http://h/a'{extra}}}\n"
+            );
+            crate::config::for_test("", &tasks).map(|c| c.tasks[0].spool.clone())
+        };
+        assert_eq!(load("").ok(), Some(None));
+        assert_eq!(load(", spool: false").ok(), Some(None));
+        let default = SpoolConfig {
+            max_bytes: 1 << 30,
+            on_full: SpoolFull::Block,
+            fsync_interval: Duration::from_millis(20),
+        };
+        assert_eq!(load(", spool: true").ok(), Some(Some(default.clone())));
+        assert_eq!(
+            load(", spool: {enabled: false, max_bytes: 5MiB}").ok(),
+            Some(None)
+        );
+        assert_eq!(
+            load(", spool: {max_bytes: 512MiB, on_full: dead_letter, fsync_interval: 5ms}").ok(),
+            Some(Some(SpoolConfig {
+                max_bytes: 512 << 20,
+                on_full: SpoolFull::DeadLetter,
+                fsync_interval: Duration::from_millis(5),
+            }))
+        );
+        assert_eq!(
+            load(", spool: {max_bytes: 2000000000}").ok(),
+            Some(Some(SpoolConfig {
+                max_bytes: 2_000_000_000,
+                ..default
+            }))
+        );
+        for (extra, words) in [
+            (", spool: {max_bytes: 10}", "too small"),
+            (", spool: {max_bytes: 1 gallon}", "not a size"),
+            (", spool: {max_bytes: 3XB}", "size unit"),
+            (", spool: {on_full: drop}", "dead_letter"),
+            (", spool: {fsync_interval: 5}", "no unit"),
+            (", spool: yes please", "expected true, false or a mapping"),
+            (", spool: {colour: red}", "colour"),
+        ] {
+            let err = load(extra).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(words), "{extra}: {err}");
         }
     }
 

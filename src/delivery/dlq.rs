@@ -61,9 +61,12 @@ impl DeadLetter<'_> {
 
 /// The dead-letter file of `task` under `dir` (`state.dir/dlq`).
 pub fn file_for(dir: &Path, task: &str) -> PathBuf {
-    // task ids are free text; keep the file name to safe characters.
-    let name: String = task
-        .chars()
+    dir.join(format!("{}.jsonl", safe_name(task)))
+}
+
+/// `task` as a file name: task ids are free text, file names keep to `[A-Za-z0-9._-]`.
+pub fn safe_name(task: &str) -> String {
+    task.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "-_.".contains(c) {
                 c
@@ -71,8 +74,7 @@ pub fn file_for(dir: &Path, task: &str) -> PathBuf {
                 '_'
             }
         })
-        .collect();
-    dir.join(format!("{name}.jsonl"))
+        .collect()
 }
 
 /// Appends `lines` (whole records, each ending in a newline) to `task`'s file and

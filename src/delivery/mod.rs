@@ -22,7 +22,7 @@ use bytes::Bytes;
 pub use plan::{Plan, TaskPlan};
 
 /// Offset of the id string inside every payload: both shapes start `{"id":"`.
-const ID_AT: usize = 7;
+pub(crate) const ID_AT: usize = 7;
 
 /// One webhook body on its way to a shard.
 #[derive(Debug, Clone)]
@@ -45,6 +45,9 @@ pub struct Delivery {
     pub weight: u32,
     /// When the source core made it (hand-off latency is measured from here).
     pub made: std::time::Instant,
+    /// Its sequence in its task's spool when it was read back from there (its
+    /// transaction is already done for the checkpoint); 0 otherwise.
+    pub spool: u64,
 }
 
 impl Delivery {
@@ -80,6 +83,8 @@ pub struct Ack {
     pub txn: u64,
     /// The delivery's weight (see [`Delivery::weight`]).
     pub weight: u32,
+    /// See [`Delivery::spool`].
+    pub spool: u64,
 }
 
 /// Seconds since the epoch (0 if the clock is before it).

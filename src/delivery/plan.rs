@@ -54,6 +54,8 @@ pub struct TaskPlan {
     /// Under `delivery: transaction`: one POST per source transaction, in parts
     /// of at most this many rows. `None`: one POST per row (or batch).
     pub transaction_parts: Option<u32>,
+    /// Its disk spool, if it has one.
+    pub spool: Option<crate::config::SpoolConfig>,
 }
 
 /// The delivery side of a configuration.
@@ -211,6 +213,7 @@ fn task_plan(t: &TaskConfig, lanes: usize) -> Result<TaskPlan, PlanError> {
         enabled: t.enabled,
         transaction_parts: (t.delivery == crate::config::DeliveryMode::Transaction)
             .then_some(t.max_transaction_events),
+        spool: t.spool.clone(),
     })
 }
 

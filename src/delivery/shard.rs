@@ -86,6 +86,7 @@ impl ShardCtx {
                 generation: d.generation,
                 txn: d.txn,
                 weight: d.weight,
+                spool: d.spool,
             });
         }
     }

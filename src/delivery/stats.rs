@@ -31,6 +31,8 @@ pub struct TaskStats {
     /// The last failed attempt: (unix time, what failed). Written only when an
     /// attempt fails, so the success path takes no lock.
     pub last_error: std::sync::Mutex<Option<(u64, String)>>,
+    /// The task's spool as last tended (`None`: it has none open).
+    pub spool: std::sync::Mutex<Option<crate::spool::SpoolStatus>>,
 }
 
 impl TaskStats {
@@ -130,6 +132,20 @@ impl Stats {
         if let Some(t) = self.tasks.get(task) {
             t.quarantined.fetch_add(events, Relaxed);
         }
+    }
+
+    /// What `task`'s spool holds now.
+    pub fn set_spool(&self, task: usize, status: crate::spool::SpoolStatus) {
+        if let Some(t) = self.tasks.get(task) {
+            if let Ok(mut s) = t.spool.lock() {
+                *s = Some(status);
+            }
+        }
+    }
+
+    /// `task`'s spool as last tended.
+    pub fn spool(&self, task: usize) -> Option<crate::spool::SpoolStatus> {
+        self.tasks.get(task)?.spool.lock().ok()?.clone()
     }
 
     /// `events` of `task` were dead-lettered.

@@ -299,10 +299,10 @@ impl SnapshotPort {
                 body: row.body,
                 weight: 1,
                 made,
+                spool: 0,
             };
-            outbox.push(plan.shard_of(task, key), delivery, false);
+            outbox.hand(&mut ledger, plan.shard_of(task, key), delivery, false);
             self.stats.read(chunk.task, 1);
-            ledger.sent(chunk.task, txn, plan.generation);
             sent += 1;
         }
         ledger.mark_snapshot(txn, &chunk.task_id, chunk.progress.clone());

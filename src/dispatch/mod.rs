@@ -1,7 +1,8 @@
 //! `run`'s downstream of the follow loop, on the source core: row changes -> payloads -> the shard that owns
 //! their key, with the in-flight budget that pauses reading when receivers fall
-//! behind. Each task gets its own share of `max_inflight`, so a task whose receiver
-//! is down fills only its share while the others keep flowing.
+//! behind. Each task gets its own share of `max_inflight`; a task with a spool
+//! sends what goes beyond its share to disk (`crate::spool`), so its receiver
+//! being down does not pause the others.
 
 pub mod changes;
 pub mod merge;
@@ -48,6 +49,7 @@ fn part_delivery(plan: &Plan, txn: u64, part: transaction::Finished, made: Insta
         body: Bytes::from(part.body),
         weight: part.rows,
         made,
+        spool: 0,
     }
 }
 
@@ -145,7 +147,7 @@ impl Dispatch {
             (t.routed(), t.plan().clone())
         };
         let max_inflight = config.dispatcher.max_inflight;
-        Dispatch {
+        let dispatch = Dispatch {
             share: share(max_inflight, &plan),
             changes: Changes::new(Some(routed), String::new()),
             payloads: PayloadWriter::default(),
@@ -158,6 +160,12 @@ impl Dispatch {
                 // One per slot in use; grows with the task table (source core only).
                 fences: (0..plan.tasks.len()).map(|_| Fence::default()).collect(),
                 progress: progress.clone(),
+                spools: Vec::new(),
+                plan: plan.clone(),
+                share: share(max_inflight, &plan),
+                spool_root: config.state.dir.join("spool"),
+                spool_acks: Vec::new(),
+                spool_txns: Vec::new(),
             })),
             ledger: Rc::new(RefCell::new(Ledger::new(
                 acks,
@@ -178,7 +186,10 @@ impl Dispatch {
             open: transaction::OpenTxn::default(),
             stats,
             latency,
-        }
+        };
+        // Records a previous run spooled go out before anything read now.
+        dispatch.outbox.borrow_mut().open_spools();
+        dispatch
     }
 
     /// Writes every checkpoint to `replica` (with `ha`: etcd) before the local file.
@@ -197,19 +208,21 @@ impl Dispatch {
     pub fn keeper(&self) -> impl std::future::Future<Output = ()> {
         let (ledger, outbox) = (self.ledger.clone(), self.outbox.clone());
         let (tasks, merge) = (self.tasks.clone(), self.merge.clone());
+        let stats = self.stats.clone();
         async move {
             loop {
                 // Events held behind a key change wait for acks that only this
                 // task sees while the binlog is quiet: look often then, or a
                 // backlog full of key changes drains one fence per tick
                 // (~170 events/s measured after a takeover).
-                let tick = if outbox.borrow().holding() {
+                let tick = if outbox.borrow().holding() || outbox.borrow().spooling() {
                     HELD_TICK
                 } else {
                     ledger::KEEP_EVERY
                 };
                 glommio::timer::sleep(tick).await;
                 ledger::keep_once(&ledger);
+                tend_spools(&outbox, &ledger, &stats);
                 // A quiet binlog still takes a task change between transactions.
                 apply_pending(&tasks, &merge, &outbox);
                 forget_generations(&tasks, &ledger, &outbox);
@@ -226,8 +239,10 @@ impl Dispatch {
         let deadline = Instant::now() + limit;
         loop {
             self.ledger.borrow_mut().drain_acks();
+            tend_spools(&self.outbox, &self.ledger, &self.stats);
             self.flush()?;
             if self.in_flight() == 0 || Instant::now() >= deadline {
+                settle_spools(&self.outbox, &self.ledger, &self.stats);
                 return Ok(());
             }
             glommio::timer::sleep(Duration::from_millis(5)).await;
@@ -274,10 +289,13 @@ impl Dispatch {
             .tasks
             .len()
             .min(self.progress.task_in_flight.len());
+        let outbox = self.outbox.borrow();
         self.in_flight() + reserved >= self.limit
             || self.progress.task_in_flight[..slots]
                 .iter()
-                .any(|n| n.get() >= self.share)
+                .enumerate()
+                .any(|(task, n)| n.get() >= self.share && !outbox.spool_takes(task))
+            || outbox.spool_blocked()
     }
 
     fn flush(&mut self) -> Result<bool, DispatchError> {
@@ -413,10 +431,15 @@ impl Dispatch {
                         body: Bytes::copy_from_slice(&body),
                         weight: 1,
                         made: now,
+                        spool: 0,
                     };
-                    outbox.push(self.plan.shard_of(slot as u32, key), delivery, true);
+                    outbox.hand(
+                        &mut ledger,
+                        self.plan.shard_of(slot as u32, key),
+                        delivery,
+                        true,
+                    );
                     self.stats.read(slot, 1);
-                    ledger.sent(slot, m.txn, self.plan.generation);
                 }
             }
         }
@@ -435,6 +458,7 @@ impl Dispatch {
             self.changes.set_tasks(t.routed());
             self.plan = t.plan().clone();
             self.share = share(self.limit as u32, &self.plan);
+            self.outbox.borrow_mut().share = self.share;
         }
     }
 }
@@ -469,6 +493,7 @@ pub(crate) fn apply_pending(
             f.barrier = true;
         }
     }
+    outbox.plan = plan.clone();
     outbox.announce(ToShard::Plan(plan));
     true
 }
@@ -488,6 +513,83 @@ fn forget_generations(
     }
 }
 
+/// Moves the spools along: acks of spooled deliveries, buffered records to
+/// their files, finished fsyncs to the ledger (their transactions are done),
+/// group fsyncs when due, records back out to the shards as the task's
+/// in-flight count falls, delivered segments deleted. Cheap without spools.
+pub(crate) fn tend_spools(outbox: &RefCell<Outbox>, ledger: &RefCell<Ledger>, stats: &Stats) {
+    let mut o = outbox.borrow_mut();
+    if o.spools.is_empty() {
+        return;
+    }
+    let mut l = ledger.borrow_mut();
+    let now = Instant::now();
+    let o = &mut *o;
+    l.take_spool_acks(&mut o.spool_acks);
+    for (task, seq) in o.spool_acks.drain(..) {
+        if let Some(s) = o.spools.get_mut(task as usize).and_then(Option::as_mut) {
+            s.acked(seq);
+        }
+    }
+    let plan = o.plan.clone();
+    for task in 0..o.spools.len() {
+        let Some(mut spool) = o.spools[task].take() else {
+            continue;
+        };
+        spool.write(now);
+        spool.retry(now);
+        let dead = spool.synced(&mut o.spool_txns);
+        for txn in o.spool_txns.drain(..) {
+            l.spool_done(txn);
+        }
+        if dead > 0 {
+            stats.dead_lettered(task as u32, dead);
+        }
+        spool.maybe_sync(now);
+        let sending = plan
+            .tasks
+            .get(task)
+            .is_some_and(|t| t.enabled && t.id == spool.task());
+        while sending
+            && o.progress
+                .task_in_flight
+                .get(task)
+                .is_some_and(|n| n.get() < o.share)
+        {
+            let Some(fed) = spool.read_back() else {
+                break;
+            };
+            let d = Delivery {
+                task: task as u32,
+                generation: plan.generation,
+                key: fed.key,
+                txn: 0,
+                id_len: fed.id_len,
+                body: fed.body,
+                weight: fed.weight,
+                made: now,
+                spool: fed.seq,
+            };
+            l.sent_from_spool(task, plan.generation, fed.weight);
+            o.push(plan.shard_of(task as u32, fed.key), d, fed.key_change);
+        }
+        spool.tidy(now);
+        stats.set_spool(task, spool.status());
+        o.spools[task] = Some(spool);
+    }
+}
+
+/// Makes every spool's records durable and its head saved now, and lets the
+/// ledger count them (a graceful stop, before the last checkpoint write).
+fn settle_spools(outbox: &RefCell<Outbox>, ledger: &RefCell<Ledger>, stats: &Stats) {
+    let now = Instant::now();
+    for s in outbox.borrow_mut().spools.iter_mut().flatten() {
+        s.settle(now);
+        s.save_head(now);
+    }
+    tend_spools(outbox, ledger, stats);
+}
+
 /// Deliveries on their way to the shards, with the fences that hold a task's
 /// events behind an update that changed a primary key.
 pub(crate) struct Outbox {
@@ -501,6 +603,17 @@ pub(crate) struct Outbox {
     /// Per task (plan order).
     fences: Vec<Fence>,
     progress: Rc<Progress>,
+    /// The spools of tasks that have one, by slot (opened when first needed).
+    spools: Vec<Option<crate::spool::Spool>>,
+    /// The newest plan announced: spooled events are sent under it.
+    plan: Arc<Plan>,
+    /// Each task's share of `max_inflight`: a task with a spool spools beyond it.
+    share: u32,
+    /// `state.dir/spool`.
+    spool_root: std::path::PathBuf,
+    /// Scratch for spool bookkeeping.
+    spool_acks: Vec<(u32, u64)>,
+    spool_txns: Vec<u64>,
 }
 
 /// How often the keeper looks at acks while a fence holds events.
@@ -532,6 +645,123 @@ impl Outbox {
         } else {
             self.pending[shard].push(d);
         }
+    }
+
+    /// Hands `d` (read now) on: to its task's spool when the task has one and
+    /// either its share of `max_inflight` is full or earlier events wait there
+    /// (they go first), else toward `shard` through the task's fence. Counts it
+    /// in the ledger either way.
+    pub(crate) fn hand(
+        &mut self,
+        ledger: &mut Ledger,
+        shard: usize,
+        d: Delivery,
+        key_change: bool,
+    ) {
+        let task = d.task as usize;
+        let in_flight = self
+            .progress
+            .task_in_flight
+            .get(task)
+            .map_or(0, std::cell::Cell::get);
+        let share = self.share;
+        let spooled = self.plan.tasks.get(task).is_some_and(|t| t.spool.is_some())
+            || self.spools.get(task).is_some_and(Option::is_some);
+        // (A dead letter of a full spool names the URL.)
+        let url = spooled
+            .then(|| self.plan.tasks.get(task).map(|t| t.url.clone()))
+            .flatten();
+        if let Some(spool) = spooled.then(|| self.spool_of(task)).flatten() {
+            if spool.holds() || in_flight >= share {
+                let record = crate::spool::record::Record {
+                    key_change,
+                    weight: d.weight,
+                    key: d.key,
+                    spooled_ms: crate::spool::unix_ms(),
+                    id_len: d.id_len,
+                    body: &d.body,
+                };
+                if spool.append(d.txn, &record, url.as_deref().unwrap_or_default()) {
+                    ledger.spooled(d.txn);
+                }
+                return;
+            }
+        }
+        let (txn, generation, weight) = (d.txn, d.generation, d.weight);
+        self.push(shard, d, key_change);
+        ledger.sent_weighted(task, txn, generation, weight);
+    }
+
+    /// The spool of `task`, opened on first use, when the task has one (or
+    /// still holds records of one).
+    fn spool_of(&mut self, task: usize) -> Option<&mut crate::spool::Spool> {
+        let plan = self.plan.tasks.get(task)?;
+        let config = plan.spool.clone();
+        if self.spools.len() <= task {
+            config.as_ref()?;
+            self.spools.resize_with(task + 1, || None);
+        }
+        let slot = &mut self.spools[task];
+        if slot.as_ref().is_some_and(|s| s.task() != plan.id) {
+            // The slot took another task; the old one's records stay on disk
+            // for when it comes back.
+            *slot = None;
+        }
+        match (slot.as_mut(), config) {
+            (Some(s), Some(config)) => {
+                s.reconfigure(config);
+            }
+            (Some(s), None) if s.holds() => {}
+            (Some(_), None) => *slot = None,
+            (None, Some(config)) => {
+                *slot = Some(crate::spool::Spool::open(
+                    crate::spool::dir_for(&self.spool_root, &plan.id),
+                    &plan.id,
+                    config,
+                    self.plan.dlq_dir.clone(),
+                ));
+            }
+            (None, None) => {}
+        }
+        slot.as_mut()
+    }
+
+    /// Opens the spools a previous run left records in (at start).
+    fn open_spools(&mut self) {
+        for task in 0..self.plan.tasks.len() {
+            let on_disk = self
+                .plan
+                .tasks
+                .get(task)
+                .is_some_and(|t| crate::spool::dir_for(&self.spool_root, &t.id).is_dir());
+            if on_disk {
+                let _ = self.spool_of(task);
+            }
+        }
+    }
+
+    /// Whether some spool has records to feed (the keeper looks often then).
+    fn spooling(&self) -> bool {
+        self.spools.iter().flatten().any(crate::spool::Spool::holds)
+    }
+
+    /// Whether `task`'s events go to its spool when its share is full.
+    fn spool_takes(&self, task: usize) -> bool {
+        self.plan.tasks.get(task).is_some_and(|t| t.spool.is_some())
+            && self
+                .spools
+                .get(task)
+                .and_then(Option::as_ref)
+                .is_none_or(|s| !s.blocked())
+    }
+
+    /// Whether a spool cannot take events (an error, or full under `on_full:
+    /// block`) while it holds some: reading pauses.
+    fn spool_blocked(&self) -> bool {
+        self.spools
+            .iter()
+            .flatten()
+            .any(|s| s.holds() && s.blocked())
     }
 
     /// Whether some task holds events behind a key change.
@@ -773,10 +1003,9 @@ impl crate::source::Downstream for Dispatch {
                         let table = (row.table.schema.as_str(), row.table.table.as_str());
                         if let Some(full) = open.add(route.task, table, scratch, max) {
                             let delivery = part_delivery(plan, m.txn, full, began);
-                            let weight = delivery.weight;
-                            outbox.push(plan.shard_of(task, delivery.key), delivery, false);
+                            let shard = plan.shard_of(task, delivery.key);
+                            outbox.hand(&mut ledger, shard, delivery, false);
                             stats.read(route.task, 1);
-                            ledger.sent_weighted(route.task, m.txn, plan.generation, weight);
                         }
                     } else {
                         m.seq += 1;
@@ -795,10 +1024,10 @@ impl crate::source::Downstream for Dispatch {
                             // One clock read per binlog event, not per row: it is
                             // when the event was read, for every row in it.
                             made: began,
+                            spool: 0,
                         };
-                        outbox.push(plan.shard_of(task, key), delivery, key_change);
+                        outbox.hand(&mut ledger, plan.shard_of(task, key), delivery, key_change);
                         stats.read(route.task, 1);
-                        ledger.sent(route.task, m.txn, plan.generation);
                     }
                     if !m.watches.is_empty() {
                         let at = BinlogPosition {
@@ -850,14 +1079,9 @@ impl crate::source::Downstream for Dispatch {
                 for part in ended {
                     let task = part.task;
                     let delivery = part_delivery(&self.plan, m.txn, part, began);
-                    let weight = delivery.weight;
-                    outbox.push(
-                        self.plan.shard_of(task as u32, delivery.key),
-                        delivery,
-                        false,
-                    );
+                    let shard = self.plan.shard_of(task as u32, delivery.key);
+                    outbox.hand(&mut ledger, shard, delivery, false);
                     self.stats.read(task, 1);
-                    ledger.sent_weighted(task, m.txn, self.plan.generation, weight);
                 }
             }
             drop(m);
@@ -922,6 +1146,7 @@ impl crate::source::Downstream for Dispatch {
                 l.drain_acks();
                 l.maybe_checkpoint();
             }
+            tend_spools(&self.outbox, &self.ledger, &self.stats);
             if self.flush()? && !self.over_budget() {
                 if std::mem::take(&mut self.outbox.borrow_mut().handed_local) {
                     // The shard shares this thread and runs only when the source

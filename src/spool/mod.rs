@@ -1,0 +1,851 @@
+//! A task's disk spool, between the dispatcher and the shards: when a task's
+//! share of `max_inflight` is full (its receiver is down, slow or the task is
+//! paused), its events go to `state.dir/spool/<task_id>/` instead of pausing
+//! the binlog for every task. Once anything is spooled, all of the task's later
+//! events go behind it, and the dispatcher feeds the shards from the spool's
+//! head as the task's in-flight count falls, so per-key order holds across
+//! memory and disk.
+//!
+//! Files: segments `<first seq, 20 digits>.seg` of [`record`]s, appended in
+//! sequence order, and `head` (the oldest sequence not yet acknowledged, written
+//! now and then; a stale head repeats deliveries, never loses them). A spooled
+//! event counts as done for the checkpoint only once its segment is fsynced
+//! (group commit every `fsync_interval`), so the binlog position can move past
+//! it while it waits on disk.
+//!
+//! Everything here runs on the source core. Appends and reads are plain
+//! `write`/`read` calls that reach the page cache; fsyncs run on glommio's
+//! blocking pool.
+
+pub mod record;
+
+use std::cell::Cell;
+use std::collections::{BTreeSet, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::config::{SpoolConfig, SpoolFull};
+use record::{Decoded, Record};
+
+/// How long after a failed write or open the spool tries again.
+const RETRY: Duration = Duration::from_secs(1);
+/// How often the head file is rewritten while it moves.
+const SAVE_HEAD_EVERY: Duration = Duration::from_secs(1);
+/// Bytes read from a segment at a time.
+const READ_CHUNK: usize = 256 << 10;
+
+/// The spool directory of `task` under `state.dir/spool`.
+pub fn dir_for(root: &Path, task: &str) -> PathBuf {
+    let name = crate::delivery::dlq::safe_name(task);
+    // Not the directory itself or its parent.
+    if name.chars().all(|c| c == '.') {
+        return root.join(name.replace('.', "_"));
+    }
+    root.join(name)
+}
+
+/// One spooled delivery read back for sending.
+pub struct Fed {
+    /// Its sequence number (acks name it).
+    pub seq: u64,
+    /// An update that changed its row's key.
+    pub key_change: bool,
+    /// Row changes it carries.
+    pub weight: u32,
+    /// The routing hash.
+    pub key: u64,
+    /// Length of the id at the start of `body`.
+    pub id_len: u16,
+    /// The webhook body.
+    pub body: Bytes,
+}
+
+/// What a task's spool shows to `/tasks`, `/metrics` and `/health`.
+#[derive(Debug, Clone, Default)]
+pub struct SpoolStatus {
+    /// Bytes of segments on disk.
+    pub bytes: u64,
+    /// Records not yet acknowledged.
+    pub records: u64,
+    /// Unix milliseconds when the oldest of them was spooled (0: none).
+    pub oldest_ms: u64,
+    /// At `max_bytes`.
+    pub full: bool,
+    /// The last write, sync or open error, while it persists.
+    pub error: Option<String>,
+}
+
+/// Why a spool directory could not be loaded.
+enum Scan {
+    /// It cannot be listed (not a directory, no permission): may clear.
+    Unreadable(std::io::Error),
+    /// A segment is damaged or missing: needs an operator.
+    Damaged(std::io::Error),
+}
+
+struct Segment {
+    first: u64,
+    path: PathBuf,
+    bytes: u64,
+}
+
+struct Reader {
+    /// The segment being read (its first sequence).
+    segment: u64,
+    file: File,
+    buf: Vec<u8>,
+    at: usize,
+    /// The sequence of the next record in `buf[at..]`.
+    next: u64,
+}
+
+/// A sync running on the blocking pool: up to which sequence it makes durable.
+struct Syncing {
+    upto: u64,
+    done: Rc<Cell<Option<Result<(), String>>>>,
+}
+
+/// One task's spool.
+pub struct Spool {
+    task: String,
+    dir: PathBuf,
+    config: SpoolConfig,
+    /// Dead letters of `on_full: dead_letter` go here.
+    dlq_dir: PathBuf,
+    segment_max: u64,
+    segments: VecDeque<Segment>,
+    /// Append handle of the last segment.
+    file: Option<File>,
+    /// Encoded records not yet written (sequences `written..next_seq`).
+    buf: Vec<u8>,
+    next_seq: u64,
+    /// Sequences below this are in the files.
+    written: u64,
+    /// Sequences below this are durable.
+    synced: u64,
+    syncing: Option<Syncing>,
+    last_sync: Instant,
+    /// A segment was created since the last sync: its directory entry needs one.
+    dir_dirty: bool,
+    /// Transaction ordinals of spooled records waiting for their sync, with the
+    /// sequence just past them, oldest first (the ledger counts them done then).
+    waiting: VecDeque<(u64, u64)>,
+    /// Dead-letter lines of a full `on_full: dead_letter` spool, with their
+    /// transaction ordinals.
+    dead: Vec<u8>,
+    dead_txns: Vec<u64>,
+    dead_count: usize,
+    reader: Option<Reader>,
+    /// The next sequence to feed.
+    read: u64,
+    /// The oldest sequence not acknowledged.
+    head: u64,
+    /// Acknowledged sequences above the head.
+    acked: BTreeSet<u64>,
+    /// (sequence, spooled ms) of a record about every second of spooling,
+    /// oldest first: the oldest record's age to within a second, in bounded
+    /// memory.
+    marks: VecDeque<(u64, u64)>,
+    /// The directory could not be read at open: read it again before the
+    /// first write (a previous run's records would be numbered over).
+    rescan: bool,
+    saved_head: u64,
+    saved_at: Instant,
+    error: Option<String>,
+    /// The spool on disk is damaged: only an operator clears this.
+    fatal: bool,
+    retry_at: Instant,
+}
+
+impl Spool {
+    /// Opens (or starts) the spool in `dir`: finds its segments, cuts a torn
+    /// last record, and reads the head. Nothing is created until the first
+    /// record, so a read-only or missing directory is an error only then.
+    pub fn open(dir: PathBuf, task: &str, config: SpoolConfig, dlq_dir: PathBuf) -> Spool {
+        let now = Instant::now();
+        let mut spool = Spool {
+            task: task.to_owned(),
+            segment_max: (config.max_bytes / 8).clamp(64 << 10, 64 << 20),
+            config,
+            dlq_dir,
+            segments: VecDeque::new(),
+            file: None,
+            buf: Vec::new(),
+            next_seq: 1,
+            written: 1,
+            synced: 1,
+            syncing: None,
+            last_sync: now,
+            dir_dirty: false,
+            waiting: VecDeque::new(),
+            dead: Vec::new(),
+            dead_txns: Vec::new(),
+            dead_count: 0,
+            reader: None,
+            read: 1,
+            head: 1,
+            acked: BTreeSet::new(),
+            marks: VecDeque::new(),
+            rescan: false,
+            saved_head: 1,
+            saved_at: now,
+            error: None,
+            fatal: false,
+            retry_at: now,
+            dir,
+        };
+        match spool.scan() {
+            Ok(()) => {}
+            Err(Scan::Unreadable(e)) => {
+                spool.rescan = true;
+                spool.fail(format!("cannot open spool {}: {e}", spool.dir.display()));
+            }
+            Err(Scan::Damaged(e)) => {
+                spool.fatal = true;
+                spool.fail(format!("cannot read spool {}: {e}", spool.dir.display()));
+            }
+        }
+        spool
+    }
+
+    /// Reads what a previous run left: segments, torn tail, head.
+    fn scan(&mut self) -> Result<(), Scan> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Scan::Unreadable(e)),
+        };
+        self.load(entries).map_err(Scan::Damaged)
+    }
+
+    fn load(&mut self, entries: std::fs::ReadDir) -> std::io::Result<()> {
+        let mut found = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(first) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".seg"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            found.push((first, entry.path()));
+        }
+        found.sort();
+        let last = found.len().saturating_sub(1);
+        let mut expected = None;
+        for (i, (first, path)) in found.into_iter().enumerate() {
+            let data = std::fs::read(&path)?;
+            let (whole, count) = record::whole_prefix(&data);
+            if self.marks.is_empty() {
+                if let Decoded::Record(r, _) = record::decode(&data) {
+                    // Refined to the head's own record below.
+                    self.marks.push_back((first, r.spooled_ms));
+                }
+            }
+            if whole < data.len() {
+                if i != last {
+                    // Only the last segment is written to; a bad record in an
+                    // earlier one is damage, not a crash.
+                    return Err(std::io::Error::other(format!(
+                        "{} is damaged at byte {whole} (records after it cannot be read); move the spool aside to start without it",
+                        path.display()
+                    )));
+                }
+                tracing::warn!(task = %self.task, file = %path.display(), kept = whole, cut = data.len() - whole, "spool: cutting a torn last record (it was never counted as done; the binlog sends it again)");
+                let f = OpenOptions::new().write(true).open(&path)?;
+                f.set_len(whole as u64)?;
+                f.sync_all()?;
+            }
+            if expected.is_some_and(|e| e != first) {
+                return Err(std::io::Error::other(format!(
+                    "{} does not continue the segment before it (expected it to start at record {})",
+                    path.display(),
+                    expected.unwrap_or_default()
+                )));
+            }
+            expected = Some(first + count);
+            self.segments.push_back(Segment {
+                first,
+                path,
+                bytes: whole as u64,
+            });
+        }
+        let (Some(first), Some(end)) = (self.segments.front().map(|s| s.first), expected) else {
+            return Ok(());
+        };
+        let head = std::fs::read_to_string(self.dir.join("head"))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .unwrap_or(first)
+            .clamp(first, end);
+        self.mark_head(head);
+        self.next_seq = end;
+        self.written = end;
+        self.synced = end;
+        self.head = head;
+        self.read = head;
+        self.saved_head = head;
+        if end > head {
+            tracing::info!(task = %self.task, records = end - head, dir = %self.dir.display(), "spool: resuming with records not yet delivered");
+        }
+        Ok(())
+    }
+
+    /// The task it belongs to.
+    pub fn task(&self) -> &str {
+        &self.task
+    }
+
+    /// Takes a changed `spool:` of its task (a live task change).
+    pub fn reconfigure(&mut self, config: SpoolConfig) {
+        if self.config != config {
+            self.config = config;
+        }
+    }
+
+    /// Sets the age mark to the record at `head` (at start).
+    fn mark_head(&mut self, head: u64) {
+        let Some(segment) = self.segments.iter().rev().find(|s| s.first <= head) else {
+            return;
+        };
+        let Ok(data) = std::fs::read(&segment.path) else {
+            return;
+        };
+        let (mut at, mut seq) = (0, segment.first);
+        while let Decoded::Record(r, len) = record::decode(&data[at..]) {
+            if seq == head {
+                self.marks.clear();
+                self.marks.push_back((head, r.spooled_ms));
+                return;
+            }
+            at += len;
+            seq += 1;
+        }
+    }
+
+    /// Whether records wait in the spool: the task's next event must go behind
+    /// them.
+    pub fn holds(&self) -> bool {
+        self.read < self.next_seq
+    }
+
+    /// Whether the spool cannot take events now (an error, or full under
+    /// `on_full: block`): reading must pause for this task.
+    pub fn blocked(&self) -> bool {
+        self.error.is_some() || (self.full() && self.config.on_full == SpoolFull::Block)
+    }
+
+    fn full(&self) -> bool {
+        self.bytes() >= self.config.max_bytes
+    }
+
+    fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.bytes).sum::<u64>() + self.buf.len() as u64
+    }
+
+    /// Appends delivery `r` of transaction `txn`. Returns whether the ledger
+    /// must count one more outstanding event of `txn` (the first record of a
+    /// run of `txn`, or a dead letter), which [`Spool::synced`] gives back once
+    /// durable. A full `on_full: dead_letter` spool writes the delivery to the
+    /// dead-letter file instead.
+    pub fn append(&mut self, txn: u64, r: &Record<'_>, url: &str) -> bool {
+        if self.full() && self.config.on_full == SpoolFull::DeadLetter {
+            let id = r
+                .body
+                .get(crate::delivery::ID_AT..crate::delivery::ID_AT + usize::from(r.id_len))
+                .unwrap_or_default();
+            self.dead.extend_from_slice(
+                &crate::delivery::dlq::DeadLetter {
+                    task: &self.task,
+                    url,
+                    id,
+                    attempts: 0,
+                    status: None,
+                    error: "spool full (spool.on_full: dead_letter)",
+                    payload: r.body,
+                }
+                .to_line(),
+            );
+            self.dead_txns.push(txn);
+            self.dead_count += 1;
+            return true;
+        }
+        if self.head == self.next_seq {
+            self.marks.clear();
+        }
+        if self
+            .marks
+            .back()
+            .is_none_or(|(_, ms)| r.spooled_ms >= ms + 1000)
+            || self.head == self.next_seq
+        {
+            self.marks.push_back((self.next_seq, r.spooled_ms));
+        }
+        r.encode(&mut self.buf);
+        self.next_seq += 1;
+        match self.waiting.back_mut() {
+            Some((t, end)) if *t == txn => {
+                *end = self.next_seq;
+                false
+            }
+            _ => {
+                self.waiting.push_back((txn, self.next_seq));
+                true
+            }
+        }
+    }
+
+    /// Writes buffered records to the segment files (a `write` per call, to the
+    /// page cache). A failed write is cut back off and kept for the next try.
+    pub fn write(&mut self, now: Instant) {
+        if self.buf.is_empty() || self.fatal || (self.error.is_some() && now < self.retry_at) {
+            return;
+        }
+        match self.write_buffered() {
+            Ok(()) => {
+                if self.error.take().is_some() {
+                    tracing::info!(task = %self.task, "spool writable again");
+                }
+            }
+            Err(e) => {
+                self.fail(format!("cannot write spool {}: {e}", self.dir.display()));
+                self.retry_at = now + RETRY;
+            }
+        }
+    }
+
+    fn write_buffered(&mut self) -> std::io::Result<()> {
+        if self.rescan {
+            self.renumber_after_rescan()?;
+        }
+        let mut at = 0;
+        while at < self.buf.len() {
+            let room_left = self
+                .segments
+                .back()
+                .is_some_and(|s| s.bytes < self.segment_max)
+                && self.file.is_some();
+            if !room_left {
+                self.roll()?;
+            }
+            let (Some(file), Some(segment)) = (self.file.as_mut(), self.segments.back_mut()) else {
+                return Err(std::io::Error::other("no open segment"));
+            };
+            // Whole records up to the segment's size (at least one).
+            let mut end = at;
+            let mut count = 0u64;
+            while let Decoded::Record(_, len) = record::decode(&self.buf[end..]) {
+                if count > 0 && segment.bytes + (end - at + len) as u64 > self.segment_max {
+                    break;
+                }
+                end += len;
+                count += 1;
+            }
+            if let Err(e) = file.write_all(&self.buf[at..end]) {
+                // Leave no fragment for the next record to glue onto (and no
+                // reader holding one in its buffer).
+                let _ = file.set_len(segment.bytes);
+                let _ = file.seek(SeekFrom::Start(segment.bytes));
+                self.reader = None;
+                self.buf.drain(..at);
+                return Err(e);
+            }
+            segment.bytes += (end - at) as u64;
+            self.written += count;
+            at = end;
+        }
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// The directory was unreadable at open and records were numbered from 1
+    /// meanwhile: read what is there now and number them after it.
+    fn renumber_after_rescan(&mut self) -> std::io::Result<()> {
+        let pending = self.next_seq - self.written;
+        let waiting = std::mem::take(&mut self.waiting);
+        let marks = std::mem::take(&mut self.marks);
+        let from = self.written;
+        match std::fs::read_dir(&self.dir) {
+            Ok(entries) => {
+                if let Err(e) = self.load(entries) {
+                    self.fatal = true;
+                    return Err(e);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        self.rescan = false;
+        // `load` set next_seq/written/synced/head/read to what is on disk (or
+        // left them at 1); the buffered records follow.
+        let base = self.written;
+        let shift = base - from;
+        self.next_seq = base + pending;
+        self.waiting = waiting
+            .into_iter()
+            .map(|(txn, end)| (txn, end + shift))
+            .collect();
+        self.marks
+            .extend(marks.into_iter().map(|(s, ms)| (s + shift, ms)));
+        Ok(())
+    }
+
+    /// Closes the current segment (durably) and starts the next.
+    fn roll(&mut self) -> std::io::Result<()> {
+        if let Some(old) = self.file.take() {
+            old.sync_data()?;
+            self.synced = self.written;
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        if self
+            .segments
+            .back()
+            .is_some_and(|s| s.first == self.written)
+        {
+            // An empty last segment (its only record was torn): reuse its name.
+            self.segments.pop_back();
+        }
+        let path = self.dir.join(format!("{:020}.seg", self.written));
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let bytes = file.metadata()?.len();
+        if bytes > 0 {
+            // A segment named for this sequence exists (a spool emptied and
+            // deleted up to here, then a crash): it holds nothing readable now.
+            file.set_len(0)?;
+        }
+        self.segments.push_back(Segment {
+            first: self.written,
+            path,
+            bytes: 0,
+        });
+        self.file = Some(file);
+        self.dir_dirty = true;
+        Ok(())
+    }
+
+    /// Writes and fsyncs everything buffered now, on this thread (a graceful
+    /// stop: the checkpoint written next can pass it).
+    pub fn settle(&mut self, now: Instant) {
+        self.write(now);
+        if self.written == self.synced || self.error.is_some() {
+            return;
+        }
+        if let Some(file) = &self.file {
+            let dir_synced =
+                !self.dir_dirty || File::open(&self.dir).and_then(|d| d.sync_all()).is_ok();
+            if dir_synced && file.sync_data().is_ok() {
+                self.dir_dirty = false;
+                self.synced = self.written;
+            }
+        }
+    }
+
+    /// Starts a group sync when records wait for one and `fsync_interval` has
+    /// passed since the last.
+    pub fn maybe_sync(&mut self, now: Instant) {
+        if self.syncing.is_some()
+            || self.written == self.synced
+            || now.duration_since(self.last_sync) < self.config.fsync_interval
+        {
+            return;
+        }
+        let Some(file) = self.file.as_ref().and_then(|f| f.try_clone().ok()) else {
+            return;
+        };
+        let dir = std::mem::take(&mut self.dir_dirty).then(|| self.dir.clone());
+        let done = Rc::new(Cell::new(None));
+        self.syncing = Some(Syncing {
+            upto: self.written,
+            done: done.clone(),
+        });
+        self.last_sync = now;
+        glommio::spawn_local(async move {
+            let result = glommio::executor()
+                .spawn_blocking(move || {
+                    file.sync_data()?;
+                    if let Some(dir) = dir {
+                        File::open(dir)?.sync_all()?;
+                    }
+                    Ok::<(), std::io::Error>(())
+                })
+                .await;
+            done.set(Some(result.map_err(|e| e.to_string())));
+        })
+        .detach();
+    }
+
+    /// Adds to `out` the transaction ordinals whose spooled records became
+    /// durable since the last call (once per run of records) and those of dead
+    /// letters written: the ledger counts them done. Returns how many dead
+    /// letters were written.
+    pub fn synced(&mut self, out: &mut Vec<u64>) -> usize {
+        if let Some(result) = self.syncing.as_ref().and_then(|s| s.done.take()) {
+            let upto = self.syncing.take().map_or(0, |s| s.upto);
+            match result {
+                Ok(()) => self.synced = self.synced.max(upto),
+                Err(e) => {
+                    // The records stay unacknowledged (the checkpoint does not
+                    // pass them); the next sync tries again.
+                    self.dir_dirty = true;
+                    self.fail(format!("cannot fsync spool {}: {e}", self.dir.display()));
+                }
+            }
+        }
+        while let Some(&(txn, end)) = self.waiting.front() {
+            if end > self.synced {
+                break;
+            }
+            out.push(txn);
+            self.waiting.pop_front();
+        }
+        if self.dead.is_empty() {
+            return 0;
+        }
+        match crate::delivery::dlq::append(&self.dlq_dir, &self.task, &self.dead) {
+            Ok(()) => {
+                self.dead.clear();
+                out.append(&mut self.dead_txns);
+                std::mem::take(&mut self.dead_count)
+            }
+            Err(e) => {
+                self.fail(format!(
+                    "spool full and cannot write dead letters in {}: {e}",
+                    self.dlq_dir.display()
+                ));
+                0
+            }
+        }
+    }
+
+    /// The next record to send, when it is in the files.
+    pub fn read_back(&mut self) -> Option<Fed> {
+        if self.read >= self.written {
+            return None;
+        }
+        match self.read_next() {
+            Ok(fed) => fed,
+            Err(e) => {
+                self.reader = None;
+                self.fail(format!("cannot read spool {}: {e}", self.dir.display()));
+                None
+            }
+        }
+    }
+
+    fn read_next(&mut self) -> std::io::Result<Option<Fed>> {
+        loop {
+            if self.reader.as_ref().is_none_or(|r| r.next != self.read) {
+                self.open_reader()?;
+            }
+            let Some(r) = self.reader.as_mut() else {
+                return Ok(None);
+            };
+            match record::decode(&r.buf[r.at..]) {
+                Decoded::Record(rec, len) => {
+                    let fed = Fed {
+                        seq: r.next,
+                        key_change: rec.key_change,
+                        weight: rec.weight,
+                        key: rec.key,
+                        id_len: rec.id_len,
+                        body: Bytes::copy_from_slice(rec.body),
+                    };
+                    r.at += len;
+                    r.next += 1;
+                    self.read = r.next;
+                    return Ok(Some(fed));
+                }
+                Decoded::Corrupt(why) => {
+                    return Err(std::io::Error::other(format!(
+                        "record {} in segment {:020}.seg: {why}",
+                        r.next, r.segment
+                    )))
+                }
+                Decoded::NeedMore(_) => {
+                    r.buf.drain(..r.at);
+                    r.at = 0;
+                    let had = r.buf.len();
+                    r.buf.resize(had + READ_CHUNK, 0);
+                    let n = r.file.read(&mut r.buf[had..])?;
+                    r.buf.truncate(had + n);
+                    if n == 0 {
+                        // The end of this segment: the record is in the next.
+                        let next = self
+                            .segments
+                            .iter()
+                            .find(|s| s.first > r.segment)
+                            .map(|s| s.first);
+                        match next {
+                            Some(first) if first == r.next => self.reader = None,
+                            _ => return Ok(None),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Positions a reader at `read`: the segment holding it, skipping the
+    /// records before it.
+    fn open_reader(&mut self) -> std::io::Result<()> {
+        let Some(segment) = self.segments.iter().rev().find(|s| s.first <= self.read) else {
+            self.reader = None;
+            return Ok(());
+        };
+        let mut r = Reader {
+            segment: segment.first,
+            file: File::open(&segment.path)?,
+            buf: Vec::with_capacity(READ_CHUNK),
+            at: 0,
+            next: segment.first,
+        };
+        while r.next < self.read {
+            match record::decode(&r.buf[r.at..]) {
+                Decoded::Record(_, len) => {
+                    r.at += len;
+                    r.next += 1;
+                }
+                Decoded::Corrupt(why) => return Err(std::io::Error::other(why)),
+                Decoded::NeedMore(_) => {
+                    r.buf.drain(..r.at);
+                    r.at = 0;
+                    let had = r.buf.len();
+                    r.buf.resize(had + READ_CHUNK, 0);
+                    let n = r.file.read(&mut r.buf[had..])?;
+                    r.buf.truncate(had + n);
+                    if n == 0 {
+                        return Err(std::io::Error::other(format!(
+                            "segment {:020}.seg ends before record {}",
+                            r.segment, self.read
+                        )));
+                    }
+                }
+            }
+        }
+        self.reader = Some(r);
+        Ok(())
+    }
+
+    /// The receiver acknowledged (or dead-lettered) record `seq`.
+    pub fn acked(&mut self, seq: u64) {
+        if seq < self.head {
+            return;
+        }
+        self.acked.insert(seq);
+        while self.acked.remove(&self.head) {
+            self.head += 1;
+        }
+        while self.marks.get(1).is_some_and(|(s, _)| *s <= self.head) {
+            self.marks.pop_front();
+        }
+    }
+
+    /// Deletes segments wholly below the head and saves the head now and then.
+    pub fn tidy(&mut self, now: Instant) {
+        while self.segments.len() > 1
+            && self
+                .segments
+                .get(1)
+                .is_some_and(|next| next.first <= self.head)
+        {
+            if let Some(old) = self.segments.pop_front() {
+                if let Err(e) = std::fs::remove_file(&old.path) {
+                    tracing::warn!(task = %self.task, file = %old.path.display(), error = %e, "spool: cannot delete a delivered segment");
+                }
+                if self.reader.as_ref().is_some_and(|r| r.segment == old.first) {
+                    self.reader = None;
+                }
+            }
+        }
+        // The last segment, all delivered: start over in a new one.
+        if self.head == self.next_seq
+            && self.buf.is_empty()
+            && self.written == self.next_seq
+            && self
+                .segments
+                .back()
+                .is_some_and(|s| s.bytes >= self.segment_max)
+        {
+            if let Some(old) = self.segments.pop_back() {
+                self.file = None;
+                self.reader = None;
+                let _ = std::fs::remove_file(&old.path);
+            }
+        }
+        if self.head != self.saved_head && now.duration_since(self.saved_at) >= SAVE_HEAD_EVERY {
+            self.save_head(now);
+        }
+    }
+
+    /// Writes the head file now (also at shutdown).
+    pub fn save_head(&mut self, now: Instant) {
+        if self.head == self.saved_head || self.segments.is_empty() {
+            return;
+        }
+        let tmp = self.dir.join("head.tmp");
+        let saved = std::fs::write(&tmp, format!("{}\n", self.head))
+            .and_then(|()| std::fs::rename(&tmp, self.dir.join("head")));
+        match saved {
+            Ok(()) => self.saved_head = self.head,
+            // Only repeats deliveries after a restart; the next tidy tries again.
+            Err(e) => tracing::warn!(task = %self.task, error = %e, "spool: cannot save the head"),
+        }
+        self.saved_at = now;
+    }
+
+    fn fail(&mut self, error: String) {
+        if self.error.as_deref() != Some(error.as_str()) {
+            tracing::error!(task = %self.task, %error, "spool: the task's reading pauses until this clears (nothing is lost)");
+        }
+        self.error = Some(error);
+    }
+
+    /// Clears an open error once the retry time has come (a write retries
+    /// itself).
+    pub fn retry(&mut self, now: Instant) {
+        if self.error.is_some() && !self.fatal && self.buf.is_empty() && now >= self.retry_at {
+            self.retry_at = now + RETRY;
+            if std::fs::create_dir_all(&self.dir).is_ok() && self.probe_writable() {
+                self.error = None;
+                tracing::info!(task = %self.task, "spool usable again");
+            }
+        }
+    }
+
+    fn probe_writable(&self) -> bool {
+        let probe = self.dir.join(".probe");
+        let ok = std::fs::write(&probe, b"").is_ok();
+        let _ = std::fs::remove_file(&probe);
+        ok
+    }
+
+    /// What `/tasks` and `/metrics` show.
+    pub fn status(&self) -> SpoolStatus {
+        let oldest_ms = if self.head < self.next_seq {
+            self.marks.front().map_or(0, |(_, ms)| *ms)
+        } else {
+            0
+        };
+        SpoolStatus {
+            bytes: self.bytes(),
+            records: self.next_seq - self.head,
+            oldest_ms,
+            full: self.full(),
+            error: self.error.clone(),
+        }
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,326 @@
+//! Per-task spool: one task's receiver down does not stop the others; its
+//! events wait on disk (state.dir/spool/<task>/) and all arrive, in per-key
+//! order, when it comes back — across kill -9 and a torn spool record; a spool
+//! that cannot be written pauses reading with a clear reason and loses nothing.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::live::{admin, assert_per_key_order, seen_in, table_view, view, Seen, Writer, TOKEN};
+use common::mariadb::MariaDb;
+use common::receiver::{Receiver, Reply};
+use common::rowhook::{source_yaml, wait_streaming, Rowhook};
+
+/// A receiver whose `/dead` path answers 503 while `down` holds and every
+/// path answers 200 otherwise (after up to 2 ms), recording verdicts.
+fn receiver(down: Arc<AtomicBool>) -> (Receiver, Arc<Mutex<HashMap<usize, bool>>>) {
+    let verdicts: Arc<Mutex<HashMap<usize, bool>>> = Default::default();
+    let v = verdicts.clone();
+    let r = Receiver::start(move |r| {
+        let ok = !(r.path == "/dead" && down.load(Ordering::Relaxed));
+        v.lock().unwrap().insert(r.n, ok);
+        let delay = Duration::from_micros((r.n as u64 * 7919) % 2000);
+        Reply::Delay(delay, Box::new(Reply::Status(if ok { 200 } else { 503 })))
+    });
+    (r, verdicts)
+}
+
+fn config(db: &MariaDb, receiver: &Receiver, state: &Path) -> String {
+    format!(
+        "{}state: {{dir: '{}', checkpoint_interval: 200ms}}
+server: {{enabled: true, port: {}, token: {TOKEN}}}
+dispatcher: {{max_inflight: 2000, max_retries: -1, retry_base_delay: 20ms, retry_max_delay: 100ms, worker_count: 16}}
+tasks:
+  - {{task_id: ok, table_name: live.kv, events: [insert, update, delete], callback_url: '{}', payload: envelope}}
+  - {{task_id: dead, table_name: live.kv, events: [insert, update, delete], callback_url: '{}', payload: envelope, spool: {{max_bytes: 64MiB, fsync_interval: 20ms}}}}
+",
+        source_yaml(db),
+        state.display(),
+        common::mariadb::free_port(),
+        receiver.url("/ok"),
+        receiver.url("/dead"),
+    )
+}
+
+fn admin_port(config: &str) -> u16 {
+    let pattern = "server: {enabled: true, port: ";
+    let at = config.find(pattern).unwrap() + pattern.len();
+    config[at..].split(',').next().unwrap().parse().unwrap()
+}
+
+/// Accepted payloads of `path` in arrival order, with their arrival times.
+fn accepted(
+    receiver: &Receiver,
+    verdicts: &Mutex<HashMap<usize, bool>>,
+    path: &str,
+) -> Vec<(Instant, Seen)> {
+    let verdicts = verdicts.lock().unwrap().clone();
+    receiver
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == path && verdicts.get(&r.n).copied().unwrap_or(false))
+        .map(|r| (r.at, seen_in(r.json())))
+        .collect()
+}
+
+/// The longest pause between accepted deliveries of `path` inside `during`.
+fn max_gap(got: &[(Instant, Seen)], during: (Instant, Instant)) -> Duration {
+    let mut times: Vec<Instant> = got
+        .iter()
+        .map(|(t, _)| *t)
+        .filter(|t| *t >= during.0 && *t <= during.1)
+        .collect();
+    times.sort();
+    let mut gap = times.first().map_or(during.1 - during.0, |t| *t - during.0);
+    for w in times.windows(2) {
+        gap = gap.max(w[1] - w[0]);
+    }
+    // And from the last delivery to the end: a task that stopped shows here.
+    gap.max(times.last().map_or(Duration::ZERO, |t| during.1 - *t))
+}
+
+/// Waits (at most 90 s) until the keyed view of what `path` accepted equals
+/// the table.
+fn wait_view(
+    db: &MariaDb,
+    receiver: &Receiver,
+    verdicts: &Mutex<HashMap<usize, bool>>,
+    path: &str,
+) -> Vec<Seen> {
+    let want = table_view(db);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let got: Vec<Seen> = accepted(receiver, verdicts, path)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        let refs: Vec<&Seen> = got.iter().collect();
+        let seen = view(&refs);
+        if seen == want {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path}: the receiver's view never matched the table: {} rows vs {}; {} accepted",
+            seen.len(),
+            want.len(),
+            got.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn spool_of(port: u16, task: &str) -> serde_json::Value {
+    let (_, tasks) = admin(port, "GET", "/tasks", "");
+    tasks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["task_id"] == task)
+        .map(|t| t["spool"].clone())
+        .unwrap_or_default()
+}
+
+/// Verdicts of the receiver by request ordinal.
+type Verdicts = Arc<Mutex<HashMap<usize, bool>>>;
+
+fn setup() -> (
+    MariaDb,
+    Arc<AtomicBool>,
+    Receiver,
+    Verdicts,
+    tempfile::TempDir,
+    String,
+) {
+    let db = MariaDb::start();
+    db.sql("CREATE DATABASE live; CREATE TABLE live.kv (id INT PRIMARY KEY, v INT NOT NULL);");
+    let down = Arc::new(AtomicBool::new(false));
+    let (receiver, verdicts) = receiver(down.clone());
+    let state = tempfile::tempdir().unwrap();
+    let text = config(&db, &receiver, state.path());
+    (db, down, receiver, verdicts, state, text)
+}
+
+#[test]
+fn a_dead_receiver_spools_its_task_while_the_other_keeps_flowing() {
+    let (db, down, receiver, verdicts, state, text) = setup();
+    let port = admin_port(&text);
+    let rowhook = Rowhook::run(&text);
+    wait_streaming(&db);
+    let writer = Writer::start(&db);
+    writer.wait_rows(300);
+    down.store(true, Ordering::Relaxed);
+    let outage = Instant::now();
+    let rows_before = writer.rows();
+    std::thread::sleep(Duration::from_secs(12));
+    let spool = spool_of(port, "dead");
+    let (_, health) = admin(port, "GET", "/health", "");
+    down.store(false, Ordering::Relaxed);
+    let back = Instant::now();
+    let during_outage = writer.rows() - rows_before;
+    std::thread::sleep(Duration::from_millis(500));
+    let total = writer.stop();
+
+    let ok = accepted(&receiver, &verdicts, "/ok");
+    let gap = max_gap(&ok, (outage, back));
+    eprintln!(
+        "{during_outage} row changes written in the 12 s outage ({:.0}/s), {total} in all; the healthy task's longest pause then: {gap:?}; dead task's spool at the end of the outage: {spool}",
+        during_outage as f64 / 12.0
+    );
+    assert!(
+        during_outage > 5_000,
+        "the writer kept going ({during_outage})"
+    );
+    assert!(
+        spool["records"].as_u64().unwrap_or(0) > 1_000,
+        "the dead task's events went to its spool: {spool}"
+    );
+    assert!(spool["bytes"].as_u64().unwrap_or(0) > 0, "{spool}");
+    assert!(
+        spool["oldest_age_s"].as_f64().unwrap_or(0.0) > 5.0,
+        "{spool}"
+    );
+    assert_eq!(
+        health["status"], "UP",
+        "a spooling task is not a failure: {health}"
+    );
+    assert!(
+        gap < Duration::from_secs(2),
+        "the healthy task stalled for {gap:?} while the other's receiver was down"
+    );
+
+    let ok = wait_view(&db, &receiver, &verdicts, "/ok");
+    let dead = wait_view(&db, &receiver, &verdicts, "/dead");
+    assert_per_key_order(&ok, "ok");
+    assert_per_key_order(&dead, "dead");
+    assert_eq!(ok.len(), dead.len(), "both tasks got every row change once");
+    // Delivered: the spool empties and its segments go.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while spool_of(port, "dead")["records"].as_u64() != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "spool never emptied: {}",
+            spool_of(port, "dead")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left: u64 = std::fs::read_dir(state.path().join("spool/dead"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert!(left <= 64 << 20, "{left}");
+    let (_, metrics) = {
+        let (s, _) = admin(port, "GET", "/health", "");
+        (s, common::loadgen::http(port, "GET", "/metrics", "").1)
+    };
+    assert!(
+        metrics.contains("rowhook_spool_records{task=\"dead\"} 0"),
+        "{metrics}"
+    );
+    drop(rowhook);
+}
+
+#[test]
+fn kill_9_during_an_outage_and_a_torn_spool_record_lose_nothing() {
+    let (db, down, receiver, verdicts, state, text) = setup();
+    let port = admin_port(&text);
+    let mut rowhook = Rowhook::run(&text);
+    wait_streaming(&db);
+    let writer = Writer::start(&db);
+    writer.wait_rows(300);
+    down.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(5));
+    let before = spool_of(port, "dead");
+    rowhook.kill9();
+    // A record torn by the crash: half a header at the end of the last segment.
+    let dir = state.path().join("spool/dead");
+    let mut segments: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    let last = segments.last().expect("a spool segment on disk").clone();
+    let len = std::fs::metadata(&last).unwrap().len();
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&last)
+            .unwrap();
+        f.write_all(&[0x40, 0, 0, 0, 0xde, 0xad]).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let rowhook = Rowhook::run(&text);
+    std::thread::sleep(Duration::from_secs(4));
+    let after = spool_of(port, "dead");
+    down.store(false, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(500));
+    let total = writer.stop();
+    eprintln!("{total} row changes; spool before the kill {before}, 4 s after the restart {after}; last segment {} was {len} bytes + 6 torn", last.display());
+    assert!(before["records"].as_u64().unwrap_or(0) > 500, "{before}");
+    assert!(
+        rowhook.log().contains("cutting a torn last record"),
+        "the torn record was found and cut: {}",
+        rowhook.log()
+    );
+    let ok = wait_view(&db, &receiver, &verdicts, "/ok");
+    let dead = wait_view(&db, &receiver, &verdicts, "/dead");
+    eprintln!("accepted: ok {}, dead {}", ok.len(), dead.len());
+}
+
+#[test]
+fn a_spool_that_cannot_be_written_pauses_reading_with_a_reason_and_loses_nothing() {
+    let (db, down, receiver, verdicts, state, text) = setup();
+    let port = admin_port(&text);
+    // A file where the task's spool directory would go: every create fails.
+    std::fs::create_dir_all(state.path().join("spool")).unwrap();
+    std::fs::write(state.path().join("spool/dead"), b"not a directory").unwrap();
+    let rowhook = Rowhook::run(&text);
+    wait_streaming(&db);
+    let writer = Writer::start(&db);
+    writer.wait_rows(300);
+    down.store(true, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let health = loop {
+        let (_, h) = admin(port, "GET", "/health", "");
+        if h.to_string().contains("spool of task dead") {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "no spool reason in /health: {h}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("health: {health}");
+    assert_eq!(health["status"], "DOWN", "{health}");
+    let spool = spool_of(port, "dead");
+    assert!(
+        spool["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("spool") && e.contains("Not a directory")),
+        "{spool}"
+    );
+    let (_, metrics) = common::loadgen::http(port, "GET", "/metrics", "");
+    assert!(
+        metrics.contains("rowhook_spool_writable{task=\"dead\"} 0"),
+        "{metrics}"
+    );
+    // The operator frees the path; the spool takes over and nothing is lost.
+    std::fs::remove_file(state.path().join("spool/dead")).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    down.store(false, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(500));
+    writer.stop();
+    let ok = wait_view(&db, &receiver, &verdicts, "/ok");
+    let dead = wait_view(&db, &receiver, &verdicts, "/dead");
+    assert_per_key_order(&ok, "ok");
+    assert_per_key_order(&dead, "dead");
+    drop(rowhook);
+}
