@@ -7,7 +7,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::mysql::replica::BinlogPosition;
 
@@ -226,6 +226,11 @@ pub struct Progress {
     pub last_ack: Cell<Instant>,
     /// The source server's version string, once connected.
     pub server: RefCell<Option<String>>,
+    /// The server's binlog expiry, once connected (`None`: never by age).
+    pub binlog_expire: Cell<Option<Duration>>,
+    /// Creation times (unix) of binlog files the stream passed, oldest first
+    /// (the last 64): when the file before each was rotated away.
+    pub file_created: RefCell<std::collections::VecDeque<(String, u32)>>,
 }
 
 impl Progress {
@@ -246,7 +251,41 @@ impl Progress {
             reconnects: Cell::new(0),
             last_ack: Cell::new(now),
             server: RefCell::new(None),
+            binlog_expire: Cell::new(None),
+            file_created: RefCell::new(std::collections::VecDeque::new()),
         }
+    }
+
+    /// Seconds until the server's expiry may purge the binlog file the
+    /// checkpoint needs (negative: it may be gone already), at unix time
+    /// `now`. A lower bound: while the stream is still in that file, it counts
+    /// as rotated at the newest event read. `None`: no expiry, no checkpoint
+    /// yet, or the file's rotation is no longer known.
+    pub fn binlog_retention_left(&self, now: u64) -> Option<i64> {
+        let expire = self.binlog_expire.get()?;
+        let needed = self.checkpoint.borrow().as_ref()?.file.clone();
+        let rotated = if *self.read_file.borrow() == needed {
+            match self.event_time.get() {
+                0 => now,
+                t => t.min(now),
+            }
+        } else {
+            let created = self.file_created.borrow();
+            // The file after the needed one was created when it was rotated.
+            let number = |f: &str| f.rsplit('.').next()?.parse::<u64>().ok();
+            let next = number(&needed)? + 1;
+            u64::from(
+                created
+                    .iter()
+                    .find(|(f, _)| {
+                        f.starts_with(needed.rsplit_once('.').map_or("", |(b, _)| b))
+                            && number(f) == Some(next)
+                    })?
+                    .1,
+            )
+        };
+        let left = rotated as i64 + expire.as_secs() as i64 - now as i64;
+        Some(left)
     }
 
     /// Seconds the newest event read is behind the clock, when known.

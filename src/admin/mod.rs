@@ -69,6 +69,8 @@ pub struct Admin {
     on_source_core: bool,
     /// Events waiting this long without any ack mean delivery is stuck.
     stuck_after: Duration,
+    /// `monitor.binlog_retention_warning`.
+    retention_warning: Duration,
     /// Snapshots to show, start and cancel (`run` only).
     snapshots: RefCell<Option<Rc<crate::snapshot::Snapshots>>>,
     /// With `ha`: the election state.
@@ -107,6 +109,7 @@ impl Admin {
             // A receiver gets its timeout and a retry or two before the instance
             // counts as stuck.
             stuck_after: (plan.timeout * 2).max(Duration::from_secs(60)),
+            retention_warning: config.monitor.binlog_retention_warning,
             snapshots: RefCell::new(None),
             ha: None,
             step_down: None,
@@ -209,6 +212,25 @@ impl Admin {
     fn source_reasons(&self) -> Vec<String> {
         let table = self.table.borrow();
         let mut out: Vec<String> = table.rejected().map(str::to_owned).into_iter().collect();
+        let left = self
+            .progress
+            .binlog_retention_left(crate::delivery::unix_now());
+        if let Some(left) = left.filter(|l| {
+            !self.retention_warning.is_zero() && *l < self.retention_warning.as_secs() as i64
+        }) {
+            let file = self
+                .progress
+                .checkpoint
+                .borrow()
+                .as_ref()
+                .map(|c| c.file.clone())
+                .unwrap_or_default();
+            out.push(if left > 0 {
+                format!("binlog retention: the server's expiry may purge {file}, which the checkpoint still needs, in {left}s (below monitor.binlog_retention_warning); deliver the backlog (a spool keeps other tasks moving) or raise binlog_expire_logs_seconds")
+            } else {
+                format!("binlog retention: {file}, which the checkpoint still needs, is past the server's expiry and may be purged already; a restart would then refuse to start")
+            });
+        }
         if let Some(e) = self.ha_view().and_then(|v| v.etcd_error) {
             out.push(format!("ha: {e}"));
         }

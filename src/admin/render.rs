@@ -635,6 +635,7 @@ fn health(admin: &Admin) -> Reply {
         "binlog_position": position(admin),
         "checkpoint": checkpoint,
         "lag_seconds": p.lag_seconds(),
+        "binlog_retention_seconds": p.binlog_retention_left(crate::delivery::unix_now()),
         "tasks_generation": admin.table.borrow().plan().generation,
         "tasks_pending": admin.table.borrow().pending().is_some(),
     });
@@ -941,6 +942,18 @@ fn prometheus(admin: &Admin) -> Reply {
             label(&c.file),
             c.pos
         );
+    }
+    if let Some(left) = admin
+        .progress
+        .binlog_retention_left(crate::delivery::unix_now())
+    {
+        family(
+            &mut o,
+            "rowhook_binlog_retention_seconds",
+            "gauge",
+            "Seconds until the server's binlog expiry may purge the file the checkpoint needs (a lower bound; negative: past it).",
+        );
+        let _ = writeln!(o, "rowhook_binlog_retention_seconds {left}");
     }
     family(
         &mut o,

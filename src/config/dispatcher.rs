@@ -93,6 +93,9 @@ pub struct MonitorConfig {
     pub event_queue_size: Option<u32>,
     /// pikachu's enqueue timeout (rowhook never drops on a full queue; it waits).
     pub event_queue_timeout: Option<Duration>,
+    /// `/health` warns when the binlog the checkpoint needs is purged by the
+    /// server's expiry within this long (0: never warns).
+    pub binlog_retention_warning: Duration,
 }
 
 impl MonitorConfig {
@@ -104,9 +107,12 @@ impl MonitorConfig {
             .raw("event_queue_timeout")
             .is_some()
             .then(|| f.duration("event_queue_timeout", Duration::ZERO, false));
+        let binlog_retention_warning =
+            f.duration("binlog_retention_warning", Duration::from_secs(3600), true);
         MonitorConfig {
             event_queue_size,
             event_queue_timeout,
+            binlog_retention_warning,
         }
     }
 }

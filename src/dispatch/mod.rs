@@ -889,6 +889,7 @@ impl crate::source::Downstream for Dispatch {
             p.reconnects.set(p.reconnects.get() + 1);
         }
         *p.server.borrow_mut() = Some(info.version.clone());
+        p.binlog_expire.set(info.binlog_expire);
         p.connected.set(true);
         p.link_since.set(Instant::now());
         let mariadb = info.flavor == crate::config::Flavor::Mariadb;
@@ -924,6 +925,15 @@ impl crate::source::Downstream for Dispatch {
             self.ledger
                 .borrow_mut()
                 .format_description(file, header.timestamp)?;
+            if header.timestamp != 0 {
+                let mut created = self.progress.file_created.borrow_mut();
+                if !created.iter().any(|(f, _)| f == file) {
+                    if created.len() >= 64 {
+                        created.pop_front();
+                    }
+                    created.push_back((file.to_owned(), header.timestamp));
+                }
+            }
         }
         self.note_time(&header);
         let began = Instant::now();

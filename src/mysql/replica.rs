@@ -90,6 +90,10 @@ pub struct ServerInfo {
     pub server_id: u32,
     /// MySQL's `server_uuid` (MariaDB has none).
     pub server_uuid: Option<String>,
+    /// How long the server keeps a binlog file after it is rotated
+    /// (`binlog_expire_logs_seconds`, else `expire_logs_days`); `None`: never
+    /// purged by age.
+    pub binlog_expire: Option<Duration>,
 }
 
 /// Settings of the replication session.
@@ -155,6 +159,7 @@ pub async fn inspect(conn: &mut Connection, wanted: Flavor) -> Result<ServerInfo
         Err(MysqlError::Server { code: 1193, .. }) => None,
         Err(e) => return Err(e),
     };
+    let binlog_expire = binlog_expiry(conn).await?;
     Ok(ServerInfo {
         version,
         flavor,
@@ -163,7 +168,32 @@ pub async fn inspect(conn: &mut Connection, wanted: Flavor) -> Result<ServerInfo
         row_image,
         server_id,
         server_uuid,
+        binlog_expire,
     })
+}
+
+/// The server's binlog expiry: `binlog_expire_logs_seconds` (MySQL 8,
+/// MariaDB 10.6+) when set, else `expire_logs_days` (a fraction on MariaDB).
+async fn binlog_expiry(conn: &mut Connection) -> Result<Option<Duration>, MysqlError> {
+    let seconds = match conn
+        .query("SELECT @@GLOBAL.binlog_expire_logs_seconds")
+        .await
+    {
+        Ok(rows) => one(rows).and_then(|v| v.trim().parse::<f64>().ok()),
+        Err(MysqlError::Server { code: 1193, .. }) => None,
+        Err(e) => return Err(e),
+    };
+    if let Some(s) = seconds.filter(|s| *s > 0.0) {
+        return Ok(Some(Duration::from_secs_f64(s)));
+    }
+    let days = match conn.query("SELECT @@GLOBAL.expire_logs_days").await {
+        Ok(rows) => one(rows).and_then(|v| v.trim().parse::<f64>().ok()),
+        Err(MysqlError::Server { code: 1193, .. }) => None,
+        Err(e) => return Err(e),
+    };
+    Ok(days
+        .filter(|d| *d > 0.0 && d.is_finite())
+        .map(|d| Duration::from_secs_f64(d * 86_400.0)))
 }
 
 /// Where `start` points on this server right now, and the GTID set executed
