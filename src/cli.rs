@@ -53,8 +53,39 @@ pub enum Command {
         #[command(subcommand)]
         action: QuarantineAction,
     },
+    /// Re-send a task's spooled events (kept for `spool.retain`) from a time,
+    /// a GTID set or a binlog position, with their webhook-ids and a
+    /// `webhook-replay: true` header.
+    Replay(SpoolReplayArgs),
     /// Print the version.
     Version,
+}
+
+/// `replay --task T (--since TIME | --from-gtid SET | --from FILE:POS)`.
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("start").required(true).args(["since", "from_gtid", "from"])))]
+pub struct SpoolReplayArgs {
+    /// The configuration (its `state.dir` holds `spool/`, its tasks say where to send).
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The task whose spool to replay.
+    #[arg(long)]
+    pub task: String,
+    /// Events committed at or after this time, e.g. 2026-11-30T10:00:00Z.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Events of transactions not in this GTID set (what the receiver has).
+    #[arg(long, value_name = "SET")]
+    pub from_gtid: Option<String>,
+    /// Events at or after this binlog position, e.g. binlog.000042:1234.
+    #[arg(long, value_name = "FILE:POS")]
+    pub from: Option<String>,
+    /// Stop before this time or binlog position.
+    #[arg(long, value_name = "TIME|FILE:POS")]
+    pub until: Option<String>,
+    /// Send to this URL instead of the task's.
+    #[arg(long, value_name = "URL")]
+    pub to: Option<String>,
 }
 
 /// Which configuration files to use.

@@ -42,6 +42,7 @@ fn main() -> ExitCode {
             DlqAction::List(args) => dlq_list(&args, "dlq"),
             DlqAction::Replay(args) => dlq_replay(&args, "dlq"),
         },
+        Command::Replay(args) => spool_replay(&args),
         Command::Quarantine { action } => match action {
             QuarantineAction::List(args) => dlq_list(&args, "quarantine"),
             QuarantineAction::Replay(args) if !args.yes => {
@@ -577,6 +578,93 @@ fn dlq_replay(args: &DlqArgs, store: &str) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_CONFIG)
         }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn spool_replay(args: &rowhook::cli::SpoolReplayArgs) -> ExitCode {
+    use rowhook::commands::spool_replay::{self as sr, From, Until};
+    let bad = |why: String| {
+        eprintln!("error: {why}");
+        ExitCode::from(EXIT_CONFIG)
+    };
+    let from = match (&args.since, &args.from_gtid, &args.from) {
+        (Some(t), _, _) => match sr::parse_time(t) {
+            Some(t) => From::Time(t),
+            None => {
+                return bad(format!(
+                    "--since {t:?}: write a time like 2026-11-30T10:00:00Z"
+                ))
+            }
+        },
+        (_, Some(set), _) => From::Gtids(set.clone()),
+        (_, _, Some(p)) => match sr::parse_position(p) {
+            Some((file, pos)) => From::Position(file, pos),
+            None => {
+                return bad(format!(
+                    "--from {p:?}: write FILE:POS, e.g. binlog.000042:1234"
+                ))
+            }
+        },
+        _ => return bad("give --since, --from-gtid or --from".into()),
+    };
+    let until = match &args.until {
+        None => None,
+        Some(u) => match (sr::parse_time(u), sr::parse_position(u)) {
+            (Some(t), _) => Some(Until::Time(t)),
+            (_, Some((file, pos))) => Some(Until::Position(file, pos)),
+            _ => {
+                return bad(format!(
+                    "--until {u:?}: write a time (2026-11-30T10:00:00Z) or FILE:POS"
+                ))
+            }
+        },
+    };
+    let loaded = match load(&args.config) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let req = sr::Request {
+        task: args.task.clone(),
+        from,
+        until,
+        to: args.to.clone(),
+    };
+    let result = sr::replay(&loaded.config, &req, |sent| {
+        eprintln!("replay: {sent} events sent");
+    });
+    match result {
+        Ok(r) => {
+            match &r.range {
+                Some((first, last)) => println!(
+                    "spool of task {} holds {} event(s): from {first} to {last}",
+                    args.task, r.held
+                ),
+                None => println!(
+                    "spool of task {} holds no events (set spool.retain to keep delivered ones for replay)",
+                    args.task
+                ),
+            }
+            println!(
+                "replayed {} event(s) to {}",
+                r.sent,
+                args.to.as_deref().unwrap_or("the task's URL")
+            );
+            if let Some((at, error)) = &r.failed {
+                eprintln!("error: the event at {at} failed ({error}); replay stopped there — run again with --from {}:{}", at.file, at.pos);
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+            if r.sent == 0 && r.held > 0 {
+                eprintln!("nothing matched: the spool's range is above");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(
+            e @ (sr::ReplayError::NoTask(_) | sr::ReplayError::Plan(_) | sr::ReplayError::Gtids(_)),
+        ) => bad(e.to_string()),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_RUNTIME)

@@ -117,6 +117,23 @@ impl GtidSet {
         }
     }
 
+    /// Whether the set holds `gtid` (`uuid:gno` or `domain-server-seq`). A
+    /// MariaDB position holds every sequence up to its domain's last one.
+    pub fn contains_text(&self, gtid: &str) -> bool {
+        match self {
+            GtidSet::Mysql(set) => gtid
+                .rsplit_once(':')
+                .and_then(|(uuid, gno)| Some((uuid.to_ascii_lowercase(), gno.parse::<u64>().ok()?)))
+                .is_some_and(|(uuid, gno)| {
+                    set.get(&uuid)
+                        .is_some_and(|iv| iv.iter().any(|(a, b)| (*a..=*b).contains(&gno)))
+                }),
+            GtidSet::Mariadb(state) => mariadb_gtid(gtid).is_some_and(|(domain, _, seq)| {
+                state.get(&domain).is_some_and(|(_, last)| seq <= *last)
+            }),
+        }
+    }
+
     /// The data block of COM_BINLOG_DUMP_GTID (MySQL): number of UUIDs, then per
     /// UUID its 16 bytes, the number of intervals and each as [start, end).
     pub fn sid_block(&self) -> Vec<u8> {

@@ -6,4 +6,5 @@
 pub mod check;
 pub mod replay;
 pub mod run;
+pub mod spool_replay;
 pub mod tail;

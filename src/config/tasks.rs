@@ -69,6 +69,9 @@ pub struct SpoolConfig {
     /// How long spooled events may wait for their fsync (group commit); the
     /// checkpoint passes them only after it.
     pub fsync_interval: Duration,
+    /// Keep delivered records this long for `rowhook replay` (every event of
+    /// the task then goes through the spool); `None`: delete once delivered.
+    pub retain: Option<Duration>,
 }
 
 /// A full spool's behaviour.
@@ -434,6 +437,7 @@ fn read_spool(f: &mut Fields<'_, '_>) -> Option<SpoolConfig> {
         max_bytes: 1 << 30,
         on_full: SpoolFull::Block,
         fsync_interval: Duration::from_millis(20),
+        retain: None,
     };
     match f.raw("spool") {
         None | Some(Value::Bool(false)) => return None,
@@ -460,18 +464,16 @@ fn read_spool(f: &mut Fields<'_, '_>) -> Option<SpoolConfig> {
         ],
     );
     let fsync_interval = s.duration("fsync_interval", defaults.fsync_interval, true);
-    if s.has("retain") {
-        s.warn(
-            "retain",
-            "keeping delivered records for replay is not implemented in this version; they are deleted once acknowledged",
-        );
-        let _ = s.raw("retain");
-    }
+    let retain = s
+        .has("retain")
+        .then(|| s.duration("retain", Duration::ZERO, true))
+        .filter(|d| !d.is_zero());
     s.finish();
     enabled.then_some(SpoolConfig {
         max_bytes,
         on_full,
         fsync_interval,
+        retain,
     })
 }
 
@@ -731,6 +733,7 @@ mod tests {
             max_bytes: 1 << 30,
             on_full: SpoolFull::Block,
             fsync_interval: Duration::from_millis(20),
+            retain: None,
         };
         assert_eq!(load(", spool: true").ok(), Some(Some(default.clone())));
         assert_eq!(
@@ -743,6 +746,14 @@ mod tests {
                 max_bytes: 512 << 20,
                 on_full: SpoolFull::DeadLetter,
                 fsync_interval: Duration::from_millis(5),
+                retain: None,
+            }))
+        );
+        assert_eq!(
+            load(", spool: {retain: 24h}").ok(),
+            Some(Some(SpoolConfig {
+                retain: Some(Duration::from_secs(86_400)),
+                ..default.clone()
             }))
         );
         assert_eq!(

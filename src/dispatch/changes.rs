@@ -250,6 +250,11 @@ impl Changes {
         self.stream.previous_gtids.take()
     }
 
+    /// The GTID of the open transaction (when the server has GTIDs).
+    pub fn gtid(&self) -> Option<&str> {
+        self.stream.gtid.as_deref()
+    }
+
     /// The GTID of the transaction the last boundary ended (when the server has GTIDs).
     pub fn ended_gtid(&self) -> Option<&str> {
         self.stream.ended_gtid.as_deref()

@@ -164,6 +164,7 @@ impl Dispatch {
                 plan: plan.clone(),
                 share: share(max_inflight, &plan),
                 spool_root: config.state.dir.join("spool"),
+                source: SourceAt::default(),
                 spool_acks: Vec::new(),
                 spool_txns: Vec::new(),
             })),
@@ -611,9 +612,21 @@ pub(crate) struct Outbox {
     share: u32,
     /// `state.dir/spool`.
     spool_root: std::path::PathBuf,
+    /// Where the event being read stands (spool records carry it), kept
+    /// only while some task has a spool.
+    source: SourceAt,
     /// Scratch for spool bookkeeping.
     spool_acks: Vec<(u32, u64)>,
     spool_txns: Vec<u64>,
+}
+
+/// The binlog event being read: file, position, timestamp, GTID.
+#[derive(Default)]
+struct SourceAt {
+    file: String,
+    pos: u64,
+    ts: u32,
+    gtid: String,
 }
 
 /// How often the keeper looks at acks while a fence holds events.
@@ -671,20 +684,30 @@ impl Outbox {
         let url = spooled
             .then(|| self.plan.tasks.get(task).map(|t| t.url.clone()))
             .flatten();
-        if let Some(spool) = spooled.then(|| self.spool_of(task)).flatten() {
-            if spool.holds() || in_flight >= share {
-                let record = crate::spool::record::Record {
-                    key_change,
-                    weight: d.weight,
-                    key: d.key,
-                    spooled_ms: crate::spool::unix_ms(),
-                    id_len: d.id_len,
-                    body: &d.body,
-                };
-                if spool.append(d.txn, &record, url.as_deref().unwrap_or_default()) {
-                    ledger.spooled(d.txn);
+        if spooled && self.spool_of(task).is_some() {
+            let Outbox { spools, source, .. } = self;
+            if let Some(spool) = spools.get_mut(task).and_then(Option::as_mut) {
+                if spool.holds() || spool.retains() || in_flight >= share {
+                    let at = &*source;
+                    let record = crate::spool::record::Record {
+                        key_change,
+                        weight: d.weight,
+                        key: d.key,
+                        spooled_ms: crate::spool::unix_ms(),
+                        at: crate::spool::record::Source {
+                            ts: at.ts,
+                            file: &at.file,
+                            pos: at.pos,
+                            gtid: &at.gtid,
+                        },
+                        id_len: d.id_len,
+                        body: &d.body,
+                    };
+                    if spool.append(d.txn, &record, url.as_deref().unwrap_or_default()) {
+                        ledger.spooled(d.txn);
+                    }
+                    return;
                 }
-                return;
             }
         }
         let (txn, generation, weight) = (d.txn, d.generation, d.weight);
@@ -738,6 +761,23 @@ impl Outbox {
                 let _ = self.spool_of(task);
             }
         }
+    }
+
+    /// Notes where the event being read stands, when a task has a spool.
+    fn note_source(&mut self, file: &str, pos: u64, ts: u32, gtid: Option<&str>) {
+        if !self.plan.tasks.iter().any(|t| t.spool.is_some()) {
+            return;
+        }
+        let at = &mut self.source;
+        if at.file != file {
+            file.clone_into(&mut at.file);
+        }
+        let gtid = gtid.unwrap_or_default();
+        if at.gtid != gtid {
+            gtid.clone_into(&mut at.gtid);
+        }
+        at.pos = pos;
+        at.ts = ts;
     }
 
     /// Whether some spool has records to feed (the keeper looks often then).
@@ -959,6 +999,7 @@ impl crate::source::Downstream for Dispatch {
         let mut m = merge.borrow_mut();
         let mut ledger = ledger.borrow_mut();
         let mut outbox = outbox.borrow_mut();
+        outbox.note_source(changes.file(), pos, header.timestamp, changes.gtid());
         let mut routed = false;
         while let Some(mut rows) = changes.next_rows(&mut feed, event)? {
             if repeat {

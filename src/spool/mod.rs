@@ -92,6 +92,8 @@ struct Segment {
     first: u64,
     path: PathBuf,
     bytes: u64,
+    /// When its newest record was spooled (unix ms): retention counts from it.
+    last_ms: u64,
 }
 
 struct Reader {
@@ -271,10 +273,17 @@ impl Spool {
                 )));
             }
             expected = Some(first + count);
+            let mut last_ms = 0;
+            let mut at = 0;
+            while let Decoded::Record(r, len) = record::decode(&data[at..whole]) {
+                last_ms = r.spooled_ms;
+                at += len;
+            }
             self.segments.push_back(Segment {
                 first,
                 path,
                 bytes: whole as u64,
+                last_ms,
             });
         }
         let (Some(first), Some(end)) = (self.segments.front().map(|s| s.first), expected) else {
@@ -328,6 +337,11 @@ impl Spool {
             at += len;
             seq += 1;
         }
+    }
+
+    /// Whether every event of the task goes through the spool (`retain`).
+    pub fn retains(&self) -> bool {
+        self.config.retain.is_some()
     }
 
     /// Whether records wait in the spool: the task's next event must go behind
@@ -441,10 +455,12 @@ impl Spool {
             // Whole records up to the segment's size (at least one).
             let mut end = at;
             let mut count = 0u64;
-            while let Decoded::Record(_, len) = record::decode(&self.buf[end..]) {
+            let mut last_ms = segment.last_ms;
+            while let Decoded::Record(r, len) = record::decode(&self.buf[end..]) {
                 if count > 0 && segment.bytes + (end - at + len) as u64 > self.segment_max {
                     break;
                 }
+                last_ms = r.spooled_ms;
                 end += len;
                 count += 1;
             }
@@ -458,6 +474,7 @@ impl Spool {
                 return Err(e);
             }
             segment.bytes += (end - at) as u64;
+            segment.last_ms = last_ms;
             self.written += count;
             at = end;
         }
@@ -524,6 +541,7 @@ impl Spool {
             first: self.written,
             path,
             bytes: 0,
+            last_ms: 0,
         });
         self.file = Some(file);
         self.dir_dirty = true;
@@ -747,13 +765,22 @@ impl Spool {
         }
     }
 
-    /// Deletes segments wholly below the head and saves the head now and then.
+    /// Deletes segments wholly below the head (under `retain`, once their
+    /// newest record is older than it, or sooner when `max_bytes` needs the
+    /// room) and saves the head now and then.
     pub fn tidy(&mut self, now: Instant) {
+        let now_ms = unix_ms();
         while self.segments.len() > 1
             && self
                 .segments
                 .get(1)
                 .is_some_and(|next| next.first <= self.head)
+            && self.config.retain.is_none_or(|keep| {
+                self.segments
+                    .front()
+                    .is_some_and(|s| now_ms.saturating_sub(s.last_ms) > keep.as_millis() as u64)
+                    || self.bytes() > self.config.max_bytes
+            })
         {
             if let Some(old) = self.segments.pop_front() {
                 if let Err(e) = std::fs::remove_file(&old.path) {
@@ -766,6 +793,7 @@ impl Spool {
         }
         // The last segment, all delivered: start over in a new one.
         if self.head == self.next_seq
+            && self.config.retain.is_none()
             && self.buf.is_empty()
             && self.written == self.next_seq
             && self

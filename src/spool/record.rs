@@ -9,6 +9,10 @@
 //! u32 LE  weight (row changes it carries)
 //! u64 LE  routing key
 //! u64 LE  unix milliseconds when it was spooled
+//! u32 LE  binlog event timestamp (unix seconds) of the row change
+//! u64 LE  binlog position of its event
+//! u16 LE  length of the binlog file name, then the name
+//! u16 LE  length of its transaction's GTID (0: none), then the GTID
 //! u16 LE  length of the webhook id at the start of the body
 //! ...     the webhook body
 //! ```
@@ -16,8 +20,8 @@
 //! A record is written whole or, after a crash mid-write, detected as torn by
 //! its length or checksum; the reader stops there and the spool cuts it off.
 
-/// Bytes before the body.
-const FIXED: usize = 8 + 1 + 1 + 4 + 8 + 8 + 2;
+/// Bytes before the body, without the file name and GTID.
+const FIXED: usize = 8 + 1 + 1 + 4 + 8 + 8 + 4 + 8 + 2 + 2 + 2;
 /// The only version written.
 const VERSION: u8 = 1;
 /// A length beyond this is corruption, not a record (transaction parts are
@@ -35,10 +39,25 @@ pub struct Record<'a> {
     pub key: u64,
     /// Unix milliseconds when it was spooled.
     pub spooled_ms: u64,
+    /// Where it came from in the binlog (`replay --since/--from/--from-gtid`).
+    pub at: Source<'a>,
     /// Length of the id at the start of `body`.
     pub id_len: u16,
     /// The webhook body.
     pub body: &'a [u8],
+}
+
+/// A spooled row change's place in the binlog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Source<'a> {
+    /// Its binlog event's timestamp (unix seconds; the commit time).
+    pub ts: u32,
+    /// The binlog file.
+    pub file: &'a str,
+    /// Where its event starts.
+    pub pos: u64,
+    /// Its transaction's GTID (empty: none).
+    pub gtid: &'a str,
 }
 
 /// What the front of a buffer holds.
@@ -55,13 +74,15 @@ pub enum Decoded<'a> {
 impl Record<'_> {
     /// Bytes this record takes on disk.
     pub fn encoded_len(&self) -> usize {
-        FIXED + self.body.len()
+        FIXED + self.at.file.len() + self.at.gtid.len() + self.body.len()
     }
 
     /// Appends the encoded record to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
-        let len = (FIXED - 8 + self.body.len()) as u32;
+        let file = &self.at.file.as_bytes()[..self.at.file.len().min(u16::MAX as usize)];
+        let gtid = &self.at.gtid.as_bytes()[..self.at.gtid.len().min(u16::MAX as usize)];
+        let len = (FIXED - 8 + file.len() + gtid.len() + self.body.len()) as u32;
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(&[0; 4]);
         out.push(VERSION);
@@ -69,6 +90,12 @@ impl Record<'_> {
         out.extend_from_slice(&self.weight.to_le_bytes());
         out.extend_from_slice(&self.key.to_le_bytes());
         out.extend_from_slice(&self.spooled_ms.to_le_bytes());
+        out.extend_from_slice(&self.at.ts.to_le_bytes());
+        out.extend_from_slice(&self.at.pos.to_le_bytes());
+        out.extend_from_slice(&(file.len() as u16).to_le_bytes());
+        out.extend_from_slice(file);
+        out.extend_from_slice(&(gtid.len() as u16).to_le_bytes());
+        out.extend_from_slice(gtid);
         out.extend_from_slice(&self.id_len.to_le_bytes());
         out.extend_from_slice(self.body);
         let crc = crc32fast::hash(&out[start + 8..]);
@@ -101,23 +128,64 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
     if rest[1] > 1 {
         return Decoded::Corrupt("unknown record flags");
     }
-    let u64_at = |i: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&rest[i..i + 8]);
-        u64::from_le_bytes(b)
+    let mut r = Fields { rest, at: 2 };
+    let (Some(weight), Some(key), Some(spooled_ms), Some(ts), Some(pos)) =
+        (r.u32(), r.u64(), r.u64(), r.u32(), r.u64())
+    else {
+        return Decoded::Corrupt("record shorter than its fields");
+    };
+    let (Some(file), Some(gtid)) = (r.text(), r.text()) else {
+        return Decoded::Corrupt("binlog file or GTID not text, or past the record");
+    };
+    let id_len = r.u16();
+    let (Some(id_len), Some(body)) = (id_len, rest.get(r.at..)) else {
+        return Decoded::Corrupt("record shorter than its fields");
     };
     let record = Record {
         key_change: rest[1] & 1 != 0,
-        weight: u32::from_le_bytes([rest[2], rest[3], rest[4], rest[5]]),
-        key: u64_at(6),
-        spooled_ms: u64_at(14),
-        id_len: u16::from_le_bytes([rest[22], rest[23]]),
-        body: &rest[24..],
+        weight,
+        key,
+        spooled_ms,
+        at: Source {
+            ts,
+            file,
+            pos,
+            gtid,
+        },
+        id_len,
+        body,
     };
     if usize::from(record.id_len) > record.body.len() {
         return Decoded::Corrupt("id longer than the body");
     }
     Decoded::Record(record, 8 + len)
+}
+
+/// A cursor over a record's fields.
+struct Fields<'a> {
+    rest: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Fields<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let b = self.rest.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(b)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn text(&mut self) -> Option<&'a str> {
+        let n = usize::from(self.u16()?);
+        std::str::from_utf8(self.take(n)?).ok()
+    }
 }
 
 /// The length of the whole records at the front of `buf` and how many there
@@ -141,6 +209,12 @@ mod tests {
             weight: 3,
             key: 0xDEAD_BEEF_0102_0304,
             spooled_ms: 1_764_000_000_123,
+            at: Source {
+                ts: 1_764_000_000,
+                file: "binlog.000042",
+                pos: 1234,
+                gtid: "0-1-77",
+            },
             id_len: body.len().min(4) as u16,
             body,
         }
