@@ -115,6 +115,11 @@ fn wait_view(
     }
 }
 
+fn spool_of_replay(port: u16) -> serde_json::Value {
+    let (_, tasks) = admin(port, "GET", "/tasks", "");
+    tasks[0]["replay"].clone()
+}
+
 fn spool_of(port: u16, task: &str) -> serde_json::Value {
     let (_, tasks) = admin(port, "GET", "/tasks", "");
     tasks
@@ -422,8 +427,10 @@ fn replay_by_time_gtid_and_position_resends_exactly_the_later_rows_with_their_id
     let receiver = Receiver::ok();
     let second = Receiver::ok();
     let state = tempfile::tempdir().unwrap();
+    let port = common::mariadb::free_port();
     let text = format!(
         "{}state: {{dir: '{}', checkpoint_interval: 200ms}}
+server: {{enabled: true, port: {port}, token: {TOKEN}}}
 tasks:
   - {{task_id: kept, table_name: shop.seq, events: [insert, update], callback_url: '{}', spool: {{retain: 1h}}}}
 ",
@@ -525,5 +532,26 @@ tasks:
     let (code, _, err) = rowhook.verb(&["replay", "--task", "nope", "--from", "binlog.000001:4"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("task nope is not configured"), "{err}");
+
+    // The same from the admin API, with progress in GET and /tasks.
+    let before = second.requests().len();
+    let body = format!("{{\"from\": \"{position}\", \"to\": \"{to}\"}}");
+    let (status, started) = admin(port, "POST", "/tasks/kept/replay", &body);
+    assert_eq!(status, 202, "{started}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let done = loop {
+        let (_, s) = admin(port, "GET", "/tasks/kept/replay", "");
+        if s["state"] != "running" {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "replay never ended: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["sent"], 61, "{done}");
+    assert_eq!(second.requests().len() - before, 61);
+    assert_eq!(spool_of_replay(port), done);
+    let (status, err) = admin(port, "POST", "/tasks/kept/replay", "{\"since\": \"soon\"}");
+    assert_eq!(status, 400, "{err}");
     drop(rowhook);
 }

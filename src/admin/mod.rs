@@ -71,12 +71,52 @@ pub struct Admin {
     stuck_after: Duration,
     /// `monitor.binlog_retention_warning`.
     retention_warning: Duration,
+    /// The configuration it started with (replays send with it and the
+    /// current tasks).
+    config: Config,
+    /// Replays started by `POST /tasks/{id}/replay`, by task id.
+    replays: RefCell<std::collections::HashMap<String, Arc<std::sync::Mutex<ReplayStatus>>>>,
     /// Snapshots to show, start and cancel (`run` only).
     snapshots: RefCell<Option<Rc<crate::snapshot::Snapshots>>>,
     /// With `ha`: the election state.
     ha: Option<Arc<crate::control::ha::Status>>,
     /// With `ha`: raised by `POST /ha/step-down`; `run` stops and comes back as standby.
     step_down: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+/// A replay started by the admin API, as `/tasks/{id}/replay` shows it.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayStatus {
+    /// running, done, failed.
+    pub state: &'static str,
+    /// What was asked, in words.
+    pub request: String,
+    /// Events sent and acknowledged so far (every 1,000 while running).
+    pub sent: u64,
+    /// Events the spool holds (when done).
+    pub held: u64,
+    /// The first and last event the spool holds (when done).
+    pub range: Option<(String, String)>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+fn describe_replay(r: &crate::commands::spool_replay::Request) -> String {
+    use crate::commands::spool_replay::{From, Until};
+    let mut text = match &r.from {
+        From::Time(t) => format!("since unix time {t}"),
+        From::Gtids(set) => format!("transactions outside {set}"),
+        From::Position(f, p) => format!("from {f}:{p}"),
+    };
+    match &r.until {
+        Some(Until::Time(t)) => text.push_str(&format!(" until unix time {t}")),
+        Some(Until::Position(f, p)) => text.push_str(&format!(" until {f}:{p}")),
+        None => {}
+    }
+    if let Some(to) = &r.to {
+        text.push_str(&format!(" to {to}"));
+    }
+    text
 }
 
 impl Admin {
@@ -110,6 +150,8 @@ impl Admin {
             // counts as stuck.
             stuck_after: (plan.timeout * 2).max(Duration::from_secs(60)),
             retention_warning: config.monitor.binlog_retention_warning,
+            config: config.clone(),
+            replays: RefCell::new(std::collections::HashMap::new()),
             snapshots: RefCell::new(None),
             ha: None,
             step_down: None,
@@ -308,6 +350,95 @@ impl Admin {
             origin: s.origin.clone(),
             changed_unix: s.changed_unix,
         })
+    }
+
+    /// Starts replaying task `id`'s spool on a thread of its own (it reads
+    /// files and waits on a receiver: not on the source core). `None` while one
+    /// runs for the task.
+    fn start_replay(
+        &self,
+        id: &str,
+        request: crate::commands::spool_replay::Request,
+    ) -> Option<Arc<std::sync::Mutex<ReplayStatus>>> {
+        let mut replays = self.replays.borrow_mut();
+        if replays
+            .get(id)
+            .is_some_and(|r| r.lock().is_ok_and(|s| s.state == "running"))
+        {
+            return None;
+        }
+        let status = Arc::new(std::sync::Mutex::new(ReplayStatus {
+            state: "running",
+            request: describe_replay(&request),
+            ..ReplayStatus::default()
+        }));
+        replays.insert(id.to_owned(), status.clone());
+        let mut config = self.config.clone();
+        config.tasks = self
+            .table
+            .borrow()
+            .slots()
+            .iter()
+            .filter(|s| !s.removed)
+            .map(|s| s.config.clone())
+            .collect();
+        let shared = status.clone();
+        let spawned = std::thread::Builder::new()
+            .name("rowhook-replay".into())
+            .spawn(move || {
+                let progress = shared.clone();
+                let result = crate::commands::spool_replay::replay(&config, &request, |sent| {
+                    if let Ok(mut s) = progress.lock() {
+                        s.sent = sent;
+                    }
+                });
+                let Ok(mut s) = shared.lock() else {
+                    return;
+                };
+                match result {
+                    Ok(r) => {
+                        s.sent = r.sent;
+                        s.held = r.held;
+                        s.range = r.range.map(|(a, b)| (a.to_string(), b.to_string()));
+                        match r.failed {
+                            Some((at, error)) => {
+                                s.state = "failed";
+                                s.error = Some(format!(
+                                    "the event at {at} failed ({error}); resume with from {}:{}",
+                                    at.file, at.pos
+                                ));
+                            }
+                            None => s.state = "done",
+                        }
+                    }
+                    Err(e) => {
+                        s.state = "failed";
+                        s.error = Some(e.to_string());
+                    }
+                }
+                tracing::info!(
+                    state = s.state,
+                    sent = s.sent,
+                    "replay by the admin API ended"
+                );
+            });
+        if let Err(e) = spawned {
+            if let Ok(mut s) = status.lock() {
+                s.state = "failed";
+                s.error = Some(format!("cannot start a thread: {e}"));
+            }
+        }
+        Some(status)
+    }
+
+    /// The last replay of task `id`, if any.
+    fn replay_of(&self, id: &str) -> Option<ReplayStatus> {
+        self.replays
+            .borrow()
+            .get(id)?
+            .lock()
+            .ok()
+            .map(|s| s.clone())
     }
 
     /// Pauses or resumes task `index`.

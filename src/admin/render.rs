@@ -234,9 +234,10 @@ fn task_route(admin: &Admin, req: &Request, path: &str, body: &[u8]) -> Reply {
         );
     };
     let (id, action) = match rest.rsplit_once('/') {
-        Some((id, a @ ("pause" | "resume" | "snapshot" | "enable" | "disable" | "test"))) => {
-            (id, Some(a))
-        }
+        Some((
+            id,
+            a @ ("pause" | "resume" | "snapshot" | "enable" | "disable" | "test" | "replay"),
+        )) => (id, Some(a)),
         _ => (rest, None),
     };
     let id = percent_decode(id);
@@ -257,6 +258,9 @@ fn task_route(admin: &Admin, req: &Request, path: &str, body: &[u8]) -> Reply {
         }
         return not_allowed("GET, PUT, DELETE");
     };
+    if action == "replay" {
+        return replay_route(admin, req, &id, body);
+    }
     let allowed = if action == "snapshot" {
         "POST, DELETE"
     } else {
@@ -430,6 +434,83 @@ fn define(admin: &Admin, req: &Request, id: &str, action: Option<&str>, body: &[
 
 /// `POST /tasks/{id}/snapshot` (body: optional `{"table": T, "where": SQL}`) starts
 /// a snapshot; `DELETE` cancels the running one.
+fn replay_json(s: &super::ReplayStatus) -> Value {
+    json!({
+        "state": s.state,
+        "request": s.request,
+        "sent": s.sent,
+        "held": s.held,
+        "range": s.range.as_ref().map(|(a, b)| json!({"first": a, "last": b})),
+        "error": s.error,
+    })
+}
+
+/// `GET /tasks/{id}/replay` (the last replay's progress) and `POST` (starts
+/// one: `{"since" | "from_gtid" | "from", "until", "to"}`).
+fn replay_route(admin: &Admin, req: &Request, id: &str, body: &[u8]) -> Reply {
+    use crate::commands::spool_replay::{self as sr, From, Until};
+    if req.method == "GET" || req.method == "HEAD" {
+        return match admin.replay_of(id) {
+            Some(s) => Reply::json(200, &replay_json(&s)),
+            None => error(404, &format!("no replay of task {id:?} was started")),
+        };
+    }
+    if req.method != "POST" {
+        return not_allowed("GET, POST");
+    }
+    if let Some(r) = unauthorized(admin, req) {
+        return r;
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        since: Option<String>,
+        from_gtid: Option<String>,
+        from: Option<String>,
+        until: Option<String>,
+        to: Option<String>,
+    }
+    const SHAPE: &str = "the body must be {\"since\": \"2026-11-30T10:00:00Z\"} or {\"from_gtid\": \"SET\"} or {\"from\": \"FILE:POS\"}, with optional \"until\" (time or FILE:POS) and \"to\" (URL)";
+    let b: Body = match serde_json::from_slice(body) {
+        Ok(b) => b,
+        Err(e) => return error(400, &format!("{SHAPE}: {e}")),
+    };
+    let from = match (b.since, b.from_gtid, b.from) {
+        (Some(t), None, None) => match sr::parse_time(&t) {
+            Some(t) => From::Time(t),
+            None => return error(400, &format!("since {t:?}: {SHAPE}")),
+        },
+        (None, Some(set), None) => From::Gtids(set),
+        (None, None, Some(p)) => match sr::parse_position(&p) {
+            Some((f, p)) => From::Position(f, p),
+            None => return error(400, &format!("from {p:?}: {SHAPE}")),
+        },
+        _ => return error(400, &format!("give exactly one start: {SHAPE}")),
+    };
+    let until = match b.until {
+        None => None,
+        Some(u) => match (sr::parse_time(&u), sr::parse_position(&u)) {
+            (Some(t), _) => Some(Until::Time(t)),
+            (_, Some((f, p))) => Some(Until::Position(f, p)),
+            _ => return error(400, &format!("until {u:?}: {SHAPE}")),
+        },
+    };
+    let request = sr::Request {
+        task: id.to_owned(),
+        from,
+        until,
+        to: b.to,
+    };
+    match admin.start_replay(id, request) {
+        Some(s) => {
+            tracing::info!(task = %id, "replay started by the admin API");
+            let shown = s.lock().map(|s| replay_json(&s)).unwrap_or_default();
+            Reply::json(202, &shown)
+        }
+        None => error(409, &format!("a replay of task {id:?} is running")),
+    }
+}
+
 fn snapshot_route(admin: &Admin, req: &Request, index: usize, body: &[u8]) -> Reply {
     let Some(snapshots) = admin.snapshots() else {
         return error(409, "snapshots are not available on this instance");
@@ -573,6 +654,7 @@ fn task(admin: &Admin, index: usize) -> Value {
         "answers": answers,
         "last_error": admin.stats.last_error(index as u32).map(|(at, error)| json!({"at": time_text(at), "error": error})),
         "snapshot": admin.snapshots().map(|s| snapshot_status(&s.status(index))),
+        "replay": admin.replay_of(&t.id).map(|s| replay_json(&s)),
         "source": {"origin": t.origin, "changed": time_text(t.changed_unix)},
     })
 }
