@@ -29,6 +29,10 @@ struct Step {
     /// noise hits it as hard as rowhook). Run next to the rowhook step of the same rate, because the
     /// machine's noise changes by the minute.
     bare: bool,
+    /// A second task on the same tables whose receiver refuses every
+    /// connection for the whole step, with a spool: the sink's task must keep
+    /// its no-fault rate and latency.
+    dead_task: bool,
 }
 
 /// rowhook's default `runtime.shards` on this machine (see `RuntimeConfig`): 0 on
@@ -60,6 +64,7 @@ fn ladder(profile: &str) -> Option<Vec<Step>> {
         stall: None,
         shards: None,
         bare: false,
+        dead_task: false,
     };
     // The same step in the other delivery mode than this machine's default:
     // a shard thread where the default delivers on the source core, and the
@@ -71,6 +76,10 @@ fn ladder(profile: &str) -> Option<Vec<Step>> {
     };
     let bare = |rate: u64, seconds: u64| Step {
         bare: true,
+        ..s(rate, seconds, 1)
+    };
+    let dead = |rate: u64, seconds: u64| Step {
+        dead_task: true,
         ..s(rate, seconds, 1)
     };
     let stalled = |rate: u64, seconds: u64, at, length| Step {
@@ -85,12 +94,14 @@ fn ladder(profile: &str) -> Option<Vec<Step>> {
         stall: None,
         shards: None,
         bare: false,
+        dead_task: false,
     };
     match profile {
         "ci" => Some(vec![
             s(1_000, 8, 1),
             bare(10_000, 8),
             s(10_000, 8, 1),
+            dead(10_000, 8),
             alternative(s(10_000, 8, 1)),
             s(10_000, 8, 100),
             max(50_000, 1),
@@ -100,6 +111,7 @@ fn ladder(profile: &str) -> Option<Vec<Step>> {
             s(1_000, 30, 1),
             bare(10_000, 30),
             s(10_000, 30, 1),
+            dead(10_000, 30),
             alternative(s(10_000, 30, 1)),
             s(25_000, 30, 1),
             s(10_000, 30, 100),
@@ -261,6 +273,8 @@ struct Bins {
 fn run_step(bins: &Bins, out: &Path, step: Step) -> Result<Value, String> {
     let mut name = if let Some((_, length)) = step.stall {
         format!("stall-{length}s-rate-{}", step.rate)
+    } else if step.dead_task {
+        format!("dead-task-rate-{}", step.rate)
     } else if step.rate == 0 {
         format!("max-{}-batch-{}", step.rows, step.batch)
     } else {
@@ -275,7 +289,7 @@ fn run_step(bins: &Bins, out: &Path, step: Step) -> Result<Value, String> {
     // directory removed after the step.
     let scratch = std::env::temp_dir().join(format!("rowhook-bench-{}-{name}", std::process::id()));
     let _cleanup = Scratch(scratch.clone());
-    let [mport, sport, aport] = free_ports::<3>()?;
+    let [mport, sport, aport, dport] = free_ports::<4>()?;
     let s = |v: &str| v.to_owned();
     let expected = step.rows;
     let amount = if step.rate == 0 {
@@ -342,11 +356,17 @@ state: {{dir: '{}'}}
 dispatcher: {{worker_count: 16, max_inflight: 10000, timeout: 10s, max_retries: -1, retry_base_delay: 100ms}}
 {}tasks:
   - {{task_id: bench, table_name: 'loadgen.*', events: [insert, update, delete], callback_url: 'http://127.0.0.1:{sport}/hook', batch_size: {}, batch_linger: 1ms}}
-",
+{}",
             scratch.join("state").display(),
             step.shards
                 .map_or_else(String::new, |n| format!("runtime: {{shards: {n}}}\n")),
-            step.batch
+            step.batch,
+            if step.dead_task {
+                // Nothing listens on dport: every attempt is refused.
+                format!("  - {{task_id: dead, table_name: 'loadgen.*', events: [insert, update, delete], callback_url: 'http://127.0.0.1:{dport}/hook', spool: {{max_bytes: 8GiB}}}}\n")
+            } else {
+                String::new()
+            }
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -411,6 +431,23 @@ dispatcher: {{worker_count: 16, max_inflight: 10000, timeout: 10s, max_retries: 
         w.close(verified.saturating_sub(from))
     });
     let histograms = get(aport, "/histograms").unwrap_or(Value::Null);
+    let spool = if step.dead_task {
+        let tasks = get(aport, "/tasks").unwrap_or(Value::Null);
+        let dead = tasks
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["task_id"] == "dead"))
+            .map(|t| t["spool"].clone())
+            .unwrap_or(Value::Null);
+        let seconds = started.elapsed().as_secs_f64().max(1e-9);
+        json!({
+            "records": dead["records"],
+            "bytes": dead["bytes"],
+            "write_mb_per_s": f(&dead["bytes"]) / 1e6 / seconds,
+            "records_per_s": f(&dead["records"]) / seconds,
+        })
+    } else {
+        Value::Null
+    };
     rowhook.terminate();
     sink.terminate();
     master.terminate();
@@ -444,6 +481,8 @@ dispatcher: {{worker_count: 16, max_inflight: 10000, timeout: 10s, max_retries: 
         "steal_pct": steal_pct,
         "rowhook_peak_rss_mb": peak_rss as f64 / 1024.0,
         "attribution": attribution,
+        "dead_task": step.dead_task,
+        "spool": spool,
         "stall": step.stall.map(|(at, length)| json!({
             "at_s": at, "for_s": length,
             "rss_mb_before": phases[0] as f64 / 1024.0,
@@ -766,6 +805,7 @@ fn markdown(
                 s["rate"] == 10_000
                     && s["batch_size"] == 1
                     && s["stall"].is_null()
+                    && s["dead_task"] != true
                     && s["shards"] == shards
             })
             .map(|s| {
@@ -779,6 +819,36 @@ fn markdown(
         .iter()
         .map(|s| f(&s["rowhook_peak_rss_mb"]))
         .fold(0.0, f64::max);
+    for st in steps.iter().filter(|s| s["dead_task"] == true) {
+        let healthy = steps.iter().find(|s| {
+            s["rate"] == st["rate"]
+                && s["batch_size"] == 1
+                && s["stall"].is_null()
+                && s["dead_task"] != true
+                && s["shards"].is_null()
+        });
+        let x = &st["spool"];
+        let _ = writeln!(
+            md,
+            "Dead receiver: a second task on the same tables, whose receiver refused every connection for the whole step, spooled its events (`spool:`) while the sink's task went on — at {} rows/s the sink's task delivered {:.0}/s with p99 {:.3} ms{}; the dead task's spool took {} events, {:.1} MB ({:.0} records/s, {:.1} MB/s written, fsync every 20 ms); rowhook peak RSS {:.1} MB; lost {}, reorders {}.\n",
+            st["rate"],
+            f(&st["delivered_per_s"]),
+            f(&st["sink"]["latency_ms"]["p99"]),
+            healthy.map_or_else(String::new, |h| format!(
+                " (the no-fault step `{}`: {:.0}/s, p99 {:.3} ms)",
+                h["step"].as_str().unwrap_or("?"),
+                f(&h["delivered_per_s"]),
+                f(&h["sink"]["latency_ms"]["p99"])
+            )),
+            x["records"],
+            f(&x["bytes"]) / 1e6,
+            f(&x["records_per_s"]),
+            f(&x["write_mb_per_s"]),
+            f(&st["rowhook_peak_rss_mb"]),
+            st["sink"]["lost"],
+            st["sink"]["reorders"],
+        );
+    }
     for st in steps.iter().filter(|s| !s["stall"].is_null()) {
         let x = &st["stall"];
         let _ = writeln!(
@@ -851,7 +921,7 @@ fn markdown(
     let ceiling_rate = f(&ceiling["requests_per_s"]);
     let best = steps
         .iter()
-        .filter(|s| s["batch_size"] == 1 && s["stall"].is_null())
+        .filter(|s| s["batch_size"] == 1 && s["stall"].is_null() && s["dead_task"] != true)
         .map(|s| f(&s["delivered_per_s"]))
         .fold(0.0, f64::max);
     let _ = writeln!(
@@ -1085,7 +1155,12 @@ pub fn main(args: &[String]) -> ExitCode {
             }
             continue;
         }
-        if let Some((at, length)) = step.stall {
+        if step.dead_task {
+            eprintln!(
+                "bench: {} rows/s for {} s, a second task's receiver down (spooled) ...",
+                step.rate, step.seconds
+            );
+        } else if let Some((at, length)) = step.stall {
             eprintln!(
                 "bench: {} rows/s for {} s, the sink stalls {length} s after {at} s ...",
                 step.rate, step.seconds

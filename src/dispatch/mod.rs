@@ -660,10 +660,10 @@ impl Outbox {
         }
     }
 
-    /// Hands `d` (read now) on: to its task's spool when the task has one and
-    /// either its share of `max_inflight` is full or earlier events wait there
-    /// (they go first), else toward `shard` through the task's fence. Counts it
-    /// in the ledger either way.
+    /// Hands `d` (read now) on: to its task's spool when the task has one
+    /// (records come back out through the fence as the task's in-flight count
+    /// falls below its share), else toward `shard` through the task's fence.
+    /// Counts it in the ledger either way.
     pub(crate) fn hand(
         &mut self,
         ledger: &mut Ledger,
@@ -672,12 +672,6 @@ impl Outbox {
         key_change: bool,
     ) {
         let task = d.task as usize;
-        let in_flight = self
-            .progress
-            .task_in_flight
-            .get(task)
-            .map_or(0, std::cell::Cell::get);
-        let share = self.share;
         let spooled = self.plan.tasks.get(task).is_some_and(|t| t.spool.is_some())
             || self.spools.get(task).is_some_and(Option::is_some);
         // (A dead letter of a full spool names the URL.)
@@ -687,7 +681,11 @@ impl Outbox {
         if spooled && self.spool_of(task).is_some() {
             let Outbox { spools, source, .. } = self;
             if let Some(spool) = spools.get_mut(task).and_then(Option::as_mut) {
-                if spool.holds() || spool.retains() || in_flight >= share {
+                // Every event of a task with a spool goes through it (a durable
+                // queue: the checkpoint waits for the fsync, never for the
+                // receiver); only an empty spool that cannot be written lets
+                // events go straight to memory, bounded by the share.
+                if spool.holds() || !spool.blocked() {
                     let at = &*source;
                     let record = crate::spool::record::Record {
                         key_change,

@@ -35,7 +35,7 @@ use record::{Decoded, Record};
 /// How long after a failed write or open the spool tries again.
 const RETRY: Duration = Duration::from_secs(1);
 /// How often the head file is rewritten while it moves.
-const SAVE_HEAD_EVERY: Duration = Duration::from_secs(1);
+const SAVE_HEAD_EVERY: Duration = Duration::from_millis(200);
 /// Bytes read from a segment at a time.
 const READ_CHUNK: usize = 256 << 10;
 
@@ -337,11 +337,6 @@ impl Spool {
             at += len;
             seq += 1;
         }
-    }
-
-    /// Whether every event of the task goes through the spool (`retain`).
-    pub fn retains(&self) -> bool {
-        self.config.retain.is_some()
     }
 
     /// Whether records wait in the spool: the task's next event must go behind
