@@ -201,7 +201,14 @@ impl Ledger {
     /// [`Ledger::sent`] for a delivery carrying `weight` row changes (a
     /// transaction part): in-flight counts rows, so `max_inflight` bounds memory.
     pub fn sent_weighted(&mut self, task: usize, txn: u64, generation: u32, weight: u32) {
-        let weight = u64::from(weight.max(1));
+        self.in_flight(task, generation, weight);
+        self.window.add(txn);
+    }
+
+    /// A delivery of `task` carrying `weight` row changes, read under
+    /// `generation`, is in memory until its ack.
+    fn in_flight(&mut self, task: usize, generation: u32, weight: u32) {
+        let weight = weight.max(1);
         match self.by_generation.back_mut() {
             Some((g, n)) if *g == generation => *n += 1,
             _ => self.by_generation.push_back((generation, 1)),
@@ -211,10 +218,9 @@ impl Ledger {
             self.progress.last_ack.set(Instant::now());
         }
         if let Some(n) = self.progress.task_in_flight.get(task) {
-            n.set(n.get().saturating_add(weight as u32));
+            n.set(n.get().saturating_add(weight));
         }
-        self.total += weight;
-        self.window.add(txn);
+        self.total += u64::from(weight);
     }
 
     /// Transaction `txn` has one more outstanding part in a spool (done once
@@ -232,18 +238,7 @@ impl Ledger {
     /// A delivery read back from `task`'s spool was handed to a shard: in
     /// flight (memory) like any other, but its transaction is done already.
     pub fn sent_from_spool(&mut self, task: usize, generation: u32, weight: u32) {
-        let weight = weight.max(1);
-        match self.by_generation.back_mut() {
-            Some((g, n)) if *g == generation => *n += 1,
-            _ => self.by_generation.push_back((generation, 1)),
-        }
-        if self.total == 0 {
-            self.progress.last_ack.set(Instant::now());
-        }
-        if let Some(n) = self.progress.task_in_flight.get(task) {
-            n.set(n.get().saturating_add(weight));
-        }
-        self.total += u64::from(weight);
+        self.in_flight(task, generation, weight);
     }
 
     /// Acks of spooled deliveries taken in since the last call.

@@ -106,6 +106,27 @@ struct Reader {
     next: u64,
 }
 
+impl Reader {
+    /// Keeps the unread bytes and reads up to [`READ_CHUNK`] more after them;
+    /// returns how many (0: the segment's end).
+    fn fill(&mut self) -> std::io::Result<usize> {
+        self.buf.drain(..self.at);
+        self.at = 0;
+        let had = self.buf.len();
+        self.buf.resize(had + READ_CHUNK, 0);
+        match self.file.read(&mut self.buf[had..]) {
+            Ok(n) => {
+                self.buf.truncate(had + n);
+                Ok(n)
+            }
+            Err(e) => {
+                self.buf.truncate(had);
+                Err(e)
+            }
+        }
+    }
+}
+
 /// A sync running on the blocking pool: up to which sequence it makes durable.
 struct Syncing {
     upto: u64,
@@ -682,13 +703,7 @@ impl Spool {
                     )))
                 }
                 Decoded::NeedMore(_) => {
-                    r.buf.drain(..r.at);
-                    r.at = 0;
-                    let had = r.buf.len();
-                    r.buf.resize(had + READ_CHUNK, 0);
-                    let n = r.file.read(&mut r.buf[had..])?;
-                    r.buf.truncate(had + n);
-                    if n == 0 {
+                    if r.fill()? == 0 {
                         // The end of this segment: the record is in the next.
                         let next = self
                             .segments
@@ -727,13 +742,7 @@ impl Spool {
                 }
                 Decoded::Corrupt(why) => return Err(std::io::Error::other(why)),
                 Decoded::NeedMore(_) => {
-                    r.buf.drain(..r.at);
-                    r.at = 0;
-                    let had = r.buf.len();
-                    r.buf.resize(had + READ_CHUNK, 0);
-                    let n = r.file.read(&mut r.buf[had..])?;
-                    r.buf.truncate(had + n);
-                    if n == 0 {
+                    if r.fill()? == 0 {
                         return Err(std::io::Error::other(format!(
                             "segment {:020}.seg ends before record {}",
                             r.segment, self.read
