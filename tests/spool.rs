@@ -162,9 +162,24 @@ fn a_dead_receiver_spools_its_task_while_the_other_keeps_flowing() {
     down.store(true, Ordering::Relaxed);
     let outage = Instant::now();
     let rows_before = writer.rows();
-    std::thread::sleep(Duration::from_secs(2));
+    // The writer's own pauses (a loaded machine stalls MariaDB too): the
+    // healthy task cannot deliver rows nobody wrote.
+    let mut writer_gap = Duration::ZERO;
+    let mut watch_writer = |until: Instant| {
+        let (mut last_n, mut last_at) = (writer.rows(), Instant::now());
+        while Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+            let n = writer.rows();
+            if n != last_n {
+                writer_gap = writer_gap.max(last_at.elapsed());
+                (last_n, last_at) = (n, Instant::now());
+            }
+        }
+        writer_gap = writer_gap.max(last_at.elapsed());
+    };
+    watch_writer(outage + Duration::from_secs(2));
     let checkpoint_early = admin(port, "GET", "/health", "").1["checkpoint"].clone();
-    std::thread::sleep(Duration::from_secs(10));
+    watch_writer(outage + Duration::from_secs(12));
     let spool = spool_of(port, "dead");
     let (_, health) = admin(port, "GET", "/health", "");
     // The dead task's events are durable in its spool: the checkpoint does not
@@ -186,7 +201,7 @@ fn a_dead_receiver_spools_its_task_while_the_other_keeps_flowing() {
     let ok = accepted(&receiver, &verdicts, "/ok");
     let gap = max_gap(&ok, (outage, back));
     eprintln!(
-        "{during_outage} row changes written in the 12 s outage ({:.0}/s), {total} in all; the healthy task's longest pause then: {gap:?}; dead task's spool at the end of the outage: {spool}",
+        "{during_outage} row changes written in the 12 s outage ({:.0}/s), {total} in all; the healthy task's longest pause then: {gap:?} (the writer's own longest pause: {writer_gap:?}); dead task's spool at the end of the outage: {spool}",
         during_outage as f64 / 12.0
     );
     assert!(
@@ -206,9 +221,14 @@ fn a_dead_receiver_spools_its_task_while_the_other_keeps_flowing() {
         health["status"], "UP",
         "a spooling task is not a failure: {health}"
     );
+    // Without the spool the pause is the whole outage after the first share
+    // (11.4 s measured). With it the task keeps going; how evenly depends on
+    // the machine: a debug build on a loaded 2-core CI runner saturates the
+    // source core rendering and spooling two tasks (hand-off p50 600 ms seen,
+    // pauses of 0.9-2.2 s), a release build paused 12-25 ms.
     assert!(
-        gap < Duration::from_secs(2),
-        "the healthy task stalled for {gap:?} while the other's receiver was down"
+        gap < Duration::from_secs(5).max(writer_gap + Duration::from_secs(1)),
+        "the healthy task stalled for {gap:?} while the other's receiver was down (the writer paused at most {writer_gap:?})"
     );
 
     let ok = wait_view(&db, &receiver, &verdicts, "/ok");

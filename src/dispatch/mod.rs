@@ -674,10 +674,6 @@ impl Outbox {
         let task = d.task as usize;
         let spooled = self.plan.tasks.get(task).is_some_and(|t| t.spool.is_some())
             || self.spools.get(task).is_some_and(Option::is_some);
-        // (A dead letter of a full spool names the URL.)
-        let url = spooled
-            .then(|| self.plan.tasks.get(task).map(|t| t.url.clone()))
-            .flatten();
         if spooled && self.spool_of(task).is_some() {
             let Outbox { spools, source, .. } = self;
             if let Some(spool) = spools.get_mut(task).and_then(Option::as_mut) {
@@ -701,7 +697,7 @@ impl Outbox {
                         id_len: d.id_len,
                         body: &d.body,
                     };
-                    if spool.append(d.txn, &record, url.as_deref().unwrap_or_default()) {
+                    if spool.append(d.txn, &record) {
                         ledger.spooled(d.txn);
                     }
                     return;
@@ -717,9 +713,9 @@ impl Outbox {
     /// still holds records of one).
     fn spool_of(&mut self, task: usize) -> Option<&mut crate::spool::Spool> {
         let plan = self.plan.tasks.get(task)?;
-        let config = plan.spool.clone();
+        let config = plan.spool.as_ref();
         if self.spools.len() <= task {
-            config.as_ref()?;
+            config?;
             self.spools.resize_with(task + 1, || None);
         }
         let slot = &mut self.spools[task];
@@ -729,18 +725,18 @@ impl Outbox {
             *slot = None;
         }
         match (slot.as_mut(), config) {
-            (Some(s), Some(config)) => {
-                s.reconfigure(config);
-            }
+            (Some(s), Some(config)) => s.reconfigure(config, &plan.url),
             (Some(s), None) if s.holds() => {}
             (Some(_), None) => *slot = None,
             (None, Some(config)) => {
-                *slot = Some(crate::spool::Spool::open(
+                let mut spool = crate::spool::Spool::open(
                     crate::spool::dir_for(&self.spool_root, &plan.id),
                     &plan.id,
-                    config,
+                    config.clone(),
                     self.plan.dlq_dir.clone(),
-                ));
+                );
+                spool.reconfigure(config, &plan.url);
+                *slot = Some(spool);
             }
             (None, None) => {}
         }

@@ -140,6 +140,8 @@ pub struct Spool {
     config: SpoolConfig,
     /// Dead letters of `on_full: dead_letter` go here.
     dlq_dir: PathBuf,
+    /// The task's URL, named in those dead letters.
+    url: String,
     segment_max: u64,
     segments: VecDeque<Segment>,
     /// Append handle of the last segment.
@@ -196,6 +198,7 @@ impl Spool {
             segment_max: (config.max_bytes / 8).clamp(64 << 10, 64 << 20),
             config,
             dlq_dir,
+            url: String::new(),
             segments: VecDeque::new(),
             file: None,
             buf: Vec::new(),
@@ -333,10 +336,13 @@ impl Spool {
         &self.task
     }
 
-    /// Takes a changed `spool:` of its task (a live task change).
-    pub fn reconfigure(&mut self, config: SpoolConfig) {
-        if self.config != config {
-            self.config = config;
+    /// Takes a changed `spool:` or URL of its task (a live task change).
+    pub fn reconfigure(&mut self, config: &SpoolConfig, url: &str) {
+        if self.config != *config {
+            self.config = config.clone();
+        }
+        if self.url != url {
+            url.clone_into(&mut self.url);
         }
     }
 
@@ -385,7 +391,7 @@ impl Spool {
     /// run of `txn`, or a dead letter), which [`Spool::synced`] gives back once
     /// durable. A full `on_full: dead_letter` spool writes the delivery to the
     /// dead-letter file instead.
-    pub fn append(&mut self, txn: u64, r: &Record<'_>, url: &str) -> bool {
+    pub fn append(&mut self, txn: u64, r: &Record<'_>) -> bool {
         if self.full() && self.config.on_full == SpoolFull::DeadLetter {
             let id = r
                 .body
@@ -394,7 +400,7 @@ impl Spool {
             self.dead.extend_from_slice(
                 &crate::delivery::dlq::DeadLetter {
                     task: &self.task,
-                    url,
+                    url: &self.url,
                     id,
                     attempts: 0,
                     status: None,
