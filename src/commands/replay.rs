@@ -66,11 +66,7 @@ pub fn replay_dir(
     // first, so none is hidden.
     dlq::recover(&dir).map_err(io(&dir))?;
     let files = dlq::files(&dir, task).map_err(io(&dir))?;
-    let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .name("rowhook-replay")
-        .io_memory(crate::commands::run::IO_MEMORY)
-        .make()
-        .map_err(ReplayError::Executor)?;
+    let executor = super::replay_executor()?;
     executor.run(async move {
         let mut total = Replayed::default();
         for file in files {

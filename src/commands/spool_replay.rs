@@ -157,11 +157,7 @@ pub fn replay(
     };
     let dir = crate::spool::dir_for(&config.state.dir.join("spool"), &req.task);
     let segments = segments(&dir)?;
-    let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .name("rowhook-replay")
-        .io_memory(crate::commands::run::IO_MEMORY)
-        .make()
-        .map_err(ReplayError::Executor)?;
+    let executor = super::replay_executor()?;
     executor.run(async move {
         let pool = Pool::new(task.endpoint.clone(), plan.tls.clone(), 1);
         let mut done = Replayed::default();
@@ -259,23 +255,11 @@ fn segments(dir: &Path) -> Result<Vec<PathBuf>, ReplayError> {
         path: dir.display().to_string(),
         source,
     };
-    let mut found: Vec<(u64, PathBuf)> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let first = e
-                    .file_name()
-                    .to_str()?
-                    .strip_suffix(".seg")?
-                    .parse::<u64>()
-                    .ok()?;
-                Some((first, e.path()))
-            })
-            .collect(),
+    let found = match std::fs::read_dir(dir) {
+        Ok(entries) => crate::spool::segment_files(entries).map_err(io)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(io(e)),
     };
-    found.sort();
     Ok(found.into_iter().map(|(_, p)| p).collect())
 }
 

@@ -165,6 +165,8 @@ impl Dispatch {
                 share: share(max_inflight, &plan),
                 spool_root: config.state.dir.join("spool"),
                 source: SourceAt::default(),
+                any_spool: plan.tasks.iter().any(|t| t.spool.is_some()),
+                shown_at: Instant::now(),
                 spool_acks: Vec::new(),
                 spool_txns: Vec::new(),
             })),
@@ -223,7 +225,7 @@ impl Dispatch {
                 };
                 glommio::timer::sleep(tick).await;
                 ledger::keep_once(&ledger);
-                tend_spools(&outbox, &ledger, &stats);
+                tend_spools(&outbox, &ledger, &stats, false);
                 // A quiet binlog still takes a task change between transactions.
                 apply_pending(&tasks, &merge, &outbox);
                 forget_generations(&tasks, &ledger, &outbox);
@@ -240,7 +242,7 @@ impl Dispatch {
         let deadline = Instant::now() + limit;
         loop {
             self.ledger.borrow_mut().drain_acks();
-            tend_spools(&self.outbox, &self.ledger, &self.stats);
+            tend_spools(&self.outbox, &self.ledger, &self.stats, false);
             self.flush()?;
             if self.in_flight() == 0 || Instant::now() >= deadline {
                 settle_spools(&self.outbox, &self.ledger, &self.stats);
@@ -494,7 +496,7 @@ pub(crate) fn apply_pending(
             f.barrier = true;
         }
     }
-    outbox.plan = plan.clone();
+    outbox.set_plan(plan.clone());
     outbox.announce(ToShard::Plan(plan));
     true
 }
@@ -518,7 +520,12 @@ fn forget_generations(
 /// their files, finished fsyncs to the ledger (their transactions are done),
 /// group fsyncs when due, records back out to the shards as the task's
 /// in-flight count falls, delivered segments deleted. Cheap without spools.
-pub(crate) fn tend_spools(outbox: &RefCell<Outbox>, ledger: &RefCell<Ledger>, stats: &Stats) {
+pub(crate) fn tend_spools(
+    outbox: &RefCell<Outbox>,
+    ledger: &RefCell<Ledger>,
+    stats: &Stats,
+    force_show: bool,
+) {
     let mut o = outbox.borrow_mut();
     if o.spools.is_empty() {
         return;
@@ -533,6 +540,11 @@ pub(crate) fn tend_spools(outbox: &RefCell<Outbox>, ledger: &RefCell<Ledger>, st
         }
     }
     let plan = o.plan.clone();
+    // A mutex per spool: a few times a second is enough for the admin server.
+    let show = force_show || now.duration_since(o.shown_at) >= SHOW_SPOOLS_EVERY;
+    if show {
+        o.shown_at = now;
+    }
     for task in 0..o.spools.len() {
         let Some(mut spool) = o.spools[task].take() else {
             continue;
@@ -575,10 +587,15 @@ pub(crate) fn tend_spools(outbox: &RefCell<Outbox>, ledger: &RefCell<Ledger>, st
             o.push(plan.shard_of(task as u32, fed.key), d, fed.key_change);
         }
         spool.tidy(now);
-        stats.set_spool(task, spool.status());
+        if show {
+            stats.set_spool(task, spool.status());
+        }
         o.spools[task] = Some(spool);
     }
 }
+
+/// How often the spools' status is given to `/tasks` and `/metrics`.
+const SHOW_SPOOLS_EVERY: Duration = Duration::from_millis(100);
 
 /// Makes every spool's records durable and its head saved now, and lets the
 /// ledger count them (a graceful stop, before the last checkpoint write).
@@ -588,7 +605,7 @@ fn settle_spools(outbox: &RefCell<Outbox>, ledger: &RefCell<Ledger>, stats: &Sta
         s.settle(now);
         s.save_head(now);
     }
-    tend_spools(outbox, ledger, stats);
+    tend_spools(outbox, ledger, stats, true);
 }
 
 /// Deliveries on their way to the shards, with the fences that hold a task's
@@ -615,6 +632,10 @@ pub(crate) struct Outbox {
     /// Where the event being read stands (spool records carry it), kept
     /// only while some task has a spool.
     source: SourceAt,
+    /// Some task of `plan` has a spool (read per event, so kept with the plan).
+    any_spool: bool,
+    /// When the spools' status was last given to `/tasks` and `/metrics`.
+    shown_at: Instant,
     /// Scratch for spool bookkeeping.
     spool_acks: Vec<(u32, u64)>,
     spool_txns: Vec<u64>,
@@ -647,6 +668,12 @@ struct Fence {
 }
 
 impl Outbox {
+    /// Takes the newest plan announced.
+    fn set_plan(&mut self, plan: Arc<Plan>) {
+        self.any_spool = plan.tasks.iter().any(|t| t.spool.is_some());
+        self.plan = plan;
+    }
+
     /// Queues `d` for `shard`; `key_change` marks an update whose primary key changed.
     fn push(&mut self, shard: usize, d: Delivery, key_change: bool) {
         let Some(fence) = self.fences.get_mut(d.task as usize) else {
@@ -759,7 +786,7 @@ impl Outbox {
 
     /// Notes where the event being read stands, when a task has a spool.
     fn note_source(&mut self, file: &str, pos: u64, ts: u32, gtid: Option<&str>) {
-        if !self.plan.tasks.iter().any(|t| t.spool.is_some()) {
+        if !self.any_spool {
             return;
         }
         let at = &mut self.source;
@@ -1191,7 +1218,7 @@ impl crate::source::Downstream for Dispatch {
                 l.drain_acks();
                 l.maybe_checkpoint();
             }
-            tend_spools(&self.outbox, &self.ledger, &self.stats);
+            tend_spools(&self.outbox, &self.ledger, &self.stats, false);
             if self.flush()? && !self.over_budget() {
                 if std::mem::take(&mut self.outbox.borrow_mut().handed_local) {
                     // The shard shares this thread and runs only when the source

@@ -250,20 +250,7 @@ impl Spool {
     }
 
     fn load(&mut self, entries: std::fs::ReadDir) -> std::io::Result<()> {
-        let mut found = Vec::new();
-        for entry in entries {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(first) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".seg"))
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            found.push((first, entry.path()));
-        }
-        found.sort();
+        let found = segment_files(entries)?;
         let last = found.len().saturating_sub(1);
         let mut expected = None;
         for (i, (first, path)) in found.into_iter().enumerate() {
@@ -879,6 +866,25 @@ impl Spool {
             error: self.error.clone(),
         }
     }
+}
+
+/// The segment files in a spool directory's `entries`, by first sequence.
+pub fn segment_files(entries: std::fs::ReadDir) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(first) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".seg"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        found.push((first, entry.path()));
+    }
+    found.sort();
+    Ok(found)
 }
 
 /// Milliseconds since the epoch.
