@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,13 +31,23 @@ fn receiver(down: Arc<AtomicBool>) -> (Receiver, Arc<Mutex<HashMap<usize, bool>>
 }
 
 fn config(db: &MariaDb, receiver: &Receiver, state: &Path) -> String {
+    config_with(
+        db,
+        receiver,
+        state,
+        "{max_bytes: 64MiB, fsync_interval: 20ms}",
+    )
+}
+
+/// Two tasks on `live.kv`: `ok`, and `dead` with `spool: <spool>`.
+fn config_with(db: &MariaDb, receiver: &Receiver, state: &Path, spool: &str) -> String {
     format!(
         "{}state: {{dir: '{}', checkpoint_interval: 200ms}}
 server: {{enabled: true, port: {}, token: {TOKEN}}}
 dispatcher: {{max_inflight: 2000, max_retries: -1, retry_base_delay: 20ms, retry_max_delay: 100ms, worker_count: 16}}
 tasks:
   - {{task_id: ok, table_name: live.kv, events: [insert, update, delete], callback_url: '{}', payload: envelope}}
-  - {{task_id: dead, table_name: live.kv, events: [insert, update, delete], callback_url: '{}', payload: envelope, spool: {{max_bytes: 64MiB, fsync_interval: 20ms}}}}
+  - {{task_id: dead, table_name: live.kv, events: [insert, update, delete], callback_url: '{}', payload: envelope, spool: {spool}}}
 ",
         source_yaml(db),
         state.display(),
@@ -588,5 +598,297 @@ tasks:
     assert_eq!(spool_of_replay(port), done);
     let (status, err) = admin(port, "POST", "/tasks/kept/replay", "{\"since\": \"soon\"}");
     assert_eq!(status, 400, "{err}");
+    drop(rowhook);
+}
+
+/// Per key, every event not delivered before comes after all that were (a
+/// restart may repeat events, never reorder new ones).
+fn assert_order_across_a_restart(seen: &[Seen], name: &str) {
+    let mut by_key: HashMap<String, std::collections::BTreeSet<(u64, u64)>> = HashMap::new();
+    for s in seen {
+        let got = by_key.entry(s.body["primary_id"].to_string()).or_default();
+        if got.contains(&s.at) {
+            continue;
+        }
+        if let Some(last) = got.last() {
+            assert!(
+                *last < s.at,
+                "{name}: key {} got {:?} after {last:?}: out of order",
+                s.body["primary_id"],
+                s.at
+            );
+        }
+        got.insert(s.at);
+    }
+}
+
+/// A size-limited tmpfs mounted for a test (root only: CI runs as root),
+/// unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, bytes: u64) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mounting a {bytes}-byte tmpfs at {} (this test needs root, as CI has): {}",
+            at.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(at.to_owned())
+    }
+
+    /// Free bytes, as `df` sees them.
+    fn free(&self) -> u64 {
+        let out = std::process::Command::new("stat")
+            .args(["-f", "-c", "%a %S"])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut parts = text.split_whitespace().map(|n| n.parse::<u64>().unwrap());
+        parts.next().unwrap() * parts.next().unwrap()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Waits (at most `secs`) for `/health` to mention `words`.
+fn wait_health(port: u16, words: &str, secs: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (_, h) = admin(port, "GET", "/health", "");
+        if h.to_string().contains(words) {
+            return h;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/health never said {words:?}: {h}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_spool_on_a_full_disk_pauses_with_the_reason_survives_kill_9_and_loses_nothing() {
+    let (db, down, receiver, verdicts, state, _) = setup();
+    // The floor off: the spool meets the disk's real end (ENOSPC).
+    let text = config_with(
+        &db,
+        &receiver,
+        state.path(),
+        "{max_bytes: 64MiB, min_disk_free: 0}",
+    );
+    let port = admin_port(&text);
+    let disk = Tmpfs::mount(&state.path().join("spool/dead"), 2 << 20);
+    let mut rowhook = Rowhook::run(&text);
+    wait_streaming(&db);
+    let writer = Writer::start(&db);
+    writer.wait_rows(300);
+    down.store(true, Ordering::Relaxed);
+    let health = wait_health(port, "No space left on device", 40);
+    eprintln!("health: {health}");
+    assert_eq!(health["status"], "DOWN", "{health}");
+    let spool = spool_of(port, "dead");
+    assert!(
+        spool["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot write spool")),
+        "{spool}"
+    );
+    let (_, metrics) = common::loadgen::http(port, "GET", "/metrics", "");
+    assert!(
+        metrics.contains("rowhook_spool_writable{task=\"dead\"} 0"),
+        "{metrics}"
+    );
+    // The receiver returns: the spool drains, the delivered segment goes, the
+    // records kept in memory are written and sent; reading resumes.
+    down.store(false, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let spool = spool_of(port, "dead");
+        if spool["error"].is_null() && spool["records"].as_u64().is_some_and(|n| n < 1000) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the spool never recovered from the full disk: {spool}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Full again, and this time a crash while it is: every record on the disk
+    // is whole.
+    down.store(true, Ordering::Relaxed);
+    wait_health(port, "No space left on device", 40);
+    rowhook.kill9();
+    let rowhook = Rowhook::run(&text);
+    wait_health(port, "No space left on device", 40);
+    assert!(
+        !rowhook.log().contains("cutting a torn"),
+        "a failed write leaves no fragment: {}",
+        rowhook.log()
+    );
+    down.store(false, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(2));
+    let total = writer.stop();
+    let ok = wait_view(&db, &receiver, &verdicts, "/ok");
+    let dead = wait_view(&db, &receiver, &verdicts, "/dead");
+    // kill -9 repeats what was after the checkpoint: repeats, but no new
+    // event before an older one of its key.
+    assert_order_across_a_restart(&ok, "ok");
+    assert_order_across_a_restart(&dead, "dead");
+    let (_, health) = admin(port, "GET", "/health", "");
+    eprintln!(
+        "{total} row changes; accepted: ok {}, dead {}; tmpfs free at the end {} bytes; health {health}",
+        ok.len(),
+        dead.len(),
+        disk.free()
+    );
+    assert_eq!(spool_of(port, "dead")["error"], serde_json::Value::Null);
+    drop(rowhook);
+}
+
+#[test]
+fn a_spool_stops_at_min_disk_free_before_the_disk_fills() {
+    let (db, down, receiver, verdicts, state, _) = setup();
+    let text = config_with(
+        &db,
+        &receiver,
+        state.path(),
+        "{max_bytes: 64MiB, min_disk_free: 6MiB}",
+    );
+    let port = admin_port(&text);
+    let disk = Tmpfs::mount(&state.path().join("spool/dead"), 8 << 20);
+    let rowhook = Rowhook::run(&text);
+    wait_streaming(&db);
+    let writer = Writer::start(&db);
+    writer.wait_rows(300);
+    down.store(true, Ordering::Relaxed);
+    let health = wait_health(port, "below spool.min_disk_free", 40);
+    eprintln!("health: {health}");
+    assert_eq!(health["status"], "DOWN", "{health}");
+    // It stays there: the spool takes no more while the floor holds.
+    std::thread::sleep(Duration::from_secs(3));
+    let spool = spool_of(port, "dead");
+    let free = disk.free();
+    eprintln!("spool at the floor: {spool}; tmpfs free {free} bytes");
+    assert_eq!(spool["disk_low"], true, "{spool}");
+    assert_eq!(spool["error"], serde_json::Value::Null, "{spool}");
+    // A few hundred kB over it at most: records already taken are written.
+    assert!(free > (6 << 20) - (512 << 10), "{free}");
+    let (_, metrics) = common::loadgen::http(port, "GET", "/metrics", "");
+    assert!(
+        metrics.contains("rowhook_spool_disk_free_bytes{task=\"dead\"}")
+            && metrics.contains("rowhook_spool_full{task=\"dead\"} 1"),
+        "{metrics}"
+    );
+    down.store(false, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(2));
+    let total = writer.stop();
+    let ok = wait_view(&db, &receiver, &verdicts, "/ok");
+    let dead = wait_view(&db, &receiver, &verdicts, "/dead");
+    assert_per_key_order(&ok, "ok");
+    assert_per_key_order(&dead, "dead");
+    eprintln!(
+        "{total} row changes; accepted: ok {}, dead {}",
+        ok.len(),
+        dead.len()
+    );
+    drop(rowhook);
+}
+
+#[test]
+fn a_full_spool_with_on_full_dead_letter_dead_letters_new_events_and_never_stops_the_others() {
+    let (db, down, receiver, verdicts, state, _) = setup();
+    let text = config_with(
+        &db,
+        &receiver,
+        state.path(),
+        "{max_bytes: 1MiB, on_full: dead_letter}",
+    );
+    let port = admin_port(&text);
+    let rowhook = Rowhook::run(&text);
+    wait_streaming(&db);
+    let writer = Writer::start(&db);
+    writer.wait_rows(300);
+    down.store(true, Ordering::Relaxed);
+    let outage = Instant::now();
+    std::thread::sleep(Duration::from_secs(8));
+    let spool = spool_of(port, "dead");
+    let (_, health) = admin(port, "GET", "/health", "");
+    down.store(false, Ordering::Relaxed);
+    let back = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    let total = writer.stop();
+    let ok = wait_view(&db, &receiver, &verdicts, "/ok");
+    let gap = max_gap(&accepted(&receiver, &verdicts, "/ok"), (outage, back));
+    eprintln!("{total} row changes; spool after 8 s of outage: {spool}; the healthy task's longest pause: {gap:?}; health {health}");
+    assert_eq!(spool["full"], true, "{spool}");
+    assert_eq!(
+        health["status"], "UP",
+        "dead-lettering is what on_full: dead_letter asks for: {health}"
+    );
+    assert!(gap < Duration::from_secs(5), "{gap:?}");
+    // Every row change once: delivered to /dead or in its dead-letter file,
+    // never both; in binlog order together they give the table.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (dead, letters) = loop {
+        let dead: Vec<Seen> = accepted(&receiver, &verdicts, "/dead")
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        let text = std::fs::read_to_string(state.path().join("dlq/dead.jsonl")).unwrap_or_default();
+        let letters: Vec<Seen> = text
+            .lines()
+            .map(|l| {
+                seen_in(serde_json::from_str::<serde_json::Value>(l).unwrap()["payload"].clone())
+            })
+            .collect();
+        let mut delivered: Vec<_> = dead.iter().map(|s| s.at).collect();
+        delivered.sort();
+        delivered.dedup();
+        if delivered.len() + letters.len() >= ok.len() || Instant::now() > deadline {
+            break (dead, letters);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let delivered: std::collections::BTreeSet<_> = dead.iter().map(|s| s.at).collect();
+    let lettered: std::collections::BTreeSet<_> = letters.iter().map(|s| s.at).collect();
+    let every: std::collections::BTreeSet<_> = ok.iter().map(|s| s.at).collect();
+    eprintln!(
+        "accepted: ok {}, dead {} ({} distinct); dead letters {}",
+        ok.len(),
+        dead.len(),
+        delivered.len(),
+        letters.len()
+    );
+    assert!(
+        letters.len() > 100,
+        "events were dead-lettered: {}",
+        letters.len()
+    );
+    assert_eq!(lettered.len(), letters.len(), "each dead letter once");
+    assert!(
+        delivered.is_disjoint(&lettered),
+        "an event both delivered and dead-lettered"
+    );
+    let union: std::collections::BTreeSet<_> = delivered.union(&lettered).copied().collect();
+    assert_eq!(union, every, "every row change delivered or dead-lettered");
+    let mut all: Vec<&Seen> = dead.iter().chain(letters.iter()).collect();
+    all.sort_by_key(|s| s.at);
+    all.dedup_by_key(|s| s.at);
+    assert_eq!(view(&all), table_view(&db));
     drop(rowhook);
 }

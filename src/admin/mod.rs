@@ -230,7 +230,14 @@ impl Admin {
                     "spool of task {}: {error} (reading pauses while its share of max_inflight is full; nothing is lost)",
                     t.id
                 ));
-            } else if spool.full && spool.records > 0 {
+            } else if spool.disk_low {
+                reasons.push(format!(
+                    "spool of task {}: free disk space is {} bytes, below spool.min_disk_free: the spool takes no more events ({}; nothing is lost); free space under state.dir",
+                    t.id,
+                    spool.disk_free.unwrap_or_default(),
+                    if spool.records > 0 { "reading pauses until it rises or the receiver takes the spooled events" } else { "the task's events wait in memory, and reading pauses when its share of max_inflight is full" }
+                ));
+            } else if spool.full && spool.blocked && spool.records > 0 {
                 reasons.push(format!(
                     "spool of task {} is full ({} bytes, spool.max_bytes): reading pauses until its receiver takes events again (or set spool.on_full: dead_letter)",
                     t.id, spool.bytes

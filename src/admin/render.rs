@@ -649,6 +649,8 @@ fn task(admin: &Admin, index: usize) -> Value {
             "records": s.records,
             "oldest_age_s": (s.oldest_ms > 0).then(|| crate::spool::unix_ms().saturating_sub(s.oldest_ms) as f64 / 1000.0),
             "full": s.full,
+            "disk_free": s.disk_free,
+            "disk_low": s.disk_low,
             "error": s.error,
         })),
         "answers": answers,
@@ -1117,10 +1119,11 @@ fn prometheus(admin: &Admin) -> Reply {
     if !spools.is_empty() {
         type Gauge = fn(&crate::spool::SpoolStatus) -> f64;
         let now_ms = crate::spool::unix_ms();
-        let gauges: [(&str, &str, Gauge); 4] = [
+        let gauges: [(&str, &str, Gauge); 5] = [
             ("rowhook_spool_bytes", "Bytes of the task's spool segments on disk.", |s| s.bytes as f64),
             ("rowhook_spool_records", "Spooled events not yet acknowledged by the receiver.", |s| s.records as f64),
-            ("rowhook_spool_full", "1 while the spool is at spool.max_bytes.", |s| f64::from(u8::from(s.full))),
+            ("rowhook_spool_full", "1 while the spool is at spool.max_bytes or its disk below spool.min_disk_free.", |s| f64::from(u8::from(s.full))),
+            ("rowhook_spool_disk_free_bytes", "Free bytes of the file system holding the task's spool (-1: not read).", |s| s.disk_free.map_or(-1.0, |b| b as f64)),
             ("rowhook_spool_writable", "0 while the spool cannot be written, synced or read (reading pauses for the task).", |s| f64::from(u8::from(s.error.is_none()))),
         ];
         for (name, help, value) in gauges {

@@ -72,6 +72,9 @@ pub struct SpoolConfig {
     /// Keep delivered records this long for `rowhook replay` (every event of
     /// the task then goes through the spool); `None`: delete once delivered.
     pub retain: Option<Duration>,
+    /// The spool stops growing while its file system has less free than this
+    /// (whatever `on_full` says: dead letters would fill the same disk); 0: off.
+    pub min_disk_free: u64,
 }
 
 /// A full spool's behaviour.
@@ -431,13 +434,14 @@ fn read_task(
     })
 }
 
-/// `spool: true`, `spool: false` or `spool: {max_bytes, on_full, fsync_interval}`.
+/// `spool: true`, `spool: false` or `spool: {max_bytes, on_full, fsync_interval, retain, min_disk_free}`.
 fn read_spool(f: &mut Fields<'_, '_>) -> Option<SpoolConfig> {
     let defaults = SpoolConfig {
         max_bytes: 1 << 30,
         on_full: SpoolFull::Block,
         fsync_interval: Duration::from_millis(20),
         retain: None,
+        min_disk_free: 256 << 20,
     };
     match f.raw("spool") {
         None | Some(Value::Bool(false)) => return None,
@@ -468,12 +472,14 @@ fn read_spool(f: &mut Fields<'_, '_>) -> Option<SpoolConfig> {
         .has("retain")
         .then(|| s.duration("retain", Duration::ZERO, true))
         .filter(|d| !d.is_zero());
+    let min_disk_free = s.bytes("min_disk_free", defaults.min_disk_free, 0);
     s.finish();
     enabled.then_some(SpoolConfig {
         max_bytes,
         on_full,
         fsync_interval,
         retain,
+        min_disk_free,
     })
 }
 
@@ -734,6 +740,7 @@ mod tests {
             on_full: SpoolFull::Block,
             fsync_interval: Duration::from_millis(20),
             retain: None,
+            min_disk_free: 256 << 20,
         };
         assert_eq!(load(", spool: true").ok(), Some(Some(default.clone())));
         assert_eq!(
@@ -747,12 +754,27 @@ mod tests {
                 on_full: SpoolFull::DeadLetter,
                 fsync_interval: Duration::from_millis(5),
                 retain: None,
+                min_disk_free: 256 << 20,
             }))
         );
         assert_eq!(
             load(", spool: {retain: 24h}").ok(),
             Some(Some(SpoolConfig {
                 retain: Some(Duration::from_secs(86_400)),
+                ..default.clone()
+            }))
+        );
+        assert_eq!(
+            load(", spool: {min_disk_free: 0}").ok(),
+            Some(Some(SpoolConfig {
+                min_disk_free: 0,
+                ..default.clone()
+            }))
+        );
+        assert_eq!(
+            load(", spool: {min_disk_free: 2GiB}").ok(),
+            Some(Some(SpoolConfig {
+                min_disk_free: 2 << 30,
                 ..default.clone()
             }))
         );
@@ -771,6 +793,7 @@ mod tests {
             (", spool: {fsync_interval: 5}", "no unit"),
             (", spool: yes please", "expected true, false or a mapping"),
             (", spool: {colour: red}", "colour"),
+            (", spool: {min_disk_free: lots}", "not a size"),
         ] {
             let err = load(extra).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(words), "{extra}: {err}");

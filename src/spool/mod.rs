@@ -38,6 +38,9 @@ const RETRY: Duration = Duration::from_secs(1);
 const SAVE_HEAD_EVERY: Duration = Duration::from_millis(200);
 /// Bytes read from a segment at a time.
 const READ_CHUNK: usize = 256 << 10;
+/// How often the free space of the spool's file system is read (between
+/// reads, the bytes written since count against it).
+const DISK_CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// The spool directory of `task` under `state.dir/spool`.
 pub fn dir_for(root: &Path, task: &str) -> PathBuf {
@@ -74,8 +77,16 @@ pub struct SpoolStatus {
     pub records: u64,
     /// Unix milliseconds when the oldest of them was spooled (0: none).
     pub oldest_ms: u64,
-    /// At `max_bytes`.
+    /// At `max_bytes`, or its file system below `min_disk_free`.
     pub full: bool,
+    /// Free bytes on the spool's file system at the last look (`None`: not
+    /// read yet, or it cannot be).
+    pub disk_free: Option<u64>,
+    /// Below `min_disk_free`: the spool takes no more events.
+    pub disk_low: bool,
+    /// It takes no events now (an error, the disk floor, or full under
+    /// `on_full: block`).
+    pub blocked: bool,
     /// The last write, sync or open error, while it persists.
     pub error: Option<String>,
 }
@@ -185,6 +196,11 @@ pub struct Spool {
     /// The spool on disk is damaged: only an operator clears this.
     fatal: bool,
     retry_at: Instant,
+    /// Free bytes of the file system at the last look, and when.
+    disk_free: Option<u64>,
+    disk_checked: Option<Instant>,
+    /// Bytes written since that look.
+    written_since_check: u64,
 }
 
 impl Spool {
@@ -223,6 +239,9 @@ impl Spool {
             error: None,
             fatal: false,
             retry_at: now,
+            disk_free: None,
+            disk_checked: None,
+            written_since_check: 0,
             dir,
         };
         match spool.scan() {
@@ -362,11 +381,47 @@ impl Spool {
     /// Whether the spool cannot take events now (an error, or full under
     /// `on_full: block`): reading must pause for this task.
     pub fn blocked(&self) -> bool {
-        self.error.is_some() || (self.full() && self.config.on_full == SpoolFull::Block)
+        self.error.is_some()
+            || self.disk_low()
+            || (self.over_max() && self.config.on_full == SpoolFull::Block)
     }
 
     fn full(&self) -> bool {
+        self.over_max() || self.disk_low()
+    }
+
+    fn over_max(&self) -> bool {
         self.bytes() >= self.config.max_bytes
+    }
+
+    /// Its file system has less free than `min_disk_free` (counting what was
+    /// written since the last look).
+    fn disk_low(&self) -> bool {
+        self.config.min_disk_free > 0
+            && self.disk_free.is_some_and(|free| {
+                free.saturating_sub(self.written_since_check) < self.config.min_disk_free
+            })
+    }
+
+    /// Reads the free space of the spool's file system when it is due.
+    fn check_disk(&mut self, now: Instant) {
+        if self.config.min_disk_free == 0
+            || self
+                .disk_checked
+                .is_some_and(|at| now.duration_since(at) < DISK_CHECK_EVERY)
+        {
+            return;
+        }
+        let was_low = self.disk_low();
+        self.disk_checked = Some(now);
+        self.disk_free = free_bytes(&self.dir);
+        self.written_since_check = 0;
+        let low = self.disk_low();
+        if low && !was_low {
+            tracing::warn!(task = %self.task, dir = %self.dir.display(), free = self.disk_free.unwrap_or_default(), min_disk_free = self.config.min_disk_free, "spool: free disk space below spool.min_disk_free; the task's spool takes no more events until it rises");
+        } else if was_low && !low {
+            tracing::info!(task = %self.task, free = self.disk_free.unwrap_or_default(), "spool: free disk space above spool.min_disk_free again");
+        }
     }
 
     fn bytes(&self) -> u64 {
@@ -379,7 +434,7 @@ impl Spool {
     /// durable. A full `on_full: dead_letter` spool writes the delivery to the
     /// dead-letter file instead.
     pub fn append(&mut self, txn: u64, r: &Record<'_>) -> bool {
-        if self.full() && self.config.on_full == SpoolFull::DeadLetter {
+        if self.over_max() && !self.disk_low() && self.config.on_full == SpoolFull::DeadLetter {
             let id = r
                 .body
                 .get(crate::delivery::ID_AT..crate::delivery::ID_AT + usize::from(r.id_len))
@@ -428,6 +483,7 @@ impl Spool {
     /// Writes buffered records to the segment files (a `write` per call, to the
     /// page cache). A failed write is cut back off and kept for the next try.
     pub fn write(&mut self, now: Instant) {
+        self.check_disk(now);
         if self.buf.is_empty() || self.fatal || (self.error.is_some() && now < self.retry_at) {
             return;
         }
@@ -483,6 +539,7 @@ impl Spool {
                 return Err(e);
             }
             segment.bytes += (end - at) as u64;
+            self.written_since_check += (end - at) as u64;
             segment.last_ms = last_ms;
             self.written += count;
             at = end;
@@ -788,15 +845,15 @@ impl Spool {
                 }
             }
         }
-        // The last segment, all delivered: start over in a new one.
-        if self.head == self.next_seq
+        // The last segment, all delivered: start over in a new one when it
+        // is at its size, or at once when the disk is short (a full disk would
+        // otherwise keep the delivered records and take no new ones).
+        if self.head == self.written
             && self.config.retain.is_none()
-            && self.buf.is_empty()
-            && self.written == self.next_seq
-            && self
-                .segments
-                .back()
-                .is_some_and(|s| s.bytes >= self.segment_max)
+            && self.segments.back().is_some_and(|s| {
+                s.bytes >= self.segment_max
+                    || (s.bytes > 0 && (self.error.is_some() || self.disk_low()))
+            })
         {
             if let Some(old) = self.segments.pop_back() {
                 self.file = None;
@@ -863,6 +920,11 @@ impl Spool {
             records: self.next_seq - self.head,
             oldest_ms,
             full: self.full(),
+            disk_free: self
+                .disk_free
+                .map(|f| f.saturating_sub(self.written_since_check)),
+            disk_low: self.disk_low(),
+            blocked: self.blocked(),
             error: self.error.clone(),
         }
     }
@@ -885,6 +947,21 @@ pub fn segment_files(entries: std::fs::ReadDir) -> std::io::Result<Vec<(u64, Pat
     }
     found.sort();
     Ok(found)
+}
+
+/// Free bytes (for an unprivileged user) of the file system holding `path`,
+/// or its nearest existing parent.
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let existing = path.ancestors().find(|p| p.exists())?;
+    let c = std::ffi::CString::new(existing.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs only writes the struct it is given; `c` is a valid
+    // NUL-terminated path for the call's duration.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Milliseconds since the epoch.
