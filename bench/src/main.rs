@@ -7,6 +7,7 @@ mod decode;
 mod plot;
 mod probe;
 mod run;
+mod spool;
 mod wake;
 
 use std::process::ExitCode;
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("decode") => decode::main(&args[1..]),
         Some("run") => run::main(&args[1..]),
+        Some("spool") => spool_main(&args[1..]),
         Some("plot") => match args.get(1) {
             Some(dir) => replot(std::path::Path::new(dir)),
             None => {
@@ -30,9 +32,39 @@ fn main() -> ExitCode {
             eprintln!(
                 "usage: bench run [--profile ci|full] [--out DIR]   (needs cargo build --release --workspace)\n\
                  \x20      bench plot REPORT_DIR\n\
-                 \x20      bench decode --file BINLOG [--seconds N]"
+                 \x20      bench decode --file BINLOG [--seconds N]\n\
+                 \x20      bench spool [--records N] [--dir DIR]"
             );
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `bench spool [--records N] [--dir DIR]`: the spool's own throughput alone.
+fn spool_main(args: &[String]) -> ExitCode {
+    let mut records = 200_000u64;
+    let mut dir = std::path::PathBuf::from("target");
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match (a.as_str(), it.next()) {
+            ("--records", Some(n)) if n.parse::<u64>().is_ok_and(|n| n > 0) => {
+                records = n.parse().unwrap_or(records);
+            }
+            ("--dir", Some(d)) => dir = d.into(),
+            _ => {
+                eprintln!("usage: bench spool [--records N] [--dir DIR]");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match spool::measure(&dir, records, 3) {
+        Ok(v) => {
+            print!("{}", run::spool_lines(&v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench spool: {e}");
+            ExitCode::from(1)
         }
     }
 }

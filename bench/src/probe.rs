@@ -212,7 +212,7 @@ impl Window {
 /// `perf stat` counting syscalls per thread of `processes` until stopped.
 fn start_perf(processes: &[(&str, u32)], out: &Path) -> Result<Child, String> {
     let Some(events_dir) = tracepoints() else {
-        return Err("no syscall tracepoints (tracefs not mounted?)".into());
+        return Err("no syscall tracepoints (tracefs not mounted? as root: mount -t tracefs nodev /sys/kernel/tracing)".into());
     };
     let mut events = vec!["raw_syscalls:sys_enter".to_owned()];
     events.extend(

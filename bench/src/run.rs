@@ -747,6 +747,29 @@ fn decode_step(bins: &Bins, out: &Path, seconds: u64) -> Result<Value, String> {
     Ok(measured)
 }
 
+/// The spool table of the report.
+pub fn spool_lines(spool: &Value) -> String {
+    let mut md = format!(
+        "\nSpool on its own (`bench/src/spool.rs`, one task's spool on one core on this machine's disk, {} B bodies; \"durable\" = appended, written and covered by a finished group fsync, when the checkpoint may pass them; read = read back (from the page cache) and acknowledged, segments deleted). Flat out: {} records, 64 per pass. Paced: {} records/s for {} s, a pass every millisecond:\n\n| fsync_interval | flat out: durable records/s | MB/s | fsyncs | read records/s | read MB/s | paced: fsyncs/s | wait for durability p50 / p99 |\n|---|---|---|---|---|---|---|---|\n",
+        spool["body_bytes"], spool["records"], spool["paced_rate"], spool["paced_s"],
+    );
+    for p in spool["policies"].as_array().into_iter().flatten() {
+        md.push_str(&format!(
+            "| {} ms | {:.0} | {:.1} | {} | {:.0} | {:.1} | {:.1} | {:.2} / {:.2} ms |\n",
+            p["fsync_interval_ms"],
+            f(&p["durable_records_per_s"]),
+            f(&p["durable_mb_per_s"]),
+            p["fsyncs"],
+            f(&p["read_records_per_s"]),
+            f(&p["read_mb_per_s"]),
+            f(&p["paced"]["fsyncs_per_s"]),
+            f(&p["paced"]["durable_wait_p50_ms"]),
+            f(&p["paced"]["durable_wait_p99_ms"]),
+        ));
+    }
+    md
+}
+
 fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0)
 }
@@ -1206,6 +1229,18 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    eprintln!("bench: the spool's own append/fsync/read throughput ...");
+    let spool = match crate::spool::measure(
+        &out,
+        if ci { 100_000 } else { 500_000 },
+        if ci { 2 } else { 5 },
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("bench: spool: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let mut md = markdown(
         &results,
         &decode,
@@ -1226,13 +1261,14 @@ pub fn main(args: &[String]) -> ExitCode {
         f(&snapshot["steal_pct"]),
         if f(&snapshot["rows_per_s"]) >= 200_000.0 { "met" } else { "not met" },
     ));
+    md.push_str(&spool_lines(&spool));
     // The full profile is the baseline; the ci profile is held to it.
     let guarded = ci.then(|| guard(&results));
     if let Some((lines, _)) = &guarded {
         md.push('\n');
         md.push_str(lines);
     }
-    let report = json!({"profile": profile, "machine": machine, "steps": results, "decode": decode, "http_ceiling": ceiling, "wake": wake, "bare_webhook": bare, "snapshot": snapshot});
+    let report = json!({"profile": profile, "machine": machine, "steps": results, "decode": decode, "http_ceiling": ceiling, "wake": wake, "bare_webhook": bare, "snapshot": snapshot, "spool": spool});
     let written = std::fs::write(out.join("report.md"), &md).and_then(|_| {
         std::fs::write(
             out.join("report.json"),
