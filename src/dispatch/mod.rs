@@ -549,7 +549,17 @@ pub(crate) fn tend_spools(
         let Some(mut spool) = o.spools[task].take() else {
             continue;
         };
-        spool.write(now);
+        let sending = plan
+            .tasks
+            .get(task)
+            .is_some_and(|t| t.enabled && t.id == spool.task());
+        let room = |o: &Outbox| {
+            o.progress
+                .task_in_flight
+                .get(task)
+                .is_some_and(|n| n.get() < o.share)
+        };
+        spool.write_due(now, sending && room(o));
         spool.retry(now);
         let dead = spool.synced(&mut o.spool_txns);
         for txn in o.spool_txns.drain(..) {
@@ -559,16 +569,7 @@ pub(crate) fn tend_spools(
             stats.dead_lettered(task as u32, dead);
         }
         spool.maybe_sync(now);
-        let sending = plan
-            .tasks
-            .get(task)
-            .is_some_and(|t| t.enabled && t.id == spool.task());
-        while sending
-            && o.progress
-                .task_in_flight
-                .get(task)
-                .is_some_and(|n| n.get() < o.share)
-        {
+        while sending && room(o) {
             let Some(fed) = spool.read_back() else {
                 break;
             };
