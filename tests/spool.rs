@@ -30,13 +30,11 @@ fn receiver(down: Arc<AtomicBool>) -> (Receiver, Arc<Mutex<HashMap<usize, bool>>
     (r, verdicts)
 }
 
+/// The dead task's spool unless a test says otherwise.
+const SPOOL: &str = "{max_bytes: 64MiB, fsync_interval: 20ms}";
+
 fn config(db: &MariaDb, receiver: &Receiver, state: &Path) -> String {
-    config_with(
-        db,
-        receiver,
-        state,
-        "{max_bytes: 64MiB, fsync_interval: 20ms}",
-    )
+    config_with(db, receiver, state, SPOOL)
 }
 
 /// Two tasks on `live.kv`: `ok`, and `dead` with `spool: <spool>`.
@@ -144,20 +142,29 @@ fn spool_of(port: u16, task: &str) -> serde_json::Value {
 /// Verdicts of the receiver by request ordinal.
 type Verdicts = Arc<Mutex<HashMap<usize, bool>>>;
 
-fn setup() -> (
+fn setup() -> Setup {
+    setup_with(SPOOL)
+}
+
+/// MariaDB, the receiver's switch, the receiver, its verdicts, the state
+/// directory and the configuration text.
+type Setup = (
     MariaDb,
     Arc<AtomicBool>,
     Receiver,
     Verdicts,
     tempfile::TempDir,
     String,
-) {
+);
+
+/// [`setup`] with the dead task's `spool:` given.
+fn setup_with(spool: &str) -> Setup {
     let db = MariaDb::start();
     db.sql("CREATE DATABASE live; CREATE TABLE live.kv (id INT PRIMARY KEY, v INT NOT NULL);");
     let down = Arc::new(AtomicBool::new(false));
     let (receiver, verdicts) = receiver(down.clone());
     let state = tempfile::tempdir().unwrap();
-    let text = config(&db, &receiver, state.path());
+    let text = config_with(&db, &receiver, state.path(), spool);
     (db, down, receiver, verdicts, state, text)
 }
 
@@ -683,14 +690,9 @@ fn wait_health(port: u16, words: &str, secs: u64) -> serde_json::Value {
 
 #[test]
 fn a_spool_on_a_full_disk_pauses_with_the_reason_survives_kill_9_and_loses_nothing() {
-    let (db, down, receiver, verdicts, state, _) = setup();
     // The floor off: the spool meets the disk's real end (ENOSPC).
-    let text = config_with(
-        &db,
-        &receiver,
-        state.path(),
-        "{max_bytes: 64MiB, min_disk_free: 0}",
-    );
+    let (db, down, receiver, verdicts, state, text) =
+        setup_with("{max_bytes: 64MiB, min_disk_free: 0}");
     let port = admin_port(&text);
     let disk = Tmpfs::mount(&state.path().join("spool/dead"), 2 << 20);
     let mut rowhook = Rowhook::run(&text);
@@ -762,13 +764,8 @@ fn a_spool_on_a_full_disk_pauses_with_the_reason_survives_kill_9_and_loses_nothi
 
 #[test]
 fn a_spool_stops_at_min_disk_free_before_the_disk_fills() {
-    let (db, down, receiver, verdicts, state, _) = setup();
-    let text = config_with(
-        &db,
-        &receiver,
-        state.path(),
-        "{max_bytes: 64MiB, min_disk_free: 6MiB}",
-    );
+    let (db, down, receiver, verdicts, state, text) =
+        setup_with("{max_bytes: 64MiB, min_disk_free: 6MiB}");
     let port = admin_port(&text);
     let disk = Tmpfs::mount(&state.path().join("spool/dead"), 8 << 20);
     let rowhook = Rowhook::run(&text);
@@ -811,13 +808,8 @@ fn a_spool_stops_at_min_disk_free_before_the_disk_fills() {
 
 #[test]
 fn a_full_spool_with_on_full_dead_letter_dead_letters_new_events_and_never_stops_the_others() {
-    let (db, down, receiver, verdicts, state, _) = setup();
-    let text = config_with(
-        &db,
-        &receiver,
-        state.path(),
-        "{max_bytes: 1MiB, on_full: dead_letter}",
-    );
+    let (db, down, receiver, verdicts, state, text) =
+        setup_with("{max_bytes: 1MiB, on_full: dead_letter}");
     let port = admin_port(&text);
     let rowhook = Rowhook::run(&text);
     wait_streaming(&db);
