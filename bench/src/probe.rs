@@ -99,6 +99,21 @@ pub struct Window {
     processes: Vec<(String, u32, BTreeMap<u32, ThreadSample>)>,
     at: Instant,
     perf: Result<(Child, PathBuf), String>,
+    /// The machine's CPU ticks at the start (`/proc/stat`).
+    machine: [u64; 8],
+}
+
+/// The machine's `cpu` line of `/proc/stat`: user nice system idle iowait irq
+/// softirq steal, in clock ticks.
+fn machine_ticks() -> [u64; 8] {
+    let mut out = [0; 8];
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    if let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) {
+        for (o, t) in out.iter_mut().zip(line.split_whitespace().skip(1)) {
+            *o = t.parse().unwrap_or(0);
+        }
+    }
+    out
 }
 
 impl Window {
@@ -113,6 +128,7 @@ impl Window {
                 .collect(),
             at: Instant::now(),
             perf,
+            machine: machine_ticks(),
         }
     }
 
@@ -200,9 +216,28 @@ impl Window {
                 }),
             );
         }
+        // The machine's busy CPU over the same window, and how much of it none of
+        // the measured processes' threads account for (kernel threads, softirq
+        // work not charged to a task, perf itself, anything else running).
+        let ticks = machine_ticks();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let cores = |i: usize| per_s(ticks[i].saturating_sub(self.machine[i]) as f64 / hz);
+        let busy: f64 = [0, 1, 2, 5, 6].iter().map(|&i| cores(i)).sum();
+        let measured: f64 = processes
+            .values()
+            .map(|p| p["cpu_share"].as_f64().unwrap_or(0.0))
+            .sum();
         json!({
             "events": events,
             "seconds": seconds,
+            "machine": {
+                "busy_cores": busy,
+                "outside_processes_cores": (busy - measured).max(0.0),
+                "softirq_cores": cores(6),
+                "iowait_cores": cores(4),
+                "steal_cores": cores(7),
+            },
             "processes": processes,
             "syscalls_unavailable": syscall_error,
         })

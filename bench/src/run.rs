@@ -1099,6 +1099,19 @@ fn attribution_table(steps: &[Value]) -> String {
                 );
             }
         }
+        let m = &a["machine"];
+        if m.is_object() {
+            let _ = writeln!(
+                md,
+                "| {} | machine: {:.2} cores busy, {:.2} outside these processes (softirq {:.2}, iowait {:.2}, steal {:.2}) | | | | | | |",
+                s["step"].as_str().unwrap_or("?"),
+                f(&m["busy_cores"]),
+                f(&m["outside_processes_cores"]),
+                f(&m["softirq_cores"]),
+                f(&m["iowait_cores"]),
+                f(&m["steal_cores"]),
+            );
+        }
         if let Some(why) = a["syscalls_unavailable"].as_str() {
             let _ = writeln!(
                 md,
