@@ -16,6 +16,17 @@ use common::mariadb::MariaDb;
 use common::receiver::{Receiver, Reply};
 use common::rowhook::{source_yaml, wait_streaming, Rowhook};
 
+/// One test at a time: each runs MariaDB, rowhook and a writer, and several
+/// measure how long the healthy task pauses. Two at once in a debug build on 2
+/// cores paused it over 5 s; one at a time, the same tests passed.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A receiver whose `/dead` path answers 503 while `down` holds and every
 /// path answers 200 otherwise (after up to 2 ms), recording verdicts.
 fn receiver(down: Arc<AtomicBool>) -> (Receiver, Arc<Mutex<HashMap<usize, bool>>>) {
@@ -170,6 +181,7 @@ fn setup_with(spool: &str) -> Setup {
 
 #[test]
 fn a_dead_receiver_spools_its_task_while_the_other_keeps_flowing() {
+    let _serial = one_at_a_time();
     let (db, down, receiver, verdicts, state, text) = setup();
     let port = admin_port(&text);
     let rowhook = Rowhook::run(&text);
@@ -283,6 +295,7 @@ fn a_dead_receiver_spools_its_task_while_the_other_keeps_flowing() {
 
 #[test]
 fn kill_9_during_an_outage_and_a_torn_spool_record_lose_nothing() {
+    let _serial = one_at_a_time();
     let (db, down, receiver, verdicts, state, text) = setup();
     let port = admin_port(&text);
     let mut rowhook = Rowhook::run(&text);
@@ -333,6 +346,7 @@ fn kill_9_during_an_outage_and_a_torn_spool_record_lose_nothing() {
 
 #[test]
 fn a_spool_that_cannot_be_written_pauses_reading_with_a_reason_and_loses_nothing() {
+    let _serial = one_at_a_time();
     let (db, down, receiver, verdicts, state, text) = setup();
     let port = admin_port(&text);
     // A file where the task's spool directory would go: every create fails.
@@ -381,6 +395,7 @@ fn a_spool_that_cannot_be_written_pauses_reading_with_a_reason_and_loses_nothing
 
 #[test]
 fn the_binlog_retention_budget_counts_from_the_rotation_of_the_file_the_checkpoint_needs() {
+    let _serial = one_at_a_time();
     let db = MariaDb::start();
     db.sql("CREATE DATABASE live; CREATE TABLE live.kv (id INT PRIMARY KEY, v INT NOT NULL); SET GLOBAL binlog_expire_logs_seconds = 7200;");
     let down = Arc::new(AtomicBool::new(true));
@@ -474,6 +489,7 @@ fn ids_of(receiver: &Receiver, path: &str) -> Vec<(i64, String)> {
 
 #[test]
 fn replay_by_time_gtid_and_position_resends_exactly_the_later_rows_with_their_ids() {
+    let _serial = one_at_a_time();
     let db = MariaDb::start();
     db.sql("CREATE DATABASE shop; CREATE TABLE shop.seq (id INT PRIMARY KEY, v INT);");
     let receiver = Receiver::ok();
@@ -690,6 +706,7 @@ fn wait_health(port: u16, words: &str, secs: u64) -> serde_json::Value {
 
 #[test]
 fn a_spool_on_a_full_disk_pauses_with_the_reason_survives_kill_9_and_loses_nothing() {
+    let _serial = one_at_a_time();
     // The floor off: the spool meets the disk's real end (ENOSPC).
     let (db, down, receiver, verdicts, state, text) =
         setup_with("{max_bytes: 64MiB, min_disk_free: 0}");
@@ -764,6 +781,7 @@ fn a_spool_on_a_full_disk_pauses_with_the_reason_survives_kill_9_and_loses_nothi
 
 #[test]
 fn a_spool_stops_at_min_disk_free_before_the_disk_fills() {
+    let _serial = one_at_a_time();
     let (db, down, receiver, verdicts, state, text) =
         setup_with("{max_bytes: 64MiB, min_disk_free: 6MiB}");
     let port = admin_port(&text);
@@ -808,6 +826,7 @@ fn a_spool_stops_at_min_disk_free_before_the_disk_fills() {
 
 #[test]
 fn a_full_spool_with_on_full_dead_letter_dead_letters_new_events_and_never_stops_the_others() {
+    let _serial = one_at_a_time();
     let (db, down, receiver, verdicts, state, text) =
         setup_with("{max_bytes: 1MiB, on_full: dead_letter}");
     let port = admin_port(&text);
