@@ -270,7 +270,11 @@ struct Bins {
     loadgen: PathBuf,
 }
 
-fn run_step(bins: &Bins, out: &Path, step: Step) -> Result<Value, String> {
+/// The step's name in reports (and for `--steps`).
+fn step_name(step: &Step) -> String {
+    if step.bare {
+        return format!("bare-webhook-{}", step.rate);
+    }
     let mut name = if let Some((_, length)) = step.stall {
         format!("stall-{length}s-rate-{}", step.rate)
     } else if step.dead_task {
@@ -283,6 +287,11 @@ fn run_step(bins: &Bins, out: &Path, step: Step) -> Result<Value, String> {
     if let Some(n) = step.shards {
         name.push_str(&format!("-shards-{n}"));
     }
+    name
+}
+
+fn run_step(bins: &Bins, out: &Path, step: Step) -> Result<Value, String> {
+    let name = step_name(&step);
     let work = out.join(&name);
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
     // Binlogs and state are big and not part of the report: they live in a scratch
@@ -1123,25 +1132,43 @@ fn attribution_table(steps: &[Value]) -> String {
     md
 }
 
-/// `bench run [--profile ci|full] [--out DIR]`.
+/// `bench run [--profile ci|full] [--out DIR] [--steps NAME,...]`.
 pub fn main(args: &[String]) -> ExitCode {
     let mut profile = "ci".to_owned();
     let mut out = None;
+    let mut only: Option<Vec<String>> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match (a.as_str(), it.next()) {
             ("--profile", Some(p)) => profile = p.clone(),
             ("--out", Some(o)) => out = Some(PathBuf::from(o)),
+            ("--steps", Some(n)) => only = Some(n.split(',').map(str::to_owned).collect()),
             _ => {
-                eprintln!("usage: bench run [--profile ci|full] [--out DIR]");
+                eprintln!("usage: bench run [--profile ci|full] [--out DIR] [--steps NAME,...]");
                 return ExitCode::from(2);
             }
         }
     }
-    let Some(steps) = ladder(&profile) else {
+    let Some(mut steps) = ladder(&profile) else {
         eprintln!("bench: --profile is ci or full, not {profile:?}");
         return ExitCode::from(2);
     };
+    if let Some(names) = &only {
+        // A probe of a few steps while working on one cost: their rows and
+        // attribution, without the reference, ceiling, snapshot, decode and spool parts.
+        steps.retain(|s| names.iter().any(|n| *n == step_name(s)));
+        if steps.is_empty() {
+            let all: Vec<String> = ladder(&profile)
+                .unwrap_or_default()
+                .iter()
+                .map(step_name)
+                .collect();
+            eprintln!(
+                "bench: no step of --profile {profile} is named {names:?}; the steps are {all:?}"
+            );
+            return ExitCode::from(2);
+        }
+    }
     let here = std::env::current_exe().unwrap_or_default();
     let bins = Bins {
         rowhook: here.with_file_name("rowhook"),
@@ -1167,12 +1194,16 @@ pub fn main(args: &[String]) -> ExitCode {
     // Before the decode step pins this thread to one core.
     let machine = crate::machine();
     let ci = profile == "ci";
-    eprintln!("bench: wake-up latency of this machine, nothing else running ...");
-    let wake = match crate::wake::measure(10_000, if ci { 3 } else { 10 }) {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("bench: wake-up latency: {e}");
-            return ExitCode::from(1);
+    let wake = if only.is_some() {
+        Value::Null
+    } else {
+        eprintln!("bench: wake-up latency of this machine, nothing else running ...");
+        match crate::wake::measure(10_000, if ci { 3 } else { 10 }) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("bench: wake-up latency: {e}");
+                return ExitCode::from(1);
+            }
         }
     };
     let mut bare = Value::Null;
@@ -1219,6 +1250,32 @@ pub fn main(args: &[String]) -> ExitCode {
                 return ExitCode::from(1);
             }
         }
+    }
+    if only.is_some() {
+        let md = markdown(
+            &results,
+            &Value::Null,
+            &Value::Null,
+            &Reference {
+                wake: &wake,
+                bare: &bare,
+            },
+            &machine,
+        );
+        let report =
+            json!({"profile": profile, "machine": machine, "steps": results, "bare_webhook": bare});
+        let written = std::fs::write(out.join("report.md"), &md).and_then(|_| {
+            std::fs::write(
+                out.join("report.json"),
+                serde_json::to_string_pretty(&report).unwrap_or_default(),
+            )
+        });
+        if let Err(e) = written {
+            eprintln!("bench: {}: {e}", out.display());
+            return ExitCode::from(1);
+        }
+        println!("{}", out.join("report.md").display());
+        return ExitCode::SUCCESS;
     }
     let ceiling = match ceiling_step(&bins, &out, if ci { 5 } else { 15 }) {
         Ok(c) => c,
