@@ -16,6 +16,7 @@ pub mod logging;
 pub mod metrics;
 pub mod mysql;
 pub mod net;
+pub mod quiet;
 pub mod route;
 pub mod snapshot;
 pub mod source;

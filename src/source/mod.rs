@@ -298,9 +298,11 @@ where
             &live,
         );
         let limit = stall_limit(config.source.heartbeat);
-        let streamed = futures_lite::future::or(streamed, async {
-            Err(SourceError::Mysql(watchdog(&live, limit).await))
-        });
+        // Quiet: the watchdog's timer is polled when it fires, not per event.
+        let streamed = futures_lite::future::or(
+            streamed,
+            crate::quiet::quiet(async { Err(SourceError::Mysql(watchdog(&live, limit).await)) }),
+        );
         let err = match streamed.await {
             Ok(()) => return Ok(()),
             Err(SourceError::Downstream(e)) => return Err(SourceError::Downstream(e)),
