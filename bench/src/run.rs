@@ -528,6 +528,7 @@ fn blast(
     let mut sink = spawn(&bins.loadgen, &args, &out.join(format!("{name}-sink.log")))?;
     wait_port(port, "loadgen sink")?;
     let ticks_before = machine_ticks();
+    let children_before = children_cpu_s();
     let blast = Command::new(&bins.loadgen)
         .args([
             "blast",
@@ -542,6 +543,8 @@ fn blast(
         .output()
         .map_err(|e| e.to_string())?;
     let steal = steal_pct(ticks_before, machine_ticks());
+    // `output` reaped the client, and only it, since the mark (the sink still runs).
+    let client_cpu_s = children_cpu_s() - children_before;
     sink.terminate();
     if !blast.status.success() {
         return Err(format!(
@@ -555,9 +558,26 @@ fn blast(
     }
     let report: Value = serde_json::from_str(text.trim())
         .map_err(|e| format!("sink report of {name}: {e}: {text:?}"))?;
-    let client: Value =
+    let mut client: Value =
         serde_json::from_slice(&blast.stdout).map_err(|e| format!("loadgen blast output: {e}"))?;
+    // What one bare POST costs the sending process on this machine, the
+    // reference for rowhook's CPU per webhook.
+    let requests = report["requests"].as_f64().unwrap_or(0.0);
+    if requests > 0.0 {
+        client["cpu_us_per_request"] = json!(client_cpu_s * 1e6 / requests);
+    }
     Ok((client, report, steal))
+}
+
+/// User + system CPU seconds of this process's reaped children.
+fn children_cpu_s() -> f64 {
+    // SAFETY: getrusage fills the struct it is given and touches nothing else.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) } != 0 {
+        return 0.0;
+    }
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    s(u.ru_utime) + s(u.ru_stime)
 }
 
 /// The HTTP ceiling: `loadgen blast` as fast as the sink answers.
@@ -908,7 +928,7 @@ fn markdown(
     if bare_p99.is_some() {
         let _ = writeln!(
             md,
-            "- a bare webhook at {} a second, run just before rowhook's step at that rate (`loadgen blast --rate`: one thread, 16 keep-alive connections, the same sink and body shape, no binlog, no rowhook): p50 {:.3} ms, p90 {:.3} ms, **p99 {:.3} ms**, p99.9 {:.3} ms, max {:.3} ms (the sender's own lateness p99 {:.3} ms; steal {:.0} %). This is the `{}` curve in the plot. It is a reference from the same minutes, not a bound: the machine's noise hits it as hard as rowhook, and it can come out above rowhook's own p99.",
+            "- a bare webhook at {} a second, run just before rowhook's step at that rate (`loadgen blast --rate`: one thread, 16 keep-alive connections, the same sink and body shape, no binlog, no rowhook): p50 {:.3} ms, p90 {:.3} ms, **p99 {:.3} ms**, p99.9 {:.3} ms, max {:.3} ms (the sender's own lateness p99 {:.3} ms; its CPU {:.1} µs per request; steal {:.0} %). This is the `{}` curve in the plot. It is a reference from the same minutes, not a bound: the machine's noise hits it as hard as rowhook, and it can come out above rowhook's own p99.",
             reference.bare["rate"],
             f(&bw["p50"]),
             f(&bw["p90"]),
@@ -916,6 +936,7 @@ fn markdown(
             f(&bw["p999"]),
             f(&bw["max"]),
             f(&reference.bare["client"]["lag_p99_ms"]),
+            f(&reference.bare["client"]["cpu_us_per_request"]),
             f(&reference.bare["steal_pct"]),
             reference.bare["step"].as_str().unwrap_or("bare-webhook"),
         );
