@@ -334,26 +334,27 @@ impl Spool {
             // head. Starting again at 1 under a head file of, say, 5000 would
             // make the next start take records 1..5000 for delivered.
             let head = saved.unwrap_or(1).max(1);
-            self.next_seq = head;
-            self.written = head;
-            self.synced = head;
-            self.head = head;
-            self.read = head;
-            self.saved_head = head;
+            self.set_counters(head, head);
             return Ok(());
         };
         let head = saved.unwrap_or(first).clamp(first, end);
         self.mark_head(head);
+        self.set_counters(head, end);
+        if end > head {
+            tracing::info!(task = %self.task, records = end - head, dir = %self.dir.display(), "spool: resuming with records not yet delivered");
+        }
+        Ok(())
+    }
+
+    /// After a load: records before `head` are delivered, those up to `end`
+    /// are on disk (written and synced) and not yet read.
+    fn set_counters(&mut self, head: u64, end: u64) {
         self.next_seq = end;
         self.written = end;
         self.synced = end;
         self.head = head;
         self.read = head;
         self.saved_head = head;
-        if end > head {
-            tracing::info!(task = %self.task, records = end - head, dir = %self.dir.display(), "spool: resuming with records not yet delivered");
-        }
-        Ok(())
     }
 
     /// The task it belongs to.
