@@ -1153,6 +1153,18 @@ fn attribution_table(steps: &[Value]) -> String {
     md
 }
 
+/// Writes `report.md` and `report.json` into `out`.
+fn write_report(out: &Path, md: &str, report: &Value) -> Result<(), String> {
+    std::fs::write(out.join("report.md"), md)
+        .and_then(|_| {
+            std::fs::write(
+                out.join("report.json"),
+                serde_json::to_string_pretty(report).unwrap_or_default(),
+            )
+        })
+        .map_err(|e| format!("{}: {e}", out.display()))
+}
+
 /// `bench run [--profile ci|full] [--out DIR] [--steps NAME,...]`.
 pub fn main(args: &[String]) -> ExitCode {
     let mut profile = "ci".to_owned();
@@ -1285,14 +1297,8 @@ pub fn main(args: &[String]) -> ExitCode {
         );
         let report =
             json!({"profile": profile, "machine": machine, "steps": results, "bare_webhook": bare});
-        let written = std::fs::write(out.join("report.md"), &md).and_then(|_| {
-            std::fs::write(
-                out.join("report.json"),
-                serde_json::to_string_pretty(&report).unwrap_or_default(),
-            )
-        });
-        if let Err(e) = written {
-            eprintln!("bench: {}: {e}", out.display());
+        if let Err(e) = write_report(&out, &md, &report) {
+            eprintln!("bench: {e}");
             return ExitCode::from(1);
         }
         println!("{}", out.join("report.md").display());
@@ -1360,14 +1366,8 @@ pub fn main(args: &[String]) -> ExitCode {
         md.push_str(lines);
     }
     let report = json!({"profile": profile, "machine": machine, "steps": results, "decode": decode, "http_ceiling": ceiling, "wake": wake, "bare_webhook": bare, "snapshot": snapshot, "spool": spool});
-    let written = std::fs::write(out.join("report.md"), &md).and_then(|_| {
-        std::fs::write(
-            out.join("report.json"),
-            serde_json::to_string_pretty(&report).unwrap_or_default(),
-        )
-    });
-    if let Err(e) = written {
-        eprintln!("bench: {}: {e}", out.display());
+    if let Err(e) = write_report(&out, &md, &report) {
+        eprintln!("bench: {e}");
         return ExitCode::from(1);
     }
     let names: Vec<String> = results
