@@ -71,4 +71,29 @@ mod tests {
         assert!(took[50] < Duration::from_millis(20), "{took:?}");
         assert!(took[90] < Duration::from_millis(80), "{took:?}");
     }
+
+    /// A task that only yields (always runnable, no I/O) keeps running across
+    /// the preemption timer's expiries: the patched loop must not take a fired
+    /// timer for "nothing to do" and sleep with the task still runnable.
+    #[test]
+    fn a_runnable_task_is_not_left_asleep_when_the_preemption_timer_fires() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let spun = executor().run(async {
+                let t = Instant::now();
+                let mut passes = 0u64;
+                while t.elapsed() < Duration::from_millis(600) {
+                    futures_lite::future::yield_now().await;
+                    passes += 1;
+                }
+                passes
+            });
+            let _ = tx.send(spun);
+        });
+        let spun = rx.recv_timeout(Duration::from_secs(10));
+        assert!(
+            spun.is_ok(),
+            "a yielding task stopped running: the executor slept with it runnable"
+        );
+    }
 }
