@@ -16,7 +16,6 @@ pub mod logging;
 pub mod metrics;
 pub mod mysql;
 pub mod net;
-pub mod quiet;
 pub mod route;
 pub mod snapshot;
 pub mod source;

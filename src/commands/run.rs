@@ -315,13 +315,12 @@ pub fn run(loaded: &Loaded, files: ConfigFiles) -> Result<(), RunError> {
                     crate::source::follow(config, &mut downstream, resume_from.as_ref(), true, live);
                 Some(followed.await)
             },
-            // Quiet: polled when its own timer fires, not on every binlog event.
-            crate::quiet::quiet(async {
+            async {
                 while !stop.load(Ordering::Relaxed) && !step_down.load(Ordering::Relaxed) {
                     glommio::timer::sleep(Duration::from_millis(50)).await;
                 }
                 None
-            }),
+            },
         )
         .await;
         if followed.is_none() {

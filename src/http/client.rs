@@ -244,12 +244,6 @@ impl Pool {
         }
     }
 
-    /// Whether `endpoint` has this pool's origin (scheme, host and port).
-    pub fn serves(&self, endpoint: &Endpoint) -> bool {
-        let mine = &self.endpoint;
-        mine.tls == endpoint.tls && mine.port == endpoint.port && mine.host == endpoint.host
-    }
-
     /// Sends `request` (a complete HTTP/1.1 request) and reads the answer, all
     /// within `timeout` (waiting for a free connection included).
     pub async fn exchange(&self, request: &[u8], timeout: Duration) -> Result<Response, HttpError> {
@@ -280,9 +274,7 @@ impl Pool {
             glommio::timer::sleep(timeout).await;
             Err(HttpError::Timeout(timeout))
         };
-        // Quiet: the deadline's timer is polled when it fires, not on every
-        // wake of the exchange.
-        futures_lite::future::or(work, crate::quiet::quiet(deadline)).await
+        futures_lite::future::or(work, deadline).await
     }
 
     async fn connect(&self, timeout: Duration) -> Result<Conn, HttpError> {

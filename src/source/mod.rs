@@ -298,11 +298,9 @@ where
             &live,
         );
         let limit = stall_limit(config.source.heartbeat);
-        // Quiet: the watchdog's timer is polled when it fires, not per event.
-        let streamed = futures_lite::future::or(
-            streamed,
-            crate::quiet::quiet(async { Err(SourceError::Mysql(watchdog(&live, limit).await)) }),
-        );
+        let streamed = futures_lite::future::or(streamed, async {
+            Err(SourceError::Mysql(watchdog(&live, limit).await))
+        });
         let err = match streamed.await {
             Ok(()) => return Ok(()),
             Err(SourceError::Downstream(e)) => return Err(SourceError::Downstream(e)),
