@@ -536,6 +536,15 @@ fn step_down_and_a_graceful_stop_hand_over_at_once_and_repeat_nothing() {
         .collect();
     let a = wait_active(&nodes, Duration::from_secs(20));
     let b = 1 - a;
+    let writer = Writer::start(&db);
+    writer.wait_rows(500);
+    // The active registers as a replica only once it streams: wait for its
+    // first delivery, or `check` could run before and see no replica at all.
+    let streaming = Instant::now() + Duration::from_secs(20);
+    while !receiver.any(|_| true) {
+        assert!(Instant::now() < streaming, "the active delivered nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // `check` from the standby's host names the active instance, and the
     // shared server_id is expected, not a clash.
     let (code, out, err) = nodes[b].process().verb(&["check"]);
@@ -548,8 +557,6 @@ fn step_down_and_a_graceful_stop_hand_over_at_once_and_repeat_nothing() {
         "{out}"
     );
     assert!(out.contains("with ha, the active instance"), "{out}");
-    let writer = Writer::start(&db);
-    writer.wait_rows(500);
     let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
     let url = |i: usize| format!("http://127.0.0.1:{}", ports[i]);
 
