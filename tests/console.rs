@@ -20,7 +20,7 @@ const READ_TABLE: &str = r#"
 const out = {};
 for (const tr of document.querySelectorAll('#tasks tr')) {
   const f = (n) => tr.querySelector(`[data-field="${n}"]`).textContent;
-  out[tr.dataset.task] = {state: f('state'), delivered: Number(f('delivered')), in_flight: Number(f('in_flight')), last_error: f('last_error')};
+  out[tr.dataset.task] = {state: f('state'), delivered: Number(f('delivered')), in_flight: Number(f('in_flight')), last_error: f('last_error'), spool_records: f('spool_records'), spool: f('spool')};
 }
 return out;"#;
 
@@ -47,23 +47,29 @@ fn the_console_shows_the_api_numbers_and_its_buttons_pause_and_resume() {
     let port = free_port();
     let config = format!(
         "{}server: {{enabled: true, port: {port}, token: {TOKEN}}}
-dispatcher: {{retry_base_delay: 100ms}}
+dispatcher: {{retry_base_delay: 100ms, max_inflight: 60}}
 tasks:
   - {{task_id: seq, table_name: shop.seq, events: [insert, update, delete], callback_url: '{}'}}
   - {{task_id: audit, table_name: shop.seq, events: [insert], callback_url: '{}'}}
+  - {{task_id: held, table_name: shop.seq, events: [insert], callback_url: '{}', spool: {{fsync_interval: 20ms}}}}
 ",
         source_yaml(&db),
         receiver.url("/seq"),
-        receiver.url("/audit")
+        receiver.url("/audit"),
+        receiver.url("/held")
     );
     let _rowhook = Rowhook::run(&config);
     wait_streaming(&db);
+    // Paused before the rows come: beyond its share of max_inflight, `held`'s
+    // events go to its spool, which the page must show.
+    let (code, body) = admin(port, "POST", "/tasks/held/pause", "");
+    assert_eq!(code, 200, "{body}");
     db.sql("INSERT INTO shop.seq SELECT seq, 0 FROM shop.seq_1_to_200");
     receiver.wait_until(Duration::from_secs(30), |r| r.len() >= 401);
 
     let browser = Browser::start();
     browser.goto(&format!("http://127.0.0.1:{port}/"));
-    browser.wait_for("return document.getElementById('status').textContent === 'UP' && document.querySelectorAll('#tasks tr').length === 2");
+    browser.wait_for("return document.getElementById('status').textContent === 'UP' && document.querySelectorAll('#tasks tr').length === 3");
     // Quiet now: the page's numbers must be the API's.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -74,8 +80,28 @@ tasks:
             page[id]["state"] == t["state"]
                 && page[id]["delivered"] == t["delivered"]
                 && page[id]["in_flight"] == t["in_flight"]
+                && page[id]["spool_records"].as_str()
+                    == Some(
+                        t["spool"]["records"]
+                            .as_u64()
+                            .map_or("–".to_owned(), |n| n.to_string())
+                            .as_str(),
+                    )
         });
         if same {
+            let spooled = api
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["task_id"] == "held")
+                .and_then(|t| t["spool"]["records"].as_u64())
+                .unwrap_or(0);
+            assert!(spooled > 0, "nothing spooled: {api}");
+            assert!(
+                page["held"]["spool"].as_str().unwrap_or("").contains("MB"),
+                "{page}"
+            );
+            assert_eq!(page["seq"]["spool"], "off", "{page}");
             assert_eq!(page["seq"]["delivered"], 200, "{page}");
             assert_eq!(page["seq"]["last_error"], "–", "{page}");
             let audit = page["audit"]["last_error"].as_str().unwrap_or("");

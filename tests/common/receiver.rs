@@ -176,6 +176,14 @@ impl Receiver {
         self.shared.requests.lock().unwrap().clone()
     }
 
+    /// The requests from the `from`-th on, in arrival order (copies only those):
+    /// a test that polls while thousands arrive must not hold the lock the
+    /// receiving threads need for a scan of all of them.
+    pub fn requests_since(&self, from: usize) -> Vec<Request> {
+        let all = self.shared.requests.lock().unwrap();
+        all.get(from..).map(<[Request]>::to_vec).unwrap_or_default()
+    }
+
     /// Whether some request satisfies `f` (without copying them all).
     pub fn any(&self, f: impl Fn(&Request) -> bool) -> bool {
         self.shared.requests.lock().unwrap().iter().rev().any(f)
