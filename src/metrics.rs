@@ -208,6 +208,12 @@ pub struct Progress {
     pub event_time: Cell<u64>,
     /// Binlog events read since start.
     pub binlog_events: Cell<u64>,
+    /// A transaction is open in what was read (its commit not read yet).
+    pub in_transaction: Cell<bool>,
+    /// Set by a graceful stop: reading halts at the next transaction boundary.
+    pub stop_at_boundary: Cell<bool>,
+    /// Reading has halted at a boundary for a graceful stop.
+    pub stopped_at_boundary: Cell<bool>,
     /// The binlog file being read.
     pub read_file: RefCell<String>,
     /// End of the last event read in it (where the next one starts).
@@ -242,6 +248,9 @@ impl Progress {
             task_in_flight: (0..tasks).map(|_| Cell::new(0)).collect(),
             event_time: Cell::new(0),
             binlog_events: Cell::new(0),
+            in_transaction: Cell::new(false),
+            stop_at_boundary: Cell::new(false),
+            stopped_at_boundary: Cell::new(false),
             read_file: RefCell::new(String::new()),
             read_pos: Cell::new(0),
             gtid: RefCell::new(None),

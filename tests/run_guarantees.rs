@@ -89,6 +89,46 @@ fn graceful_stop_writes_the_checkpoint_and_a_restart_repeats_nothing() {
     eprintln!("restart to first delivery: {first_new:?}");
 }
 
+/// SIGTERM while a 2,000-row transaction is being read (the in-flight budget of
+/// 300 holds most of it back): the stop reads on to its commit, so its rows
+/// already sent are covered by the checkpoint and a restart repeats none.
+#[test]
+fn a_graceful_stop_inside_a_transaction_finishes_it_and_repeats_nothing() {
+    let db = MariaDb::start();
+    db.sql("CREATE DATABASE shop; CREATE TABLE shop.seq (id INT PRIMARY KEY);");
+    let receiver =
+        Receiver::start(|_| Reply::Delay(Duration::from_millis(2), Box::new(Reply::Status(200))));
+    let state = tempfile::tempdir().unwrap();
+    let text = config(
+        &db,
+        &receiver,
+        state.path(),
+        "dispatcher: {max_inflight: 300}\n",
+    );
+    let mut first = Rowhook::run(&text);
+    wait_streaming(&db);
+    db.sql("INSERT INTO shop.seq SELECT seq FROM shop.seq_1_to_2000");
+    receiver.wait_until(Duration::from_secs(30), |r| !r.is_empty());
+    first.terminate();
+    let (code, log) = wait_exit(&mut first);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("stopping inside a transaction"), "{log}");
+    let before = receiver.requests().len();
+    assert_eq!(
+        before, 2000,
+        "the stop delivered the whole transaction: {log}"
+    );
+    let _second = Rowhook::run(&text);
+    db.sql("INSERT INTO shop.seq VALUES (2001)");
+    receiver.wait_until(Duration::from_secs(30), |r| r.len() > before);
+    std::thread::sleep(Duration::from_millis(500));
+    let all = receiver.requests();
+    let c = counts(&all);
+    assert_eq!(c.len(), 2001, "every row delivered");
+    let repeated: Vec<_> = c.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(repeated.is_empty(), "{} rows sent twice", repeated.len());
+}
+
 #[test]
 fn repeated_kill_9_under_load_loses_nothing() {
     let db = MariaDb::start();

@@ -5,7 +5,7 @@
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 
@@ -309,6 +309,7 @@ pub fn run(loaded: &Loaded, files: ConfigFiles) -> Result<(), RunError> {
         if let Some(view) = &view {
             view.set_snapshots(snapshots.clone());
         }
+        let reading = downstream.progress();
         let followed = futures_lite::future::or(
             async {
                 let followed =
@@ -318,6 +319,20 @@ pub fn run(loaded: &Loaded, files: ConfigFiles) -> Result<(), RunError> {
             async {
                 while !stop.load(Ordering::Relaxed) && !step_down.load(Ordering::Relaxed) {
                     glommio::timer::sleep(Duration::from_millis(50)).await;
+                }
+                // Read on to the end of an open transaction (bounded: a stalled
+                // stream or a huge transaction must not hold the stop), so what
+                // was sent of it is covered by the last checkpoint.
+                reading.stop_at_boundary.set(true);
+                let asked = Instant::now();
+                while reading.in_transaction.get()
+                    && !reading.stopped_at_boundary.get()
+                    && asked.elapsed() < BOUNDARY_WAIT
+                {
+                    glommio::timer::sleep(Duration::from_millis(2)).await;
+                }
+                if reading.in_transaction.get() && !reading.stopped_at_boundary.get() {
+                    tracing::warn!(waited = ?BOUNDARY_WAIT, "stopping inside a transaction: its rows already sent are sent again after a restart or takeover");
                 }
                 None
             },
@@ -451,6 +466,8 @@ async fn report_progress(progress: Rc<crate::metrics::Progress>, stats: Arc<Stat
 
 /// How long a stopping instance waits for events in flight.
 const DRAIN: Duration = Duration::from_secs(10);
+/// How long a graceful stop reads on to reach the end of an open transaction.
+const BOUNDARY_WAIT: Duration = Duration::from_secs(2);
 
 /// Turns "position not on the server" after a resume into the operator's options.
 async fn explain(

@@ -447,7 +447,9 @@ impl Dispatch {
             }
         }
         self.close_boundary(ddl.end, ddl.gtid);
-        self.merge.borrow_mut().between = !self.changes.in_transaction();
+        let between = !self.changes.in_transaction();
+        self.merge.borrow_mut().between = between;
+        self.progress.in_transaction.set(!between);
     }
 
     /// Takes a waiting task change when no transaction is open, and brings the
@@ -1185,6 +1187,7 @@ impl crate::source::Downstream for Dispatch {
             self.close_boundary(end.clone(), gtid);
         }
         let between = !self.changes.in_transaction();
+        self.progress.in_transaction.set(!between);
         let mut m = self.merge.borrow_mut();
         m.between = between;
         // Outside transactions the stream also passes events that end none (a
@@ -1220,7 +1223,16 @@ impl crate::source::Downstream for Dispatch {
                 l.maybe_checkpoint();
             }
             tend_spools(&self.outbox, &self.ledger, &self.stats, false);
-            if self.flush()? && !self.over_budget() {
+            let flushed = self.flush()?;
+            // A graceful stop halts reading between transactions: the checkpoint
+            // moves only at commits, so rows of an open transaction sent now
+            // would be sent again by whoever resumes from it.
+            if self.progress.stop_at_boundary.get() && !self.progress.in_transaction.get() {
+                self.progress.stopped_at_boundary.set(true);
+                glommio::timer::sleep(ACK_POLL).await;
+                continue;
+            }
+            if flushed && !self.over_budget() {
                 if std::mem::take(&mut self.outbox.borrow_mut().handed_local) {
                     // The shard shares this thread and runs only when the source
                     // yields; reading on would decode a fast stream up to the
