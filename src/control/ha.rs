@@ -529,11 +529,29 @@ impl Node {
 }
 
 /// Renews `lease` every `every`; records when a renewal that succeeded was sent.
+/// How soon a keep-alive stream that could not be opened is tried again.
+const REOPEN_AFTER: Duration = Duration::from_millis(100);
+
 async fn keep_alive(mut client: Client, lease: Arc<Lease>, every: Duration) {
     let mut stream = None;
     loop {
         if stream.is_none() {
-            stream = timed(client.lease_keep_alive(lease.id)).await.ok();
+            // Bounded by the renewal period, and tried again soon: with a member
+            // gone the channel may pick it (connect error) or a member still
+            // electing a leader (no answer); a 3 s wait plus a full period before
+            // the next try let a 6 s lease lapse though two members were up.
+            let opened = tokio::time::timeout(
+                every.max(Duration::from_millis(200)),
+                client.lease_keep_alive(lease.id),
+            )
+            .await;
+            match opened {
+                Ok(Ok(s)) => stream = Some(s),
+                _ => {
+                    tokio::time::sleep(REOPEN_AFTER).await;
+                    continue;
+                }
+            }
         }
         if let Some((keeper, answers)) = stream.as_mut() {
             let sent = boot_ms();
