@@ -212,8 +212,6 @@ pub struct Progress {
     pub in_transaction: Cell<bool>,
     /// Set by a graceful stop: reading halts at the next transaction boundary.
     pub stop_at_boundary: Cell<bool>,
-    /// Reading has halted at a boundary for a graceful stop.
-    pub stopped_at_boundary: Cell<bool>,
     /// The binlog file being read.
     pub read_file: RefCell<String>,
     /// End of the last event read in it (where the next one starts).
@@ -250,7 +248,6 @@ impl Progress {
             binlog_events: Cell::new(0),
             in_transaction: Cell::new(false),
             stop_at_boundary: Cell::new(false),
-            stopped_at_boundary: Cell::new(false),
             read_file: RefCell::new(String::new()),
             read_pos: Cell::new(0),
             gtid: RefCell::new(None),

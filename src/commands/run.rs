@@ -325,13 +325,11 @@ pub fn run(loaded: &Loaded, files: ConfigFiles) -> Result<(), RunError> {
                 // was sent of it is covered by the last checkpoint.
                 reading.stop_at_boundary.set(true);
                 let asked = Instant::now();
-                while reading.in_transaction.get()
-                    && !reading.stopped_at_boundary.get()
-                    && asked.elapsed() < BOUNDARY_WAIT
-                {
+                // Once no transaction is open, `Dispatch::ready` holds the source.
+                while reading.in_transaction.get() && asked.elapsed() < BOUNDARY_WAIT {
                     glommio::timer::sleep(Duration::from_millis(2)).await;
                 }
-                if reading.in_transaction.get() && !reading.stopped_at_boundary.get() {
+                if reading.in_transaction.get() {
                     tracing::warn!(waited = ?BOUNDARY_WAIT, "stopping inside a transaction: its rows already sent are sent again after a restart or takeover");
                 }
                 None

@@ -1228,7 +1228,6 @@ impl crate::source::Downstream for Dispatch {
             // moves only at commits, so rows of an open transaction sent now
             // would be sent again by whoever resumes from it.
             if self.progress.stop_at_boundary.get() && !self.progress.in_transaction.get() {
-                self.progress.stopped_at_boundary.set(true);
                 glommio::timer::sleep(ACK_POLL).await;
                 continue;
             }
