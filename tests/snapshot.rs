@@ -16,6 +16,19 @@ use serde_json::Value;
 
 type Verdicts = Arc<Mutex<HashMap<usize, bool>>>;
 
+/// One load test at a time: a snapshot under a 1,000-statement/s writer and a
+/// flaky receiver keeps a debug rowhook at ~0.8 of a core, with MariaDB and the
+/// receiver ~0.5 more (measured alone: 82 %, 24 %, 23 %). Two at once on 2 cores
+/// slowed each snapshot to a few hundred rows/s and past its 60 s bound (clean-clone
+/// CI, 4 of 12 failed); one at a time each takes ~26 s.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A receiver that answers ~25 % of requests with a failure and delays the
 /// others up to `max_delay_ms`; records which requests it accepted.
 fn flaky_receiver(max_delay_ms: u64) -> (Receiver, Verdicts) {
@@ -183,6 +196,7 @@ fn assert_view_equals_table(db: &MariaDb, receiver: &Receiver, accepted: &Verdic
 /// started on demand with a condition that makes each row take 0.2 ms to read
 /// (`SLEEP`), so every chunk's read spans ~100 ms of the writer's changes.
 fn snapshot_under_live_writes(mode: common::mariadb::RowMetadata, method: &str, slow_reads: bool) {
+    let _one = one_at_a_time();
     let db = MariaDb::start_with(mode);
     db.sql(
         "CREATE DATABASE shop;
@@ -393,6 +407,7 @@ fn snapshot_rows_render_every_type_as_the_stream_does() {
 /// receiver's keyed view ends equal to the table.
 #[test]
 fn kill_9_mid_snapshot_resumes_at_the_last_done_chunk() {
+    let _one = one_at_a_time();
     let db = MariaDb::start();
     db.sql(
         "CREATE DATABASE shop;
@@ -679,6 +694,7 @@ fn a_user_without_select_gets_a_clear_snapshot_error_and_still_streams() {
 /// of the key itself.
 #[test]
 fn a_unique_key_stands_in_for_a_missing_primary_key() {
+    let _one = one_at_a_time();
     let db = MariaDb::start();
     db.sql(
         "CREATE DATABASE shop;
