@@ -344,6 +344,61 @@ fn kill_9_during_an_outage_and_a_torn_spool_record_lose_nothing() {
     eprintln!("accepted: ok {}, dead {}", ok.len(), dead.len());
 }
 
+/// kill -9 while the dead task's receiver is down, with the checkpoint written
+/// every 2 s: the events spooled after the last write are read again at the
+/// restart, found in the spool and not spooled twice, so the receiver, once
+/// back, accepts every webhook id of the dead task exactly once.
+#[test]
+fn kill_9_spools_nothing_twice_that_was_spooled_after_the_last_checkpoint() {
+    let _serial = one_at_a_time();
+    let (db, down, receiver, verdicts, _state, text) = setup();
+    let text = text.replace("checkpoint_interval: 200ms", "checkpoint_interval: 2s");
+    let port = admin_port(&text);
+    down.store(true, Ordering::Relaxed);
+    let mut rowhook = Rowhook::run(&text);
+    wait_streaming(&db);
+    let writer = Writer::start(&db);
+    writer.wait_rows(300);
+    std::thread::sleep(Duration::from_secs(3));
+    let before = spool_of(port, "dead");
+    rowhook.kill9();
+    let rowhook = Rowhook::run(&text);
+    std::thread::sleep(Duration::from_secs(3));
+    down.store(false, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(500));
+    let total = writer.stop();
+    wait_view(&db, &receiver, &verdicts, "/ok");
+    wait_view(&db, &receiver, &verdicts, "/dead");
+    let verdicts = verdicts.lock().unwrap().clone();
+    let ids: Vec<String> = receiver
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/dead" && verdicts.get(&r.n).copied().unwrap_or(false))
+        .map(|r| r.header("webhook-id").unwrap_or_default().to_owned())
+        .collect();
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    let log = rowhook.log();
+    eprintln!(
+        "{total} row changes; spool before the kill {before}; /dead accepted {} deliveries, {} ids; {}",
+        ids.len(),
+        unique.len(),
+        log.lines()
+            .filter(|l| l.contains("after the checkpoint"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
+    assert!(before["records"].as_u64().unwrap_or(0) > 300, "{before}");
+    assert!(
+        log.contains("are in the spool already"),
+        "the restart matched the records after the checkpoint: {log}"
+    );
+    assert_eq!(
+        ids.len(),
+        unique.len(),
+        "every webhook id of the dead task accepted once"
+    );
+}
+
 #[test]
 fn a_spool_that_cannot_be_written_pauses_reading_with_a_reason_and_loses_nothing() {
     let _serial = one_at_a_time();

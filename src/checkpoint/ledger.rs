@@ -69,6 +69,7 @@ impl Ledger {
         let mut window = AckWindow::default();
         if let Some(cp) = &saved {
             window.seed_snapshots(cp.snapshots.clone());
+            window.seed_spools(cp.spools.clone());
         }
         // The saved set is true where the stream resumes: before the first transaction.
         if let Some(cp) = &saved {
@@ -230,6 +231,12 @@ impl Ledger {
         self.window.add(txn);
     }
 
+    /// Transaction `txn` has `task`'s spool record `seq` (appended now, or found
+    /// there from before a crash): the checkpoint past `txn` says so.
+    pub fn spool_mark(&mut self, txn: u64, task: &std::sync::Arc<str>, seq: u64) {
+        self.window.mark_spool(txn, task, seq);
+    }
+
     /// A part counted by [`Ledger::spooled`] is durable in its spool.
     pub fn spool_done(&mut self, txn: u64) {
         self.window.ack(txn);
@@ -323,7 +330,9 @@ impl Ledger {
         if d.written.as_ref() == Some(pos) && d.written_snapshots == version {
             return;
         }
-        let cp = Checkpoint::with_snapshots(done, info, d.created_of(&pos.file), snapshots.clone());
+        let mut cp =
+            Checkpoint::with_snapshots(done, info, d.created_of(&pos.file), snapshots.clone());
+        cp.spools = self.window.spools().clone();
         d.written = Some(pos.clone());
         d.written_snapshots = version;
         d.last_write = Instant::now();
@@ -392,7 +401,8 @@ pub async fn store_now(
     let (snapshots, version) = window.snapshots();
     if durable.written.as_ref() != Some(pos) || durable.written_snapshots != version {
         let created = durable.created_of(&pos.file);
-        let cp = Checkpoint::with_snapshots(done, info, created, snapshots.clone());
+        let mut cp = Checkpoint::with_snapshots(done, info, created, snapshots.clone());
+        cp.spools = window.spools().clone();
         checkpoint::store_to(&durable.dir, durable.replica.as_deref(), &cp)?;
         durable.written = Some(pos.clone());
         durable.written_snapshots = version;

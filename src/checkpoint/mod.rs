@@ -39,6 +39,11 @@ pub struct Checkpoint {
     /// the chunks counted here is delivered or dead-lettered).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub snapshots: BTreeMap<String, SnapshotProgress>,
+    /// Per task id with a spool: the number of its last spool record that
+    /// belongs to a transaction at or before this position. The records after
+    /// it are the ones a restart reads again; the spool holds them already.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub spools: BTreeMap<String, u64>,
 }
 
 /// How far a task's snapshot got.
@@ -143,6 +148,7 @@ impl Checkpoint {
             server_uuid: info.server_uuid.clone(),
             file_created,
             snapshots,
+            spools: BTreeMap::new(),
         }
     }
 
@@ -285,6 +291,8 @@ struct Txn {
     end: Option<(BinlogPosition, Option<String>)>,
     /// A snapshot chunk: its task's progress once the chunk is done.
     snapshot: Option<(String, SnapshotProgress)>,
+    /// (task, last spool record number) of the tasks that spooled records of it.
+    spools: Vec<(std::sync::Arc<str>, u64)>,
 }
 
 /// The end of the last transaction whose events are all done.
@@ -314,6 +322,8 @@ pub struct AckWindow {
     snapshots: BTreeMap<String, SnapshotProgress>,
     /// Bumped whenever `snapshots` changes.
     snapshot_version: u64,
+    /// Per task: its last spool record of a transaction at or before `done`.
+    spools: BTreeMap<String, u64>,
 }
 
 impl AckWindow {
@@ -326,6 +336,7 @@ impl AckWindow {
                 outstanding: 0,
                 end: None,
                 snapshot: None,
+                spools: Vec::new(),
             });
         }
         self.txns.get_mut(index)
@@ -352,6 +363,28 @@ impl AckWindow {
         if let Some(t) = self.slot(txn, true) {
             t.snapshot = Some((task.to_owned(), progress));
         }
+    }
+
+    /// Transaction `txn` put `task`'s spool record `seq` (or one the spool held
+    /// already) in the spool: once it is done, the task's spool is through `seq`.
+    pub fn mark_spool(&mut self, txn: u64, task: &std::sync::Arc<str>, seq: u64) {
+        if let Some(t) = self.slot(txn, true) {
+            match t.spools.iter_mut().find(|(name, _)| name == task) {
+                Some((_, at)) => *at = (*at).max(seq),
+                None => t.spools.push((task.clone(), seq)),
+            }
+        }
+    }
+
+    /// Spool marks saved by an earlier run (a task that spools nothing on this
+    /// run keeps its mark).
+    pub fn seed_spools(&mut self, saved: BTreeMap<String, u64>) {
+        self.spools = saved;
+    }
+
+    /// Per task: its last spool record of a transaction at or before the position.
+    pub fn spools(&self) -> &BTreeMap<String, u64> {
+        &self.spools
     }
 
     /// Snapshot progress saved by an earlier run.
@@ -400,9 +433,18 @@ impl AckWindow {
             if let Some(Txn {
                 end: Some((position, gtid)),
                 snapshot,
+                spools,
                 ..
             }) = self.txns.pop_front()
             {
+                for (task, seq) in spools {
+                    match self.spools.get_mut(&*task) {
+                        Some(at) => *at = seq,
+                        None => {
+                            self.spools.insert(task.to_string(), seq);
+                        }
+                    }
+                }
                 if let Some((task, progress)) = snapshot {
                     self.snapshots.insert(task, progress);
                     self.snapshot_version += 1;
@@ -469,6 +511,32 @@ mod tests {
         // Late or foreign ordinals are ignored, not panics.
         w.ack(1);
         w.ack(u64::MAX);
+    }
+
+    #[test]
+    fn spool_marks_count_only_once_their_transaction_is_done() {
+        let task: std::sync::Arc<str> = "dead".into();
+        let mut w = AckWindow::default();
+        w.seed_spools([("dead".to_owned(), 3), ("gone".to_owned(), 9)].into());
+        w.add(0);
+        w.mark_spool(0, &task, 4);
+        w.mark_spool(0, &task, 5);
+        w.mark_spool(1, &task, 6);
+        w.end(0, at(100), None);
+        assert_eq!(
+            w.spools().get("dead"),
+            Some(&3),
+            "transaction 0 is not done"
+        );
+        w.ack(0);
+        assert_eq!(w.spools().get("dead"), Some(&5));
+        w.end(1, at(200), None);
+        assert_eq!(w.spools().get("dead"), Some(&6));
+        assert_eq!(
+            w.spools().get("gone"),
+            Some(&9),
+            "a task that spooled nothing keeps its mark"
+        );
     }
 
     #[test]
@@ -609,6 +677,7 @@ mod tests {
                 },
             )]
             .into(),
+            spools: [("dead".to_owned(), 4321)].into(),
         };
         store(dir.path(), &cp).unwrap();
         assert_eq!(load(dir.path()).unwrap(), Some(cp));

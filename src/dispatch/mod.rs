@@ -169,6 +169,10 @@ impl Dispatch {
                 shown_at: Instant::now(),
                 spool_acks: Vec::new(),
                 spool_txns: Vec::new(),
+                spool_marks: saved
+                    .as_ref()
+                    .map(|cp| cp.spools.clone())
+                    .unwrap_or_default(),
             })),
             ledger: Rc::new(RefCell::new(Ledger::new(
                 acks,
@@ -642,6 +646,8 @@ pub(crate) struct Outbox {
     /// Scratch for spool bookkeeping.
     spool_acks: Vec<(u32, u64)>,
     spool_txns: Vec<u64>,
+    /// The saved checkpoint's spool marks, each taken when its spool opens.
+    spool_marks: std::collections::BTreeMap<String, u64>,
 }
 
 /// The binlog event being read: file, position, timestamp, GTID.
@@ -711,24 +717,34 @@ impl Outbox {
                 // queue: the checkpoint waits for the fsync, never for the
                 // receiver); only an empty spool that cannot be written lets
                 // events go straight to memory, bounded by the share.
+                let at = &*source;
+                let record = crate::spool::record::Record {
+                    key_change,
+                    weight: d.weight,
+                    key: d.key,
+                    spooled_ms: crate::spool::unix_ms(),
+                    at: crate::spool::record::Source {
+                        ts: at.ts,
+                        file: &at.file,
+                        pos: at.pos,
+                        gtid: &at.gtid,
+                    },
+                    id_len: d.id_len,
+                    body: &d.body,
+                };
+                // Read again after a crash and already in the spool: it goes
+                // out from there, in its place.
+                if let Some(seq) = spool.known(&record) {
+                    ledger.spool_mark(d.txn, spool.name(), seq);
+                    return;
+                }
                 if spool.holds() || !spool.blocked() {
-                    let at = &*source;
-                    let record = crate::spool::record::Record {
-                        key_change,
-                        weight: d.weight,
-                        key: d.key,
-                        spooled_ms: crate::spool::unix_ms(),
-                        at: crate::spool::record::Source {
-                            ts: at.ts,
-                            file: &at.file,
-                            pos: at.pos,
-                            gtid: &at.gtid,
-                        },
-                        id_len: d.id_len,
-                        body: &d.body,
-                    };
+                    let seq = spool.next_seq();
                     if spool.append(d.txn, &record) {
                         ledger.spooled(d.txn);
+                    }
+                    if spool.next_seq() > seq {
+                        ledger.spool_mark(d.txn, spool.name(), seq);
                     }
                     return;
                 }
@@ -766,6 +782,9 @@ impl Outbox {
                     self.plan.dlq_dir.clone(),
                 );
                 spool.reconfigure(config, &plan.url);
+                if let Some(through) = self.spool_marks.remove(&plan.id) {
+                    spool.expect_after(through);
+                }
                 *slot = Some(spool);
             }
             (None, None) => {}

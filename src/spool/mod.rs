@@ -48,6 +48,9 @@ const WRITE_WITHIN: Duration = Duration::from_millis(10);
 /// How often the free space of the spool's file system is read (between
 /// reads, the bytes written since count against it).
 const DISK_CHECK_EVERY: Duration = Duration::from_millis(500);
+/// At most this many records after the checkpoint are matched at a restart
+/// (8 bytes each); the events past them are spooled again, as duplicates.
+const MAX_EXPECTED: usize = 1 << 20;
 
 /// The spool directory of `task` under `state.dir/spool`.
 pub fn dir_for(root: &Path, task: &str) -> PathBuf {
@@ -153,7 +156,7 @@ struct Syncing {
 
 /// One task's spool.
 pub struct Spool {
-    task: String,
+    task: std::sync::Arc<str>,
     dir: PathBuf,
     config: SpoolConfig,
     /// Dead letters of `on_full: dead_letter` go here.
@@ -210,6 +213,11 @@ pub struct Spool {
     disk_checked: Option<Instant>,
     /// Bytes written since that look.
     written_since_check: u64,
+    /// Fingerprints of the records a previous run spooled after its last
+    /// checkpoint, in order from sequence `expected_from`: the events read
+    /// again now that match them are not spooled twice.
+    expected: VecDeque<u64>,
+    expected_from: u64,
 }
 
 impl Spool {
@@ -219,7 +227,7 @@ impl Spool {
     pub fn open(dir: PathBuf, task: &str, config: SpoolConfig, dlq_dir: PathBuf) -> Spool {
         let now = Instant::now();
         let mut spool = Spool {
-            task: task.to_owned(),
+            task: task.into(),
             segment_max: (config.max_bytes / 8).clamp(64 << 10, 64 << 20),
             config,
             dlq_dir,
@@ -252,6 +260,8 @@ impl Spool {
             disk_free: None,
             disk_checked: None,
             written_since_check: 0,
+            expected: VecDeque::new(),
+            expected_from: 0,
             dir,
         };
         match spool.scan() {
@@ -360,6 +370,99 @@ impl Spool {
     /// The task it belongs to.
     pub fn task(&self) -> &str {
         &self.task
+    }
+
+    /// The task it belongs to, shared (the ledger's spool marks).
+    pub fn name(&self) -> &std::sync::Arc<str> {
+        &self.task
+    }
+
+    /// The sequence the next record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// At start: the checkpoint says records up to `through` belong to
+    /// transactions before it, so the records after it are events the binlog
+    /// sends again. Keeps their fingerprints for [`Spool::known`]. Only a run
+    /// on disk starting right after `through` is kept: were some of them
+    /// deleted (delivered), the events read again before the first record
+    /// left would be spooled behind the later ones, out of order.
+    pub fn expect_after(&mut self, through: u64) {
+        self.expected.clear();
+        let Some(first) = self.segments.front().map(|s| s.first) else {
+            return;
+        };
+        let from = through.saturating_add(1);
+        if self.fatal || self.error.is_some() || from >= self.next_seq {
+            return;
+        }
+        if from < first {
+            tracing::info!(task = %self.task, checkpoint_through = through, first_on_disk = first, "spool: records after the checkpoint were delivered and deleted; the events read again are spooled again (duplicates)");
+            return;
+        }
+        if let Err(e) = self.read_expected(from) {
+            self.expected.clear();
+            tracing::warn!(task = %self.task, error = %e, "spool: cannot read the records after the checkpoint; the events read again are spooled again (duplicates)");
+            return;
+        }
+        self.expected_from = from;
+        if !self.expected.is_empty() {
+            tracing::info!(task = %self.task, records = self.expected.len(), from, "spool: records after the checkpoint are in the spool already; the events read again are matched to them, not spooled twice");
+        }
+    }
+
+    fn read_expected(&mut self, from: u64) -> std::io::Result<()> {
+        let segments: Vec<(u64, PathBuf)> = self
+            .segments
+            .iter()
+            .zip(
+                self.segments
+                    .iter()
+                    .skip(1)
+                    .map(|s| s.first)
+                    .chain([u64::MAX]),
+            )
+            .filter(|(_, next)| *next > from)
+            .map(|(s, _)| (s.first, s.path.clone()))
+            .collect();
+        for (first, path) in segments {
+            let file = File::open(&path)?;
+            // They count as done once matched: make sure they are on disk,
+            // not only in the page cache a kill -9 leaves behind.
+            file.sync_all()?;
+            let mut data = Vec::new();
+            (&file).read_to_end(&mut data)?;
+            let (mut at, mut seq) = (0, first);
+            while let Decoded::Record(r, len) = record::decode(&data[at..]) {
+                if seq >= from {
+                    if self.expected.len() >= MAX_EXPECTED {
+                        return Ok(());
+                    }
+                    self.expected.push_back(r.fingerprint());
+                }
+                at += len;
+                seq += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `r` is the next record a previous run spooled after its last
+    /// checkpoint (then its sequence; the caller spools nothing). The first
+    /// event that differs ends the matching for good: everything from it on
+    /// is spooled again, so nothing goes out of order.
+    pub fn known(&mut self, r: &Record<'_>) -> Option<u64> {
+        let &fingerprint = self.expected.front()?;
+        let seq = self.expected_from;
+        if r.fingerprint() == fingerprint {
+            self.expected.pop_front();
+            self.expected_from += 1;
+            return Some(seq);
+        }
+        tracing::warn!(task = %self.task, record = seq, left = self.expected.len(), "spool: an event read again differs from the spool's record after the checkpoint; it and the events after it are spooled again (duplicates, nothing lost)");
+        self.expected.clear();
+        None
     }
 
     /// Takes a changed `spool:` or URL of its task (a live task change).
@@ -1062,5 +1165,40 @@ mod tests {
             fed += 1;
         }
         assert_eq!(fed, 3);
+    }
+
+    #[test]
+    fn records_after_the_checkpoint_are_matched_in_order_until_one_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("t");
+        let bodies: Vec<Vec<u8>> = (1..=10)
+            .map(|i| format!("{{\"n\":{i}}}").into_bytes())
+            .collect();
+        let mut spool = Spool::open(spool_dir.clone(), "t", config(), dir.path().join("dlq"));
+        for (i, body) in bodies.iter().enumerate() {
+            spool.append(i as u64, &record(body));
+        }
+        spool.write(Instant::now());
+        drop(spool);
+        let mut again = Spool::open(spool_dir, "t", config(), dir.path().join("dlq"));
+        // The checkpoint's mark: records 1..=6 are of transactions before it.
+        again.expect_after(6);
+        assert_eq!(
+            again.known(&record(&bodies[6])),
+            Some(7),
+            "spooled ms is not compared"
+        );
+        assert_eq!(again.known(&record(&bodies[7])), Some(8));
+        // An event the spool does not hold next: from here on, all is spooled.
+        assert_eq!(again.known(&record(b"{\"other\":1}")), None);
+        assert_eq!(
+            again.known(&record(&bodies[8])),
+            None,
+            "matching ended for good"
+        );
+        assert_eq!(again.next_seq(), 11, "nothing was numbered over");
+        // A mark at or past the last record expects nothing.
+        again.expect_after(10);
+        assert_eq!(again.known(&record(&bodies[9])), None);
     }
 }

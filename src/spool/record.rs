@@ -48,7 +48,7 @@ pub struct Record<'a> {
 }
 
 /// A spooled row change's place in the binlog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct Source<'a> {
     /// Its binlog event's timestamp (unix seconds; the commit time).
     pub ts: u32,
@@ -75,6 +75,23 @@ impl Record<'_> {
     /// Bytes this record takes on disk.
     pub fn encoded_len(&self) -> usize {
         FIXED + self.at.file.len() + self.at.gtid.len() + self.body.len()
+    }
+
+    /// A hash of everything but when it was spooled: the same event read and
+    /// rendered again has the same fingerprint.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        (
+            self.key_change,
+            self.weight,
+            self.key,
+            self.at,
+            self.id_len,
+            self.body,
+        )
+            .hash(&mut h);
+        h.finish()
     }
 
     /// Appends the encoded record to `out`.
