@@ -235,6 +235,9 @@ pub struct Progress {
     /// Creation times (unix) of binlog files the stream passed, oldest first
     /// (the last 64): when the file before each was rotated away.
     pub file_created: RefCell<std::collections::VecDeque<(String, u32)>>,
+    /// Per task: the binlog file of its oldest transaction not yet done
+    /// (delivered, dead-lettered or durable in its spool); empty: none.
+    pub task_binlog_file: RefCell<Vec<String>>,
 }
 
 impl Progress {
@@ -259,6 +262,7 @@ impl Progress {
             server: RefCell::new(None),
             binlog_expire: Cell::new(None),
             file_created: RefCell::new(std::collections::VecDeque::new()),
+            task_binlog_file: RefCell::new(Vec::new()),
         }
     }
 
@@ -268,8 +272,26 @@ impl Progress {
     /// as rotated at the newest event read. `None`: no expiry, no checkpoint
     /// yet, or the file's rotation is no longer known.
     pub fn binlog_retention_left(&self, now: u64) -> Option<i64> {
-        let expire = self.binlog_expire.get()?;
         let needed = self.checkpoint.borrow().as_ref()?.file.clone();
+        self.retention_left_of(&needed, now)
+    }
+
+    /// [`Progress::binlog_retention_left`] for one task: counted from the file
+    /// of its oldest transaction not yet done, or from the file being read when
+    /// it has none — which task holds the binlog back.
+    pub fn task_retention_left(&self, task: usize, now: u64) -> Option<i64> {
+        let needed = match self.task_binlog_file.borrow().get(task) {
+            Some(f) if !f.is_empty() => f.clone(),
+            _ => self.read_file.borrow().clone(),
+        };
+        if needed.is_empty() {
+            return None;
+        }
+        self.retention_left_of(&needed, now)
+    }
+
+    fn retention_left_of(&self, needed: &str, now: u64) -> Option<i64> {
+        let expire = self.binlog_expire.get()?;
         let rotated = if *self.read_file.borrow() == needed {
             match self.event_time.get() {
                 0 => now,
@@ -279,7 +301,7 @@ impl Progress {
             let created = self.file_created.borrow();
             // The file after the needed one was created when it was rotated.
             let number = |f: &str| f.rsplit('.').next()?.parse::<u64>().ok();
-            let next = number(&needed)? + 1;
+            let next = number(needed)? + 1;
             u64::from(
                 created
                     .iter()

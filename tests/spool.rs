@@ -508,6 +508,31 @@ fn the_binlog_retention_budget_counts_from_the_rotation_of_the_file_the_checkpoi
         metrics.contains("rowhook_binlog_retention_seconds "),
         "{metrics}"
     );
+    // Per task, which one holds the binlog: the dead task needs binlog.000001,
+    // the healthy one only the file being read (a full expiry).
+    let task_left = |task: &str| {
+        let (_, tasks) = admin(port, "GET", "/tasks", "");
+        tasks
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["task_id"] == task)
+            .and_then(|t| t["binlog_retention_seconds"].as_i64())
+    };
+    let (dead_left, ok_left) = (task_left("dead"), task_left("ok"));
+    eprintln!("per task: dead {dead_left:?} s, ok {ok_left:?} s");
+    assert!(
+        dead_left.is_some_and(|d| (left - 2..=left + 1).contains(&d)),
+        "the dead task's budget is the instance's ({left} s): {dead_left:?}"
+    );
+    // Counted from the newest event read (well after the rotation 4 s ago): the
+    // instance's figure would be 7196 at most.
+    assert!(ok_left.is_some_and(|o| o >= 7198), "{ok_left:?}");
+    assert!(
+        metrics.contains("rowhook_task_binlog_retention_seconds{task=\"dead\"}")
+            && metrics.contains("rowhook_task_binlog_retention_seconds{task=\"ok\"}"),
+        "{metrics}"
+    );
     // Delivered: the checkpoint moves into the stream's file and the warning
     // goes (the budget is a full expiry again, and 2 h < 3 h still warns, so
     // check the figure, not the reason).

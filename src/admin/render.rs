@@ -644,6 +644,7 @@ fn task(admin: &Admin, index: usize) -> Value {
         "retries": s.retries.load(Relaxed),
         "dead_lettered": s.dead_lettered.load(Relaxed),
         "quarantined": s.quarantined.load(Relaxed),
+        "binlog_retention_seconds": admin.progress.task_retention_left(index, crate::delivery::unix_now()),
         "spool": admin.stats.spool(index).map(|s| json!({
             "bytes": s.bytes,
             "records": s.records,
@@ -1164,6 +1165,26 @@ fn prometheus(admin: &Admin) -> Reply {
             label(&t.id),
             p.task_in_flight.get(t.slot).map_or(0, std::cell::Cell::get)
         );
+    }
+    let now = crate::delivery::unix_now();
+    let per_task: Vec<(&str, i64)> = infos
+        .iter()
+        .filter_map(|t| Some((t.id.as_str(), p.task_retention_left(t.slot, now)?)))
+        .collect();
+    if !per_task.is_empty() {
+        family(
+            &mut o,
+            "rowhook_task_binlog_retention_seconds",
+            "gauge",
+            "Per task: seconds until the server's binlog expiry may purge the file of the task's oldest event not yet delivered, dead-lettered or spooled (the lowest task holds the checkpoint back).",
+        );
+        for (task, left) in per_task {
+            let _ = writeln!(
+                o,
+                "rowhook_task_binlog_retention_seconds{{task=\"{}\"}} {left}",
+                label(task)
+            );
+        }
     }
     family(
         &mut o,

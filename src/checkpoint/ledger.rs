@@ -33,7 +33,16 @@ pub struct Ledger {
     /// Acks of deliveries read back from a spool: (task slot, sequence), for
     /// the spools (their transactions were done when they became durable).
     spool_acks: Vec<(u32, u64)>,
+    /// Per task slot: (ordinal, parts not yet done) of its transactions with
+    /// parts outstanding, oldest first — which binlog file the task still
+    /// needs (its retention budget).
+    task_txns: Vec<std::collections::VecDeque<(u64, u32)>>,
+    /// When the tasks' needed files were last given to [`Progress`].
+    shown_needs: Instant,
 }
+
+/// How often each task's needed binlog file is given to the admin server.
+const SHOW_NEEDS_EVERY: Duration = Duration::from_millis(200);
 
 /// Where and how often the checkpoint is written, and what was written last.
 struct Durable {
@@ -89,6 +98,8 @@ impl Ledger {
             progress,
             by_generation: std::collections::VecDeque::new(),
             spool_acks: Vec::new(),
+            task_txns: Vec::new(),
+            shown_needs: Instant::now(),
             durable: Durable {
                 dir,
                 replica: None,
@@ -204,6 +215,59 @@ impl Ledger {
     pub fn sent_weighted(&mut self, task: usize, txn: u64, generation: u32, weight: u32) {
         self.in_flight(task, generation, weight);
         self.window.add(txn);
+        self.task_add(task, txn);
+    }
+
+    /// One more part of `txn` is outstanding for `task`.
+    fn task_add(&mut self, task: usize, txn: u64) {
+        if self.task_txns.len() <= task {
+            self.task_txns
+                .resize_with(task + 1, std::collections::VecDeque::new);
+        }
+        let q = &mut self.task_txns[task];
+        match q.back_mut() {
+            Some((t, n)) if *t == txn => *n += 1,
+            _ => q.push_back((txn, 1)),
+        }
+    }
+
+    /// A part of `txn` for `task` is done.
+    fn task_done(&mut self, task: usize, txn: u64) {
+        let Some(q) = self.task_txns.get_mut(task) else {
+            return;
+        };
+        if let Ok(i) = q.binary_search_by_key(&txn, |(t, _)| *t) {
+            q[i].1 = q[i].1.saturating_sub(1);
+        }
+        while q.front().is_some_and(|(_, n)| *n == 0) {
+            q.pop_front();
+        }
+    }
+
+    /// Gives the admin server, per task, the binlog file of its oldest
+    /// transaction not yet done (none: the task needs nothing before what is
+    /// being read).
+    fn show_needs(&mut self) {
+        let now = Instant::now();
+        if now.duration_since(self.shown_needs) < SHOW_NEEDS_EVERY {
+            return;
+        }
+        self.shown_needs = now;
+        let read = self.progress.read_file.borrow();
+        let mut needs = self.progress.task_binlog_file.borrow_mut();
+        if needs.len() < self.task_txns.len() {
+            needs.resize(self.task_txns.len(), String::new());
+        }
+        for (need, q) in needs.iter_mut().zip(&self.task_txns) {
+            let file = match q.front() {
+                None => "",
+                // Not ended yet: it is in the file being read.
+                Some((txn, _)) => self.window.end_file(*txn).unwrap_or(read.as_str()),
+            };
+            if need != file {
+                file.clone_into(need);
+            }
+        }
     }
 
     /// A delivery of `task` carrying `weight` row changes, read under
@@ -227,8 +291,9 @@ impl Ledger {
     /// Transaction `txn` has one more outstanding part in a spool (done once
     /// it is durable there: [`Ledger::spool_done`]). Not in flight: it holds
     /// no memory.
-    pub fn spooled(&mut self, txn: u64) {
+    pub fn spooled(&mut self, task: usize, txn: u64) {
         self.window.add(txn);
+        self.task_add(task, txn);
     }
 
     /// Transaction `txn` has `task`'s spool record `seq` (appended now, or found
@@ -238,8 +303,9 @@ impl Ledger {
     }
 
     /// A part counted by [`Ledger::spooled`] is durable in its spool.
-    pub fn spool_done(&mut self, txn: u64) {
+    pub fn spool_done(&mut self, task: usize, txn: u64) {
         self.window.ack(txn);
+        self.task_done(task, txn);
     }
 
     /// A delivery read back from `task`'s spool was handed to a shard: in
@@ -295,6 +361,7 @@ impl Ledger {
             }
             if ack.spool == 0 {
                 self.window.ack(ack.txn);
+                self.task_done(ack.task as usize, ack.txn);
             } else {
                 self.spool_acks.push((ack.task, ack.spool));
             }
@@ -371,6 +438,7 @@ pub fn keep_once(ledger: &RefCell<Ledger>) {
     let mut l = ledger.borrow_mut();
     l.drain_acks();
     l.maybe_checkpoint();
+    l.show_needs();
 }
 
 /// Makes the acknowledged position durable now (at shutdown), waiting for a

@@ -463,6 +463,14 @@ impl AckWindow {
         }
     }
 
+    /// The binlog file transaction `txn` ended in, once it ended and while it
+    /// is not done.
+    pub fn end_file(&self, txn: u64) -> Option<&str> {
+        let index = usize::try_from(txn.checked_sub(self.front)?).ok()?;
+        let (at, _) = self.txns.get(index)?.end.as_ref()?;
+        Some(&at.file)
+    }
+
     /// The end of the last transaction whose events are all done.
     pub fn position(&self) -> Option<&Done> {
         self.done.as_ref()

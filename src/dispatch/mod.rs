@@ -569,7 +569,7 @@ pub(crate) fn tend_spools(
         spool.retry(now);
         let dead = spool.synced(&mut o.spool_txns);
         for txn in o.spool_txns.drain(..) {
-            l.spool_done(txn);
+            l.spool_done(task, txn);
         }
         if dead > 0 {
             stats.dead_lettered(task as u32, dead);
@@ -741,7 +741,7 @@ impl Outbox {
                 if spool.holds() || !spool.blocked() {
                     let seq = spool.next_seq();
                     if spool.append(d.txn, &record) {
-                        ledger.spooled(d.txn);
+                        ledger.spooled(task, d.txn);
                     }
                     if spool.next_seq() > seq {
                         ledger.spool_mark(d.txn, spool.name(), seq);
