@@ -140,13 +140,18 @@ fn spool_of_replay(port: u16) -> serde_json::Value {
 }
 
 fn spool_of(port: u16, task: &str) -> serde_json::Value {
+    task_of(port, task)["spool"].clone()
+}
+
+/// `task`'s entry in `/tasks` (null when absent).
+fn task_of(port: u16, task: &str) -> serde_json::Value {
     let (_, tasks) = admin(port, "GET", "/tasks", "");
     tasks
         .as_array()
         .into_iter()
         .flatten()
         .find(|t| t["task_id"] == task)
-        .map(|t| t["spool"].clone())
+        .cloned()
         .unwrap_or_default()
 }
 
@@ -510,15 +515,7 @@ fn the_binlog_retention_budget_counts_from_the_rotation_of_the_file_the_checkpoi
     );
     // Per task, which one holds the binlog: the dead task needs binlog.000001,
     // the healthy one only the file being read (a full expiry).
-    let task_left = |task: &str| {
-        let (_, tasks) = admin(port, "GET", "/tasks", "");
-        tasks
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|t| t["task_id"] == task)
-            .and_then(|t| t["binlog_retention_seconds"].as_i64())
-    };
+    let task_left = |task: &str| task_of(port, task)["binlog_retention_seconds"].as_i64();
     let (dead_left, ok_left) = (task_left("dead"), task_left("ok"));
     eprintln!("per task: dead {dead_left:?} s, ok {ok_left:?} s");
     assert!(
