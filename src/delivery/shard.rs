@@ -5,7 +5,6 @@
 //! and ack.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +33,8 @@ pub struct ShardCtx {
     pub stats: Arc<Stats>,
     /// Latency histograms shared with the admin server.
     pub latency: Arc<Latency>,
-    pools: RefCell<HashMap<String, Rc<Pool>>>,
+    /// One per origin; a handful at most, so a scan (no origin string per request).
+    pools: RefCell<Vec<Rc<Pool>>>,
     acks: Sender<Ack>,
     /// Source core -> this shard, nanoseconds, since the last progress line.
     handoff: RefCell<Histogram<u64>>,
@@ -43,18 +43,17 @@ pub struct ShardCtx {
 impl ShardCtx {
     /// The connection pool for `endpoint`'s origin (shared by tasks on one host).
     pub fn pool(&self, endpoint: &Endpoint) -> Rc<Pool> {
-        let origin = endpoint.origin();
-        self.pools
-            .borrow_mut()
-            .entry(origin)
-            .or_insert_with(|| {
-                Rc::new(Pool::new(
-                    endpoint.clone(),
-                    self.plan.tls.clone(),
-                    self.plan.pool_limit,
-                ))
-            })
-            .clone()
+        let mut pools = self.pools.borrow_mut();
+        if let Some(p) = pools.iter().find(|p| p.serves(endpoint)) {
+            return p.clone();
+        }
+        let p = Rc::new(Pool::new(
+            endpoint.clone(),
+            self.plan.tls.clone(),
+            self.plan.pool_limit,
+        ));
+        pools.push(p.clone());
+        p
     }
 
     /// The plan of `generation` (the newest when it is unknown, which the source's
@@ -181,7 +180,7 @@ pub async fn serve(
         generations: RefCell::new(vec![Rc::new((*plan).clone())]),
         stats,
         latency,
-        pools: RefCell::new(HashMap::new()),
+        pools: RefCell::new(Vec::new()),
         acks: link.acks,
         handoff: RefCell::new(new_histogram()),
     });

@@ -244,6 +244,12 @@ impl Pool {
         }
     }
 
+    /// Whether `endpoint` has this pool's origin (scheme, host and port).
+    pub fn serves(&self, endpoint: &Endpoint) -> bool {
+        let mine = &self.endpoint;
+        mine.tls == endpoint.tls && mine.port == endpoint.port && mine.host == endpoint.host
+    }
+
     /// Sends `request` (a complete HTTP/1.1 request) and reads the answer, all
     /// within `timeout` (waiting for a free connection included).
     pub async fn exchange(&self, request: &[u8], timeout: Duration) -> Result<Response, HttpError> {
