@@ -87,6 +87,46 @@ fn accepted(
         .collect()
 }
 
+/// What `path` accepted, parsed once per request as it arrives: a wait that
+/// re-parsed every request on each pass kept the test busier than the rowhook
+/// it waited for. A request's verdict is recorded before it becomes visible.
+struct Accepted<'a> {
+    receiver: &'a Receiver,
+    verdicts: &'a Mutex<HashMap<usize, bool>>,
+    path: &'a str,
+    looked: usize,
+    got: Vec<Seen>,
+}
+
+impl<'a> Accepted<'a> {
+    fn new(
+        receiver: &'a Receiver,
+        verdicts: &'a Mutex<HashMap<usize, bool>>,
+        path: &'a str,
+    ) -> Self {
+        Accepted {
+            receiver,
+            verdicts,
+            path,
+            looked: 0,
+            got: Vec::new(),
+        }
+    }
+
+    /// Everything accepted so far, in arrival order.
+    fn poll(&mut self) -> &[Seen] {
+        let new = self.receiver.requests_since(self.looked);
+        self.looked += new.len();
+        let verdicts = self.verdicts.lock().unwrap();
+        for r in new {
+            if r.path == self.path && verdicts.get(&r.n).copied().unwrap_or(false) {
+                self.got.push(seen_in(r.json()));
+            }
+        }
+        &self.got
+    }
+}
+
 /// The longest pause between accepted deliveries of `path` inside `during`.
 fn max_gap(got: &[(Instant, Seen)], during: (Instant, Instant)) -> Duration {
     let mut times: Vec<Instant> = got
@@ -113,15 +153,13 @@ fn wait_view(
 ) -> Vec<Seen> {
     let want = table_view(db);
     let deadline = Instant::now() + Duration::from_secs(90);
+    let mut accepted = Accepted::new(receiver, verdicts, path);
     loop {
-        let got: Vec<Seen> = accepted(receiver, verdicts, path)
-            .into_iter()
-            .map(|(_, s)| s)
-            .collect();
+        let got = accepted.poll();
         let refs: Vec<&Seen> = got.iter().collect();
         let seen = view(&refs);
         if seen == want {
-            return got;
+            return got.to_vec();
         }
         assert!(
             Instant::now() < deadline,
@@ -932,11 +970,9 @@ fn a_full_spool_with_on_full_dead_letter_dead_letters_new_events_and_never_stops
     // Every row change once: delivered to /dead or in its dead-letter file,
     // never both; in binlog order together they give the table.
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut accepted_dead = Accepted::new(&receiver, &verdicts, "/dead");
     let (dead, letters) = loop {
-        let dead: Vec<Seen> = accepted(&receiver, &verdicts, "/dead")
-            .into_iter()
-            .map(|(_, s)| s)
-            .collect();
+        let dead = accepted_dead.poll().to_vec();
         let text = std::fs::read_to_string(state.path().join("dlq/dead.jsonl")).unwrap_or_default();
         let letters: Vec<Seen> = text
             .lines()
