@@ -1325,6 +1325,13 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
+                // A completion nobody waits for (a fired preemption timer,
+                // which rowhook's patch keeps armed across passes, or the
+                // throughput timer's eventfd write) can land between the I/O
+                // poll and here. Reporting "nothing ran" would let the loop
+                // park with this queue still runnable, and with no timer or
+                // I/O left to wake it the task would never run again.
+                ran |= !self.queues.borrow().active_executors.is_empty();
                 break;
             }
             if !self.run_one_task_queue() {
