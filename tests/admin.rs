@@ -317,14 +317,26 @@ fn a_paused_task_holds_its_events_and_resume_releases_them_without_loss() {
         _rowhook,
     } = Instance::start();
     db.sql("INSERT INTO shop.seq SELECT seq, 0 FROM shop.seq_1_to_10");
+    let inserted = db.sql("SELECT @@gtid_binlog_pos")[0][0].clone();
     receiver.wait_until(Duration::from_secs(30), |r| r.len() >= 10);
-    std::thread::sleep(Duration::from_millis(500));
     let checkpoint = || -> Value {
         serde_json::from_str(
             &std::fs::read_to_string(state.path().join("checkpoint.json")).unwrap(),
         )
         .unwrap()
     };
+    // The write for the delivered transaction goes through the blocking pool with
+    // an fsync; on a busy disk it lands well after the delivery, so wait for it
+    // rather than guess a delay — otherwise its late arrival looks like a move.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while checkpoint()["gtid_set"] != inserted.as_str() {
+        assert!(
+            Instant::now() < deadline,
+            "the checkpoint never reached {inserted}: {}",
+            checkpoint()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let before = checkpoint();
 
     let bearer = format!("Bearer {TOKEN}");
