@@ -83,8 +83,20 @@ fn accepted(
         .requests()
         .into_iter()
         .filter(|r| r.path == path && verdicts.get(&r.n).copied().unwrap_or(false))
-        .map(|r| (r.at, seen_in(r.json())))
+        .flat_map(|r| {
+            events_in(r.json())
+                .into_iter()
+                .map(move |e| (r.at, seen_in(e)))
+        })
         .collect()
+}
+
+/// The events of a webhook body: one, or a batch's array of them.
+fn events_in(body: serde_json::Value) -> Vec<serde_json::Value> {
+    match body {
+        serde_json::Value::Array(events) => events,
+        one => vec![one],
+    }
 }
 
 /// What `path` accepted, parsed once per request as it arrives: a wait that
@@ -120,21 +132,42 @@ impl<'a> Accepted<'a> {
         let verdicts = self.verdicts.lock().unwrap();
         for r in new {
             if r.path == self.path && verdicts.get(&r.n).copied().unwrap_or(false) {
-                self.got.push(seen_in(r.json()));
+                self.got
+                    .extend(events_in(r.json()).into_iter().map(seen_in));
             }
         }
         &self.got
     }
 }
 
-/// The longest pause between accepted deliveries of `path` inside `during`.
-fn max_gap(got: &[(Instant, Seen)], during: (Instant, Instant)) -> Duration {
+/// The distinct times of deliveries inside `during`, in order.
+fn times_in(got: &[(Instant, Seen)], during: (Instant, Instant)) -> Vec<Instant> {
     let mut times: Vec<Instant> = got
         .iter()
         .map(|(t, _)| *t)
         .filter(|t| *t >= during.0 && *t <= during.1)
         .collect();
     times.sort();
+    times.dedup();
+    times
+}
+
+/// The three longest pauses between accepted deliveries inside `during`:
+/// (seconds into it, pause), longest first.
+fn longest_gaps(got: &[(Instant, Seen)], during: (Instant, Instant)) -> Vec<(f64, Duration)> {
+    let times = times_in(got, during);
+    let mut gaps: Vec<(f64, Duration)> = times
+        .windows(2)
+        .map(|w| ((w[0] - during.0).as_secs_f64(), w[1] - w[0]))
+        .collect();
+    gaps.sort_by_key(|g| std::cmp::Reverse(g.1));
+    gaps.truncate(3);
+    gaps
+}
+
+/// The longest pause between accepted deliveries of `path` inside `during`.
+fn max_gap(got: &[(Instant, Seen)], during: (Instant, Instant)) -> Duration {
+    let times = times_in(got, during);
     let mut gap = times.first().map_or(during.1 - during.0, |t| *t - during.0);
     for w in times.windows(2) {
         gap = gap.max(w[1] - w[0]);
@@ -151,8 +184,19 @@ fn wait_view(
     verdicts: &Mutex<HashMap<usize, bool>>,
     path: &str,
 ) -> Vec<Seen> {
+    wait_view_within(db, receiver, verdicts, path, 90)
+}
+
+/// [`wait_view`] for at most `secs`.
+fn wait_view_within(
+    db: &MariaDb,
+    receiver: &Receiver,
+    verdicts: &Mutex<HashMap<usize, bool>>,
+    path: &str,
+    secs: u64,
+) -> Vec<Seen> {
     let want = table_view(db);
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + Duration::from_secs(secs);
     let mut accepted = Accepted::new(receiver, verdicts, path);
     loop {
         let got = accepted.poll();
@@ -213,7 +257,11 @@ type Setup = (
 
 /// [`setup`] with the dead task's `spool:` given.
 fn setup_with(spool: &str) -> Setup {
-    let db = MariaDb::start();
+    setup_on(MariaDb::start(), spool)
+}
+
+/// [`setup_with`] on a server already started.
+fn setup_on(db: MariaDb, spool: &str) -> Setup {
     db.sql("CREATE DATABASE live; CREATE TABLE live.kv (id INT PRIMARY KEY, v INT NOT NULL);");
     let down = Arc::new(AtomicBool::new(false));
     let (receiver, verdicts) = receiver(down.clone());
@@ -222,15 +270,48 @@ fn setup_with(spool: &str) -> Setup {
     (db, down, receiver, verdicts, state, text)
 }
 
+/// The figure: one receiver down for 60 s while 5,000 row changes a
+/// second stream in.
+const OUTAGE: Duration = Duration::from_secs(60);
+const RATE: u64 = 5_000;
+
 #[test]
-fn a_dead_receiver_spools_its_task_while_the_other_keeps_flowing() {
+fn a_receiver_down_60_s_at_5k_rows_a_second_spools_its_task_while_the_other_keeps_flowing() {
+    outage_at_rate(false);
+}
+
+#[test]
+fn kill_9_halfway_through_a_60_s_outage_at_5k_rows_a_second_loses_nothing() {
+    outage_at_rate(true);
+}
+
+/// [`OUTAGE`] of the `dead` task's receiver at [`RATE`] (with `kill`, rowhook
+/// is killed -9 and restarted halfway): `ok` keeps delivering throughout,
+/// `dead` gets every row change in per-key order once its receiver is back.
+fn outage_at_rate(kill: bool) {
     let _serial = one_at_a_time();
-    let (db, down, receiver, verdicts, state, text) = setup();
+    // A spool for a minute at 5k/s (~150 MB of envelopes), and a server that
+    // does not fsync each commit: one client at 2,000 commits/s otherwise
+    // waits on the disk, not on anything under test.
+    let (db, down, receiver, verdicts, state, text) = setup_on(
+        MariaDb::start_with_options(
+            common::mariadb::RowMetadata::Full,
+            &[
+                "--innodb-flush-log-at-trx-commit=2".to_owned(),
+                "--sync-binlog=0".to_owned(),
+            ],
+        ),
+        "{max_bytes: 1GiB, fsync_interval: 20ms}",
+    );
+    // Batches of 10: one POST per row change at 5k/s for two tasks is 10k
+    // requests a second, more than this test's own receiver and a debug build
+    // serve on 2 cores beside MariaDB; the spool keeps one record per event either way.
+    let text = text.replace("payload: envelope", "payload: envelope, batch_size: 10");
     let port = admin_port(&text);
-    let rowhook = Rowhook::run(&text);
+    let mut rowhook = Rowhook::run(&text);
     wait_streaming(&db);
-    let writer = Writer::start(&db);
-    writer.wait_rows(300);
+    let writer = Writer::paced(&db, RATE, 20);
+    writer.wait_rows(2_000);
     down.store(true, Ordering::Relaxed);
     let outage = Instant::now();
     let rows_before = writer.rows();
@@ -251,19 +332,18 @@ fn a_dead_receiver_spools_its_task_while_the_other_keeps_flowing() {
     };
     watch_writer(outage + Duration::from_secs(2));
     let checkpoint_early = admin(port, "GET", "/health", "").1["checkpoint"].clone();
-    watch_writer(outage + Duration::from_secs(12));
+    let mut killed = None;
+    if kill {
+        watch_writer(outage + OUTAGE / 2);
+        let spooled = spool_of(port, "dead");
+        rowhook.kill9();
+        killed = Some((Instant::now(), spooled));
+        rowhook = Rowhook::run(&text);
+    }
+    watch_writer(outage + OUTAGE);
     let spool = spool_of(port, "dead");
+    let rss_mib = rowhook.rss_kib() as f64 / 1024.0;
     let (_, health) = admin(port, "GET", "/health", "");
-    // The dead task's events are durable in its spool: the checkpoint does not
-    // wait for its receiver.
-    assert_ne!(
-        health["checkpoint"], checkpoint_early,
-        "the checkpoint moved during the outage"
-    );
-    assert!(
-        health["checkpoint"]["position"].as_u64() > checkpoint_early["position"].as_u64(),
-        "{health} vs {checkpoint_early}"
-    );
     down.store(false, Ordering::Relaxed);
     let back = Instant::now();
     let during_outage = writer.rows() - rows_before;
@@ -271,45 +351,85 @@ fn a_dead_receiver_spools_its_task_while_the_other_keeps_flowing() {
     let total = writer.stop();
 
     let ok = accepted(&receiver, &verdicts, "/ok");
-    let gap = max_gap(&ok, (outage, back));
+    let after_kill = killed.as_ref().map_or(outage, |(at, _)| *at);
+    let gap = max_gap(&ok, (outage, after_kill));
+    let gap_after = killed
+        .as_ref()
+        .map(|(at, _)| max_gap(&ok, (*at + Duration::from_secs(15), back)));
+    if let Some((at, _)) = &killed {
+        eprintln!(
+            "the healthy task's pause across the kill and restart: {:?}",
+            max_gap(&ok, (*at, *at + Duration::from_secs(15)))
+        );
+    }
+    let per_s = during_outage as f64 / (back - outage).as_secs_f64();
     eprintln!(
-        "{during_outage} row changes written in the 12 s outage ({:.0}/s), {total} in all; the healthy task's longest pause then: {gap:?} (the writer's own longest pause: {writer_gap:?}); dead task's spool at the end of the outage: {spool}",
-        during_outage as f64 / 12.0
+        "the healthy task's longest pauses (s into the outage, pause): {:?}",
+        longest_gaps(&ok, (outage, back))
+    );
+    eprintln!(
+        "{during_outage} row changes written in the {OUTAGE:?} outage ({per_s:.0}/s), {total} in all; the healthy task's longest pause: {:?}{} (the writer's own longest pause: {writer_gap:?}); rowhook RSS at the end {rss_mib:.1} MiB; dead task's spool {}at the end of the outage: {spool}",
+        if kill { gap_after.unwrap_or_default() } else { max_gap(&ok, (outage, back)) },
+        if kill { format!(" from 15 s after the restart to the end (before the kill: {gap:?})") } else { String::new() },
+        killed.as_ref().map_or(String::new(), |(_, s)| format!("before the kill {s}, ")),
+    );
+    // One `mariadb` client, MariaDB, this test's receiver and a debug rowhook
+    // share 2 cores: alone the writer reached 3,450-4,500/s of the 5,000 it
+    // aims at, every row read and spooled in time (the CPU ran out, not
+    // rowhook); a compile beside it took it to 2,000. The floor only guards
+    // that the outage ran under real load, not the machine's speed.
+    assert!(
+        per_s > RATE as f64 * 0.4,
+        "the writer kept a few thousand row changes/s: {per_s:.0}"
     );
     assert!(
-        during_outage > 5_000,
-        "the writer kept going ({during_outage})"
-    );
-    assert!(
-        spool["records"].as_u64().unwrap_or(0) > 1_000,
+        spool["records"].as_u64().unwrap_or(0) > 10_000,
         "the dead task's events went to its spool: {spool}"
     );
-    assert!(spool["bytes"].as_u64().unwrap_or(0) > 0, "{spool}");
     assert!(
-        spool["oldest_age_s"].as_f64().unwrap_or(0.0) > 5.0,
+        spool["oldest_age_s"].as_f64().unwrap_or(0.0) > 20.0,
         "{spool}"
     );
     assert_eq!(
         health["status"], "UP",
         "a spooling task is not a failure: {health}"
     );
-    // Without the spool the pause is the whole outage after the first share
-    // (11.4 s measured). With it the task keeps going; how evenly depends on
-    // the machine: a debug build on a loaded 2-core CI runner saturates the
-    // source core rendering and spooling two tasks (hand-off p50 600 ms seen,
-    // pauses of 0.9-2.2 s), a release build paused 12-25 ms.
+    // The dead task's events are durable in its spool: the checkpoint does not
+    // wait for its receiver (across a restart too).
     assert!(
-        gap < Duration::from_secs(5).max(writer_gap + Duration::from_secs(1)),
-        "the healthy task stalled for {gap:?} while the other's receiver was down (the writer paused at most {writer_gap:?})"
+        health["checkpoint"]["position"].as_u64() > checkpoint_early["position"].as_u64(),
+        "{health} vs {checkpoint_early}"
     );
+    // Without the spool the pause is the whole outage after the first share.
+    // With it the task keeps going: 71-373 ms here in a debug build (longer
+    // only where the writer itself paused). A spool reader that zeroed 256 KiB
+    // per read-back kept the source core busy and paused it 2.0-2.5 s.
+    let bound = Duration::from_secs(2).max(writer_gap + Duration::from_secs(1));
+    let healthy_gap = gap_after.unwrap_or_else(|| max_gap(&ok, (outage, back)));
+    assert!(
+        gap < bound && healthy_gap < bound,
+        "the healthy task stalled for {gap:?} / {healthy_gap:?} while the other's receiver was down (the writer paused at most {writer_gap:?})"
+    );
+    drop(ok);
 
-    let ok = wait_view(&db, &receiver, &verdicts, "/ok");
-    let dead = wait_view(&db, &receiver, &verdicts, "/dead");
-    assert_per_key_order(&ok, "ok");
-    assert_per_key_order(&dead, "dead");
-    assert_eq!(ok.len(), dead.len(), "both tasks got every row change once");
+    let ok = wait_view_within(&db, &receiver, &verdicts, "/ok", 240);
+    let dead = wait_view_within(&db, &receiver, &verdicts, "/dead", 240);
+    if kill {
+        assert_order_across_a_restart(&ok, "ok");
+        assert_order_across_a_restart(&dead, "dead");
+    } else {
+        assert_per_key_order(&ok, "ok");
+        assert_per_key_order(&dead, "dead");
+        assert_eq!(ok.len(), dead.len(), "both tasks got every row change once");
+    }
+    eprintln!(
+        "accepted: ok {}, dead {} ({:.0} s after the receiver came back)",
+        ok.len(),
+        dead.len(),
+        back.elapsed().as_secs_f64()
+    );
     // Delivered: the spool empties and its segments go.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while spool_of(port, "dead")["records"].as_u64() != Some(0) {
         assert!(
             Instant::now() < deadline,
@@ -325,10 +445,7 @@ fn a_dead_receiver_spools_its_task_while_the_other_keeps_flowing() {
         .map(|e| e.metadata().unwrap().len())
         .sum();
     assert!(left <= 64 << 20, "{left}");
-    let (_, metrics) = {
-        let (s, _) = admin(port, "GET", "/health", "");
-        (s, common::loadgen::http(port, "GET", "/metrics", "").1)
-    };
+    let metrics = common::loadgen::http(port, "GET", "/metrics", "").1;
     assert!(
         metrics.contains("rowhook_spool_records{task=\"dead\"} 0"),
         "{metrics}"

@@ -669,6 +669,10 @@ const HELD_TICK: Duration = Duration::from_millis(1);
 struct Fence {
     /// (shard, delivery, is a key change), in binlog order.
     held: VecDeque<(usize, Delivery, bool)>,
+    /// The rows `held` weighs, kept as it changes: summed on every flush it
+    /// cost O(held) per hand-off, and a fence holds thousands behind a slow
+    /// receiver.
+    held_weight: usize,
     /// A key change left: the next event waits until it is acknowledged.
     awaiting_ack: bool,
     /// The task's ordering or lanes changed: its next event is fenced like a key
@@ -690,6 +694,7 @@ impl Outbox {
         };
         let key_change = key_change || std::mem::take(&mut fence.barrier);
         if key_change || !fence.held.is_empty() || fence.awaiting_ack {
+            fence.held_weight += d.weight as usize;
             fence.held.push_back((shard, d, key_change));
         } else {
             self.pending[shard].push(d);
@@ -866,8 +871,7 @@ impl Outbox {
                 .get(task)
                 .map_or(0, |n| n.get() as usize);
             // In flight counts rows: a held transaction part weighs its rows.
-            let held: usize = fence.held.iter().map(|(_, d, _)| d.weight as usize).sum();
-            let mut outstanding = in_flight.saturating_sub(held);
+            let mut outstanding = in_flight.saturating_sub(fence.held_weight);
             if fence.awaiting_ack {
                 if outstanding > 0 {
                     continue;
@@ -882,6 +886,7 @@ impl Outbox {
                     break;
                 };
                 outstanding += d.weight as usize;
+                fence.held_weight = fence.held_weight.saturating_sub(d.weight as usize);
                 self.pending[shard].push(d);
                 if key_change {
                     fence.awaiting_ack = true;

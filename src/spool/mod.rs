@@ -121,30 +121,47 @@ struct Reader {
     /// The segment being read (its first sequence).
     segment: u64,
     file: File,
+    /// Read bytes are `buf[at..end]`; the rest is room, zeroed once when it
+    /// grows (a reader following a live spool fills on every pass, and zeroing
+    /// the chunk each time cost more than the read).
     buf: Vec<u8>,
     at: usize,
-    /// The sequence of the next record in `buf[at..]`.
+    end: usize,
+    /// The sequence of the next record in `buf[at..end]`.
     next: u64,
 }
 
 impl Reader {
+    fn new(segment: u64, file: File) -> Reader {
+        Reader {
+            segment,
+            file,
+            buf: Vec::new(),
+            at: 0,
+            end: 0,
+            next: segment,
+        }
+    }
+
+    /// The bytes read and not yet taken.
+    fn unread(&self) -> &[u8] {
+        self.buf.get(self.at..self.end).unwrap_or_default()
+    }
+
     /// Keeps the unread bytes and reads up to [`READ_CHUNK`] more after them;
     /// returns how many (0: the segment's end).
     fn fill(&mut self) -> std::io::Result<usize> {
-        self.buf.drain(..self.at);
+        self.buf.copy_within(self.at..self.end, 0);
+        self.end -= self.at;
         self.at = 0;
-        let had = self.buf.len();
-        self.buf.resize(had + READ_CHUNK, 0);
-        match self.file.read(&mut self.buf[had..]) {
-            Ok(n) => {
-                self.buf.truncate(had + n);
-                Ok(n)
-            }
-            Err(e) => {
-                self.buf.truncate(had);
-                Err(e)
-            }
+        if self.buf.len() < self.end + READ_CHUNK {
+            self.buf.resize(self.end + READ_CHUNK, 0);
         }
+        let n = self
+            .file
+            .read(&mut self.buf[self.end..self.end + READ_CHUNK])?;
+        self.end += n;
+        Ok(n)
     }
 }
 
@@ -873,7 +890,7 @@ impl Spool {
             let Some(r) = self.reader.as_mut() else {
                 return Ok(None);
             };
-            match record::decode(&r.buf[r.at..]) {
+            match record::decode(r.unread()) {
                 Decoded::Record(rec, len) => {
                     let fed = Fed {
                         seq: r.next,
@@ -919,15 +936,9 @@ impl Spool {
             self.reader = None;
             return Ok(());
         };
-        let mut r = Reader {
-            segment: segment.first,
-            file: File::open(&segment.path)?,
-            buf: Vec::with_capacity(READ_CHUNK),
-            at: 0,
-            next: segment.first,
-        };
+        let mut r = Reader::new(segment.first, File::open(&segment.path)?);
         while r.next < self.read {
-            match record::decode(&r.buf[r.at..]) {
+            match record::decode(r.unread()) {
                 Decoded::Record(_, len) => {
                     r.at += len;
                     r.next += 1;

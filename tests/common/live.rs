@@ -57,64 +57,95 @@ pub fn wait_generation(port: u16, at_least: u64) {
     }
 }
 
-/// Writes transactions of 1–4 single-row statements over keys 1..=60 (inserts,
-/// value updates, primary-key changes, deletes) until stopped; returns how many
-/// row changes it committed.
+/// Transactions of 1–4 single-row statements over keys 1..=60 (inserts, value
+/// updates, primary-key changes, deletes), the same sequence on every run.
+struct Script {
+    next: Box<dyn FnMut(u64) -> u64 + Send>,
+    present: Vec<i64>,
+    step: u64,
+    /// Of the statements drawn as primary-key changes, one in this many is
+    /// one (the others update the value).
+    key_changes_one_in: u64,
+}
+
+impl Script {
+    fn new(key_changes_one_in: u64) -> Script {
+        Script {
+            next: Box::new(super::seeded(0x1234_5678_9abc_def1)),
+            present: Vec::new(),
+            step: 0,
+            key_changes_one_in,
+        }
+    }
+
+    /// Appends `txns` transactions to `script`; returns their row changes.
+    fn push(&mut self, txns: usize, script: &mut String) -> usize {
+        let (next, present) = (&mut self.next, &mut self.present);
+        let mut n = 0;
+        for _ in 0..txns {
+            script.push_str("BEGIN;\n");
+            for _ in 0..=next(4) {
+                self.step += 1;
+                let step = self.step;
+                let absent: Vec<i64> = (1..=60).filter(|k| !present.contains(k)).collect();
+                let mut op = if present.is_empty() { 0 } else { next(10) };
+                if op == 3 && next(self.key_changes_one_in) != 0 {
+                    op = 4;
+                }
+                let stmt = match op {
+                    0..=2 if !absent.is_empty() => {
+                        let k = absent[next(absent.len() as u64) as usize];
+                        present.push(k);
+                        format!("INSERT INTO live.kv VALUES ({k}, {step})")
+                    }
+                    3 if !absent.is_empty() => {
+                        let i = next(present.len() as u64) as usize;
+                        let to = absent[next(absent.len() as u64) as usize];
+                        let from = present[i];
+                        present[i] = to;
+                        format!("UPDATE live.kv SET id = {to}, v = {step} WHERE id = {from}")
+                    }
+                    5..=6 => {
+                        let k = present.swap_remove(next(present.len() as u64) as usize);
+                        format!("DELETE FROM live.kv WHERE id = {k}")
+                    }
+                    _ => {
+                        let k = present[next(present.len() as u64) as usize];
+                        format!("UPDATE live.kv SET v = {step} WHERE id = {k}")
+                    }
+                };
+                script.push_str(&stmt);
+                script.push_str(";\n");
+                n += 1;
+            }
+            script.push_str("COMMIT;\n");
+        }
+        n
+    }
+}
+
+/// Writes [`Script`]'s transactions into `live.kv` until stopped; counts the row
+/// changes it committed.
 pub struct Writer {
     stop: Arc<AtomicBool>,
     rows: Arc<AtomicUsize>,
     handle: Option<std::thread::JoinHandle<()>>,
+    /// The long-lived client of [`Writer::paced`].
+    client: Option<std::process::Child>,
 }
 
 impl Writer {
+    /// As fast as a fresh `mariadb` client per 12 transactions goes.
     pub fn start(db: &MariaDb) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let rows = Arc::new(AtomicUsize::new(0));
         let (s, r, port) = (stop.clone(), rows.clone(), db.port);
         let handle = std::thread::spawn(move || {
-            let mut next = super::seeded(0x1234_5678_9abc_def1);
-            let mut present: Vec<i64> = Vec::new();
-            let mut step = 0;
+            let mut script = Script::new(1);
             while !s.load(Ordering::Relaxed) {
-                let mut script = String::new();
-                let mut n = 0;
-                for _ in 0..12 {
-                    script.push_str("BEGIN;\n");
-                    for _ in 0..=next(4) {
-                        step += 1;
-                        let absent: Vec<i64> = (1..=60).filter(|k| !present.contains(k)).collect();
-                        let op = if present.is_empty() { 0 } else { next(10) };
-                        let stmt = match op {
-                            0..=2 if !absent.is_empty() => {
-                                let k = absent[next(absent.len() as u64) as usize];
-                                present.push(k);
-                                format!("INSERT INTO live.kv VALUES ({k}, {step})")
-                            }
-                            3 if !absent.is_empty() => {
-                                let i = next(present.len() as u64) as usize;
-                                let to = absent[next(absent.len() as u64) as usize];
-                                let from = present[i];
-                                present[i] = to;
-                                format!(
-                                    "UPDATE live.kv SET id = {to}, v = {step} WHERE id = {from}"
-                                )
-                            }
-                            5..=6 => {
-                                let k = present.swap_remove(next(present.len() as u64) as usize);
-                                format!("DELETE FROM live.kv WHERE id = {k}")
-                            }
-                            _ => {
-                                let k = present[next(present.len() as u64) as usize];
-                                format!("UPDATE live.kv SET v = {step} WHERE id = {k}")
-                            }
-                        };
-                        script.push_str(&stmt);
-                        script.push_str(";\n");
-                        n += 1;
-                    }
-                    script.push_str("COMMIT;\n");
-                }
-                super::mariadb::sql_at(port, &script);
+                let mut text = String::new();
+                let n = script.push(12, &mut text);
+                super::mariadb::sql_at(port, &text);
                 r.fetch_add(n, Ordering::Relaxed);
             }
         });
@@ -122,6 +153,64 @@ impl Writer {
             stop,
             rows,
             handle: Some(handle),
+            client: None,
+        }
+    }
+
+    /// At `per_s` row changes a second through one long-lived `mariadb` client
+    /// (a client per batch cannot reach a few thousand a second); a row counts
+    /// once the client answered a marker query sent after its transaction.
+    /// Primary-key changes are one in `key_changes_one_in` times rarer than in
+    /// [`Writer::start`] (~1 statement in 10 there): each one waits for the
+    /// task's earlier events to be acknowledged, so at a few thousand rows a
+    /// second a mix that heavy measures the receiver's round trip, not the path.
+    pub fn paced(db: &MariaDb, per_s: u64, key_changes_one_in: u64) -> Writer {
+        use std::io::BufRead;
+        let stop = Arc::new(AtomicBool::new(false));
+        let rows = Arc::new(AtomicUsize::new(0));
+        let (s, r) = (stop.clone(), rows.clone());
+        let mut client = super::mariadb::client(db.port)
+            // Answers as they come: the marker below waits for them.
+            .arg("--unbuffered")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("cannot run the mariadb client");
+        let mut stdin = client.stdin.take().unwrap();
+        let mut stdout = std::io::BufReader::new(client.stdout.take().unwrap());
+        let handle = std::thread::spawn(move || {
+            let mut script = Script::new(key_changes_one_in);
+            let started = Instant::now();
+            let (mut written, mut marker) = (0u64, 0u64);
+            while !s.load(Ordering::Relaxed) {
+                let due = started.elapsed().as_secs_f64() * per_s as f64;
+                if (written as f64) >= due {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                let mut text = String::new();
+                let n = script.push(16, &mut text);
+                marker += 1;
+                text.push_str(&format!("SELECT {marker};\n"));
+                stdin.write_all(text.as_bytes()).unwrap();
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    let got = stdout.read_line(&mut line).unwrap();
+                    assert!(got > 0, "the mariadb client quit (a statement failed?)");
+                    if line.trim() == marker.to_string() {
+                        break;
+                    }
+                }
+                written += n as u64;
+                r.fetch_add(n, Ordering::Relaxed);
+            }
+        });
+        Writer {
+            stop,
+            rows,
+            handle: Some(handle),
+            client: Some(client),
         }
     }
 
@@ -141,9 +230,29 @@ impl Writer {
     pub fn stop(mut self) -> usize {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
+            // A client that stopped answering must not hang the test: killed,
+            // its writer thread fails with the reason.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !h.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if let Some(c) = &mut self.client {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
             h.join().unwrap();
         }
         self.rows()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(c) = &mut self.client {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 

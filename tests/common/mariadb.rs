@@ -217,20 +217,27 @@ pub fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
+/// The `mariadb` client for the server at `port`: root over TCP, tab-separated
+/// rows without headers.
+pub fn client(port: u16) -> Command {
+    let mut c = Command::new("mariadb");
+    c.args([
+        "--protocol=tcp",
+        "-h127.0.0.1",
+        "-uroot",
+        "--batch",
+        "--skip-column-names",
+        "--raw",
+        "--default-character-set=utf8mb4",
+    ])
+    .arg(format!("-P{}", port));
+    c
+}
+
 /// Runs SQL on the server at `port` with the `mariadb` client (usable from any
 /// thread); returns rows as tab-separated fields.
 pub fn try_sql_at(port: u16, sql: &str) -> Result<Vec<Vec<String>>, String> {
-    let out = Command::new("mariadb")
-        .args([
-            "--protocol=tcp",
-            "-h127.0.0.1",
-            "-uroot",
-            "--batch",
-            "--skip-column-names",
-            "--raw",
-            "--default-character-set=utf8mb4",
-        ])
-        .arg(format!("-P{}", port))
+    let out = client(port)
         .arg("-e")
         .arg(sql)
         .output()
