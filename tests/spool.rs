@@ -310,7 +310,7 @@ fn outage_at_rate(kill: bool) {
     let port = admin_port(&text);
     let mut rowhook = Rowhook::run(&text);
     wait_streaming(&db);
-    let writer = Writer::paced(&db, RATE, 20);
+    let writer = Writer::paced(&db, RATE, 20, 4);
     writer.wait_rows(2_000);
     down.store(true, Ordering::Relaxed);
     let outage = Instant::now();
@@ -373,14 +373,14 @@ fn outage_at_rate(kill: bool) {
         if kill { format!(" from 15 s after the restart to the end (before the kill: {gap:?})") } else { String::new() },
         killed.as_ref().map_or(String::new(), |(_, s)| format!("before the kill {s}, ")),
     );
-    // One `mariadb` client, MariaDB, this test's receiver and a debug rowhook
-    // share 2 cores: alone the writer reached 3,450-4,500/s of the 5,000 it
-    // aims at, every row read and spooled in time (the CPU ran out, not
-    // rowhook); a compile beside it took it to 2,000. The floor only guards
-    // that the outage ran under real load, not the machine's speed.
+    // One `mariadb` client with statements of 1-4 rows: it keeps 5,000 row
+    // changes/s beside MariaDB, this test's receiver and a debug rowhook on 2
+    // cores (4,999 and 5,000/s in two runs; single-row statements capped near
+    // 4,000 on MariaDB's per-statement cost). The floor leaves room for a
+    // noisy machine, not for a writer that stopped.
     assert!(
-        per_s > RATE as f64 * 0.4,
-        "the writer kept a few thousand row changes/s: {per_s:.0}"
+        per_s > RATE as f64 * 0.8,
+        "the writer kept near {RATE} row changes/s: {per_s:.0}"
     );
     assert!(
         spool["records"].as_u64().unwrap_or(0) > 10_000,
@@ -401,8 +401,8 @@ fn outage_at_rate(kill: bool) {
         "{health} vs {checkpoint_early}"
     );
     // Without the spool the pause is the whole outage after the first share.
-    // With it the task keeps going: 71-373 ms here in a debug build (longer
-    // only where the writer itself paused). A spool reader that zeroed 256 KiB
+    // With it the task keeps going: 21-23 ms here in a debug build at 5,000
+    // row changes/s (longer only where the writer itself paused). A spool reader that zeroed 256 KiB
     // per read-back kept the source core busy and paused it 2.0-2.5 s.
     let bound = Duration::from_secs(2).max(writer_gap + Duration::from_secs(1));
     let healthy_gap = gap_after.unwrap_or_else(|| max_gap(&ok, (outage, back)));

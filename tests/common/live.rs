@@ -57,8 +57,8 @@ pub fn wait_generation(port: u16, at_least: u64) {
     }
 }
 
-/// Transactions of 1–4 single-row statements over keys 1..=60 (inserts, value
-/// updates, primary-key changes, deletes), the same sequence on every run.
+/// Transactions of 1–4 statements over keys 1..=60 (inserts, value updates,
+/// primary-key changes, deletes), the same sequence on every run.
 struct Script {
     next: Box<dyn FnMut(u64) -> u64 + Send>,
     present: Vec<i64>,
@@ -66,16 +66,29 @@ struct Script {
     /// Of the statements drawn as primary-key changes, one in this many is
     /// one (the others update the value).
     key_changes_one_in: u64,
+    /// Inserts, value updates and deletes touch 1 to this many rows each
+    /// (a primary-key change always one).
+    rows_per_statement: u64,
 }
 
 impl Script {
-    fn new(key_changes_one_in: u64) -> Script {
+    fn new(key_changes_one_in: u64, rows_per_statement: u64) -> Script {
         Script {
             next: Box::new(super::seeded(0x1234_5678_9abc_def1)),
             present: Vec::new(),
             step: 0,
             key_changes_one_in,
+            rows_per_statement,
         }
+    }
+
+    /// Up to `want` distinct keys drawn from `from`, removed from it.
+    fn draw(next: &mut dyn FnMut(u64) -> u64, from: &mut Vec<i64>, want: u64) -> Vec<i64> {
+        let mut keys = Vec::new();
+        while (keys.len() as u64) < want && !from.is_empty() {
+            keys.push(from.swap_remove(next(from.len() as u64) as usize));
+        }
+        keys
     }
 
     /// Appends `txns` transactions to `script`; returns their row changes.
@@ -85,38 +98,80 @@ impl Script {
         for _ in 0..txns {
             script.push_str("BEGIN;\n");
             for _ in 0..=next(4) {
-                self.step += 1;
-                let step = self.step;
-                let absent: Vec<i64> = (1..=60).filter(|k| !present.contains(k)).collect();
+                let mut absent: Vec<i64> = (1..=60).filter(|k| !present.contains(k)).collect();
                 let mut op = if present.is_empty() { 0 } else { next(10) };
                 if op == 3 && next(self.key_changes_one_in) != 0 {
                     op = 4;
                 }
-                let stmt = match op {
+                let width = match self.rows_per_statement {
+                    1 => 1,
+                    w => 1 + next(w),
+                };
+                // Each row change writes its own value: the keyed view then
+                // tells every change apart.
+                let mut values = |keys: &[i64]| -> Vec<u64> {
+                    keys.iter()
+                        .map(|_| {
+                            self.step += 1;
+                            self.step
+                        })
+                        .collect()
+                };
+                let (stmt, rows) = match op {
                     0..=2 if !absent.is_empty() => {
-                        let k = absent[next(absent.len() as u64) as usize];
-                        present.push(k);
-                        format!("INSERT INTO live.kv VALUES ({k}, {step})")
+                        let keys = Self::draw(next, &mut absent, width);
+                        present.extend(&keys);
+                        let rows: Vec<String> = keys
+                            .iter()
+                            .zip(values(&keys))
+                            .map(|(k, v)| format!("({k}, {v})"))
+                            .collect();
+                        (
+                            format!("INSERT INTO live.kv VALUES {}", rows.join(", ")),
+                            keys.len(),
+                        )
                     }
                     3 if !absent.is_empty() => {
                         let i = next(present.len() as u64) as usize;
                         let to = absent[next(absent.len() as u64) as usize];
                         let from = present[i];
                         present[i] = to;
-                        format!("UPDATE live.kv SET id = {to}, v = {step} WHERE id = {from}")
+                        let v = values(&[to])[0];
+                        (
+                            format!("UPDATE live.kv SET id = {to}, v = {v} WHERE id = {from}"),
+                            1,
+                        )
                     }
                     5..=6 => {
-                        let k = present.swap_remove(next(present.len() as u64) as usize);
-                        format!("DELETE FROM live.kv WHERE id = {k}")
+                        let keys = Self::draw(next, present, width);
+                        let list: Vec<String> = keys.iter().map(i64::to_string).collect();
+                        (
+                            format!("DELETE FROM live.kv WHERE id IN ({})", list.join(", ")),
+                            keys.len(),
+                        )
                     }
                     _ => {
-                        let k = present[next(present.len() as u64) as usize];
-                        format!("UPDATE live.kv SET v = {step} WHERE id = {k}")
+                        let mut pick = present.clone();
+                        let keys = Self::draw(next, &mut pick, width);
+                        let cases: Vec<String> = keys
+                            .iter()
+                            .zip(values(&keys))
+                            .map(|(k, v)| format!("WHEN {k} THEN {v}"))
+                            .collect();
+                        let list: Vec<String> = keys.iter().map(i64::to_string).collect();
+                        (
+                            format!(
+                                "UPDATE live.kv SET v = CASE id {} END WHERE id IN ({})",
+                                cases.join(" "),
+                                list.join(", ")
+                            ),
+                            keys.len(),
+                        )
                     }
                 };
                 script.push_str(&stmt);
                 script.push_str(";\n");
-                n += 1;
+                n += rows;
             }
             script.push_str("COMMIT;\n");
         }
@@ -141,7 +196,7 @@ impl Writer {
         let rows = Arc::new(AtomicUsize::new(0));
         let (s, r, port) = (stop.clone(), rows.clone(), db.port);
         let handle = std::thread::spawn(move || {
-            let mut script = Script::new(1);
+            let mut script = Script::new(1, 1);
             while !s.load(Ordering::Relaxed) {
                 let mut text = String::new();
                 let n = script.push(12, &mut text);
@@ -164,7 +219,14 @@ impl Writer {
     /// [`Writer::start`] (~1 statement in 10 there): each one waits for the
     /// task's earlier events to be acknowledged, so at a few thousand rows a
     /// second a mix that heavy measures the receiver's round trip, not the path.
-    pub fn paced(db: &MariaDb, per_s: u64, key_changes_one_in: u64) -> Writer {
+    /// Other statements touch 1 to `rows_per_statement` rows: MariaDB's cost
+    /// per statement, not rowhook, capped single-row statements near 4,000/s.
+    pub fn paced(
+        db: &MariaDb,
+        per_s: u64,
+        key_changes_one_in: u64,
+        rows_per_statement: u64,
+    ) -> Writer {
         use std::io::BufRead;
         let stop = Arc::new(AtomicBool::new(false));
         let rows = Arc::new(AtomicUsize::new(0));
@@ -179,7 +241,7 @@ impl Writer {
         let mut stdin = client.stdin.take().unwrap();
         let mut stdout = std::io::BufReader::new(client.stdout.take().unwrap());
         let handle = std::thread::spawn(move || {
-            let mut script = Script::new(key_changes_one_in);
+            let mut script = Script::new(key_changes_one_in, rows_per_statement);
             let started = Instant::now();
             let (mut written, mut marker) = (0u64, 0u64);
             while !s.load(Ordering::Relaxed) {
