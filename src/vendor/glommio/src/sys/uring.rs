@@ -856,11 +856,12 @@ impl UringCommon for PollRing {
 
     fn submit_one_event(&mut self, queue: &mut VecDeque<UringDescriptor>) -> Option<bool> {
         let source_map = &mut *self.source_map.borrow_mut();
-        let now = Instant::now();
 
         while let Some(chain) = peek_one_chain(queue, self.size) {
             return if let Some(sqes) = self.ring.sq().prepare_sqes(chain.len() as u32) {
-                let ops = extract_one_chain(source_map, queue, chain, now);
+                // Read only when there is something to submit (rowhook's
+                // patch): a pass calls this on empty queues several times.
+                let ops = extract_one_chain(source_map, queue, chain, Instant::now());
                 if ops.is_empty() {
                     // all the sources in the ring were cancelled
                     continue;
@@ -1045,7 +1046,9 @@ impl SleepableRing {
         }
     }
 
-    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
+    /// Links the rings through `link` and sleeps; `Ok(true)` when the link
+    /// went in (rowhook's patch: the caller keeps it armed only then).
+    fn sleep(&mut self, link: &Source) -> io::Result<bool> {
         assert_eq!(
             self.waiting_kernel_submission(),
             0,
@@ -1073,13 +1076,17 @@ impl SleepableRing {
             // We have now prepared the SQE that links the two rings. We now need to submit
             // it successfully to be able to safely sleep.
 
-            if self
-                .submit_sqes()
+            // One `io_uring_enter` submits the link and waits (rowhook's
+            // patch; upstream made two). It waits only if the link went in.
+            let submitted = self
+                .ring
+                .submit_sqes_and_wait(1)
+                .map(|n| n as usize)
                 .or_else(Reactor::busy_ok)
                 .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?
-                != 1
-            {
+                .or_else(Reactor::intr_ok)?;
+            self.in_kernel += submitted;
+            if submitted != 1 {
                 // We failed to submit the `SQE` that links the rings. Just can't sleep.
                 // Waiting here is unsafe because we could end up waiting much longer than
                 // needed.
@@ -1087,14 +1094,8 @@ impl SleepableRing {
                 unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
                 Err(io::Error::from_raw_os_error(libc::EBUSY))
             } else {
-                // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
-                    .map(|_| 1)
-                    .or_else(Reactor::busy_ok)
-                    .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
+                // The rings were linked, and we slept.
+                Ok(true)
             }
         } else {
             // Can't link rings because we ran out of `CQE`s. Just can't sleep.
@@ -1104,7 +1105,26 @@ impl SleepableRing {
                 .or_else(Reactor::busy_ok)
                 .or_else(Reactor::again_ok)
                 .or_else(Reactor::intr_ok)
+                .map(|_| false)
         }
+    }
+}
+
+impl SleepableRing {
+    /// Sleeps until a completion, the link from an earlier sleep still armed.
+    fn wait_linked(&mut self) -> io::Result<usize> {
+        assert_eq!(
+            self.waiting_kernel_submission(),
+            0,
+            "sleeping with pending SQEs"
+        );
+        self.ring
+            .cq()
+            .wait(1)
+            .map(|_| 1)
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)
     }
 }
 
@@ -1167,10 +1187,9 @@ impl UringCommon for SleepableRing {
         let source_map = self.source_map.clone();
         process_one_event(
             self.ring.peek_for_cqe(),
-            |source| match source.source_type {
-                SourceType::LinkRings => Some(()),
-                _ => None,
-            },
+            // A link's completion is recorded like any other (rowhook's
+            // patch): the kept link learns from its result that it fired.
+            |_| None,
             |mut src, res| {
                 record_stats(self, &mut src, &res);
                 if let SourceType::ForeignNotifier(_, installed) = &mut src.source_type {
@@ -1188,11 +1207,12 @@ impl UringCommon for SleepableRing {
 
     fn submit_one_event(&mut self, queue: &mut VecDeque<UringDescriptor>) -> Option<bool> {
         let source_map = &mut *self.source_map.borrow_mut();
-        let now = Instant::now();
 
         while let Some(chain) = peek_one_chain(queue, self.size) {
             return if let Some(sqes) = self.ring.sq().prepare_sqes(chain.len() as u32) {
-                let ops = extract_one_chain(source_map, queue, chain, now);
+                // Read only when there is something to submit (rowhook's
+                // patch): a pass calls this on empty queues several times.
+                let ops = extract_one_chain(source_map, queue, chain, Instant::now());
                 if ops.is_empty() {
                     // all the sources in the ring were cancelled
                     continue;
@@ -1229,6 +1249,11 @@ pub(crate) struct Reactor {
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
+    /// The `POLL_ADD` on the latency ring's fd that lets a sleep in the main
+    /// ring wake on latency events, kept armed across sleeps until it fires
+    /// (rowhook's patch): re-linking on every sleep cost a submit and a
+    /// cancel, two `io_uring_enter`s per sleep.
+    link_src: RefCell<Option<Source>>,
 
     // This keeps the `eventfd` alive. Drop will close it when we're done
     notifier: Arc<sys::SleepNotifier>,
@@ -1361,6 +1386,7 @@ impl Reactor {
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
+            link_src: RefCell::new(None),
             notifier,
             eventfd_src,
             source_map,
@@ -1731,6 +1757,14 @@ impl Reactor {
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
+        let mut link = self.link_src.borrow_mut();
+        if link.as_ref().is_some_and(|src| src.result().is_some()) {
+            // It fired: the latency ring had completions since it was armed.
+            *link = None;
+        }
+        if link.is_some() {
+            return ring.wait_linked().or_else(Self::busy_ok).map(|_| {});
+        }
         let link_rings = Source::new(
             IoRequirements::default(),
             self.link_fd,
@@ -1738,7 +1772,16 @@ impl Reactor {
             None,
             None,
         );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+        // Kept only if it went in: a link never submitted would never fire,
+        // and sleeps on it would miss the latency ring's timers.
+        match ring.sleep(&link_rings) {
+            Ok(true) => {
+                *link = Some(link_rings);
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(e) => Self::busy_ok(e),
+        }
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
