@@ -335,7 +335,7 @@ async fn test_webhook(admin: &Admin, slot: usize) -> Reply {
     let pool = crate::http::Pool::new(plan.endpoint.clone(), admin.plan.tls.clone(), 1);
     let timeout = admin.plan.timeout.min(TEST_TIMEOUT);
     let started = std::time::Instant::now();
-    let result = pool.exchange(&request, timeout).await;
+    let result = pool.exchange(&request, timeout, false).await;
     let ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
     let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     match result {

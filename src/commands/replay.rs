@@ -123,7 +123,7 @@ async fn send(plan: &Plan, letter: &mut Letter) -> bool {
     let now = crate::delivery::unix_now();
     request::write(&mut req, task, letter.id.as_bytes(), body, now, 0);
     letter.attempts += 1;
-    match classify(&pool.exchange(&req, plan.timeout).await) {
+    match classify(&pool.exchange(&req, plan.timeout, false).await) {
         Outcome::Delivered => true,
         Outcome::Retry { error, status, .. } => {
             letter.status = status;

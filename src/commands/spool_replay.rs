@@ -211,7 +211,7 @@ pub fn replay(
                 );
                 let head = task.head.len();
                 req_bytes.splice(head..head, b"webhook-replay: true\r\n".iter().copied());
-                match classify(&pool.exchange(&req_bytes, plan.timeout).await) {
+                match classify(&pool.exchange(&req_bytes, plan.timeout, false).await) {
                     Outcome::Delivered => {
                         done.sent += 1;
                         if done.sent % 1000 == 0 {

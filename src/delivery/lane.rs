@@ -137,7 +137,13 @@ pub async fn run(ctx: Rc<ShardCtx>, task: u32, lane: Rc<Lane>) {
                 }
             }
         }
-        sender.deliver(t, &batch).await;
+        // With nothing queued behind it only the ack waits for the answer:
+        // read it when the core wakes for the next event (shards on the
+        // source core), not in a wake-up of its own.
+        let lazy = ctx.lazy_answers
+            && lane.queue.borrow().is_empty()
+            && crate::http::client::answers_can_wait();
+        sender.deliver(t, &batch, lazy).await;
         ctx.ack(&batch);
         batch.clear();
         lane.busy.set(false);
@@ -166,7 +172,7 @@ impl<'a> Sender<'a> {
         }
     }
 
-    async fn deliver(&mut self, t: &TaskPlan, batch: &[Delivery]) {
+    async fn deliver(&mut self, t: &TaskPlan, batch: &[Delivery], lazy: bool) {
         let ctx = self.ctx;
         let Some(first) = batch.first() else {
             return;
@@ -198,7 +204,7 @@ impl<'a> Sender<'a> {
                 leadership.epoch(),
             );
             let sent = Instant::now();
-            let result = pool.exchange(&self.request, ctx.plan.timeout).await;
+            let result = pool.exchange(&self.request, ctx.plan.timeout, lazy).await;
             ctx.latency.record_since(ctx.slot(), Stage::Http, sent);
             ctx.stats.answered(self.task, &result);
             let (error, status) = match classify(&result) {

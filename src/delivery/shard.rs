@@ -38,6 +38,9 @@ pub struct ShardCtx {
     acks: Sender<Ack>,
     /// Source core -> this shard, nanoseconds, since the last progress line.
     handoff: RefCell<Histogram<u64>>,
+    /// The shard runs on the source core, which wakes for every binlog event
+    /// and reaps answers then (`http::client::reap_answers`).
+    pub lazy_answers: bool,
 }
 
 impl ShardCtx {
@@ -183,8 +186,12 @@ pub async fn serve(
         pools: RefCell::new(Vec::new()),
         acks: link.acks,
         handoff: RefCell::new(new_histogram()),
+        lazy_answers: matches!(bell, Doorbell::Local(_)),
     });
     glommio::spawn_local(report(ctx.clone())).detach();
+    if ctx.lazy_answers {
+        glommio::spawn_local(crate::http::client::reaper()).detach();
+    }
     let mut lanes: Vec<Vec<Rc<Lane>>> = Vec::new();
     add_lanes(&ctx, &mut lanes, &plan);
     // The newest generation, looked up once per batch rather than per event.

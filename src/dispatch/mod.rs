@@ -1241,6 +1241,8 @@ impl crate::source::Downstream for Dispatch {
 
     async fn ready(&mut self) -> Result<(), DispatchError> {
         loop {
+            // Awake anyway: answers that arrived since are read now.
+            crate::http::client::reap_answers();
             {
                 let mut l = self.ledger.borrow_mut();
                 l.drain_acks();

@@ -251,8 +251,15 @@ impl Pool {
     }
 
     /// Sends `request` (a complete HTTP/1.1 request) and reads the answer, all
-    /// within `timeout` (waiting for a free connection included).
-    pub async fn exchange(&self, request: &[u8], timeout: Duration) -> Result<Response, HttpError> {
+    /// within `timeout` (waiting for a free connection included). `lazy`: read
+    /// a plain-HTTP answer when this thread next wakes up anyway (see
+    /// [`reap_answers`]) rather than waking it for the answer.
+    pub async fn exchange(
+        &self,
+        request: &[u8],
+        timeout: Duration,
+        lazy: bool,
+    ) -> Result<Response, HttpError> {
         let work = async {
             // Only fails once the semaphore is closed, which this pool never does.
             let _permit = self.permits.acquire_permit(1).await.ok();
@@ -262,7 +269,7 @@ impl Pool {
                     Some(c) => (c, true),
                     None => (self.connect(timeout).await?, false),
                 };
-                match round_trip(&mut conn, request).await {
+                match round_trip(&mut conn, request, lazy).await {
                     Ok(r) => {
                         if r.reusable {
                             self.idle.borrow_mut().push(conn);
@@ -357,15 +364,143 @@ async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, HttpError> {
     }
 }
 
-async fn round_trip(conn: &mut Conn, request: &[u8]) -> Result<Response, HttpError> {
+/// How long a lazily awaited answer waits at most for this thread's next
+/// wake-up before the reaper reads it.
+const REAP_TICK: Duration = Duration::from_millis(1);
+
+/// A gap between two wake-ups of the source core at most this long makes
+/// the next one likely soon enough to read answers in.
+const BRISK: Duration = Duration::from_micros(400);
+
+/// Calls of [`reap_answers`] closer than this belong to one wake-up.
+const SAME_WAKE: Duration = Duration::from_micros(50);
+
+/// Exchanges waiting to read their answer at the thread's next wake-up, and
+/// the reaper's waker while none waits.
+#[derive(Default)]
+struct Reaper {
+    waiting: RefCell<Vec<std::task::Waker>>,
+    idle_reaper: RefCell<Option<std::task::Waker>>,
+    /// The last call of [`reap_answers`].
+    last: std::cell::Cell<Option<std::time::Instant>>,
+    /// The last gap between wake-ups was at most [`BRISK`].
+    brisk: std::cell::Cell<bool>,
+}
+
+thread_local! {
+    static REAPER: Reaper = Reaper::default();
+}
+
+/// Lets the exchanges waiting lazily try to read their answer: the thread is
+/// awake anyway (the source calls this after each binlog event it takes in).
+pub fn reap_answers() {
+    let waiting = REAPER.with(|r| {
+        let now = std::time::Instant::now();
+        if let Some(gap) = r.last.replace(Some(now)).map(|t| now - t) {
+            if gap > SAME_WAKE {
+                r.brisk.set(gap <= BRISK);
+            }
+        }
+        std::mem::take(&mut *r.waiting.borrow_mut())
+    });
+    for w in waiting {
+        w.wake();
+    }
+}
+
+/// Whether answers read lazily would wait little: binlog events came at
+/// most [`BRISK`] apart, the last one within it. At lower rates the reaper's tick would be the
+/// wake-up, at the cost of a timer, and the answer would wait for it.
+pub fn answers_can_wait() -> bool {
+    // And the last one was recent: a stream gone quiet leaves `brisk` set
+    // until its next event.
+    REAPER.with(|r| r.brisk.get() && r.last.get().is_some_and(|t| t.elapsed() <= BRISK))
+}
+
+/// Bounds the wait of lazy exchanges when no binlog event comes: every
+/// [`REAP_TICK`] while one waits, no timer while none does. Runs on the
+/// thread whose exchanges are lazy.
+pub async fn reaper() {
+    loop {
+        futures_lite::future::poll_fn(|cx| {
+            REAPER.with(|r| {
+                if r.waiting.borrow().is_empty() {
+                    *r.idle_reaper.borrow_mut() = Some(cx.waker().clone());
+                    std::task::Poll::Pending
+                } else {
+                    std::task::Poll::Ready(())
+                }
+            })
+        })
+        .await;
+        glommio::timer::sleep(REAP_TICK).await;
+        reap_answers();
+    }
+}
+
+/// Ready once [`reap_answers`] ran after its first poll.
+struct NextReap(bool);
+
+impl std::future::Future for NextReap {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        REAPER.with(|r| {
+            r.waiting.borrow_mut().push(cx.waker().clone());
+            if let Some(w) = r.idle_reaper.borrow_mut().take() {
+                w.wake();
+            }
+        });
+        std::task::Poll::Pending
+    }
+}
+
+/// Reads what the socket holds at the thread's next wake-up: no poll is
+/// armed, so the answer's arrival wakes nobody.
+async fn read_lazily(stream: &Stream, into: &mut [u8]) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let fd = stream
+        .tcp()
+        .map(|t| t.as_raw_fd())
+        .ok_or_else(|| std::io::Error::other("no socket"))?;
+    loop {
+        NextReap(false).await;
+        // SAFETY: `into` is valid for writes of its length; MSG_DONTWAIT keeps
+        // the call from blocking the executor.
+        let n = unsafe { libc::recv(fd, into.as_mut_ptr().cast(), into.len(), libc::MSG_DONTWAIT) };
+        if let Ok(n) = usize::try_from(n) {
+            return Ok(n);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::Interrupted
+        {
+            return Err(e);
+        }
+    }
+}
+
+async fn round_trip(conn: &mut Conn, request: &[u8], lazy: bool) -> Result<Response, HttpError> {
     conn.stream
         .write_all(request)
         .await
         .map_err(HttpError::Send)?;
     conn.stream.flush().await.map_err(HttpError::Send)?;
     conn.buf.clear();
+    // TLS reads go through rustls, which needs the stream's own reads.
+    let lazy = lazy && matches!(conn.stream, Stream::Plain(_));
     loop {
-        let n = match conn.stream.read(&mut conn.chunk).await {
+        let got = if lazy {
+            read_lazily(&conn.stream, &mut conn.chunk).await
+        } else {
+            conn.stream.read(&mut conn.chunk).await
+        };
+        let n = match got {
             Ok(n) => n,
             Err(source) => {
                 return Err(HttpError::Receive {
@@ -391,6 +526,74 @@ async fn round_trip(conn: &mut Conn, request: &[u8]) -> Result<Response, HttpErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A receiver on a plain socket that answers every request at once.
+    fn answering_server() -> u16 {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = conn.read(&mut buf) {
+                        if n == 0
+                            || conn
+                                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                                .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    /// An answer read lazily arrives without a wake-up of its own: with no
+    /// binlog event to reap it, the reaper's tick must, within a few ticks;
+    /// with [`reap_answers`] called it is read at once.
+    #[test]
+    fn lazy_answers_are_read_by_the_reaper_tick_or_the_next_reap() {
+        let port = answering_server();
+        let took = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap()
+            .run(async move {
+                glommio::spawn_local(reaper()).detach();
+                let endpoint = Endpoint::parse(&format!("http://127.0.0.1:{port}/hook")).unwrap();
+                let pool = Pool::new(endpoint, tls_config(None).unwrap(), 1);
+                let request = b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
+                let mut took = Vec::new();
+                for _ in 0..20 {
+                    let at = std::time::Instant::now();
+                    let answer = pool.exchange(request, Duration::from_secs(5), true).await;
+                    assert_eq!(answer.map(|r| r.status).ok(), Some(200));
+                    took.push(at.elapsed());
+                }
+                // Reaped by a caller that is awake anyway: no tick needed.
+                let at = std::time::Instant::now();
+                let reaping = glommio::spawn_local(async {
+                    for _ in 0..2000 {
+                        reap_answers();
+                        glommio::timer::sleep(Duration::from_micros(50)).await;
+                    }
+                })
+                .detach();
+                let answer = pool.exchange(request, Duration::from_secs(5), true).await;
+                assert_eq!(answer.map(|r| r.status).ok(), Some(200));
+                let reaped = at.elapsed();
+                reaping.cancel();
+                took.sort();
+                (took, reaped)
+            });
+        let (took, reaped) = took;
+        // Each waits for the tick (1 ms) at most, on a loaded VM a few.
+        assert!(took[took.len() / 2] < Duration::from_millis(20), "{took:?}");
+        assert!(reaped < Duration::from_millis(100), "{reaped:?}");
+    }
 
     #[test]
     fn endpoints_from_urls() {
