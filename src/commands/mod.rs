@@ -185,4 +185,85 @@ mod tests {
             );
         }
     }
+
+    /// The patched glommio's read-ahead (`TcpStream::set_read_ahead`, which
+    /// the MySQL connection turns on) hands over every byte in order: reads
+    /// of 1 byte to 64 KiB take what a finished `RECV` brought across calls,
+    /// a peer that pauses makes the executor sleep with a `RECV` in flight
+    /// (submitted with the sleep), a burst larger than a read-ahead is read
+    /// straight from the socket, reads dropped by a timer leave the `RECV` in
+    /// flight, and the peer's close reads as 0. A version that dropped the
+    /// in-flight `RECV` on each pending read lost bytes.
+    #[test]
+    fn a_read_ahead_stream_hands_over_every_byte_in_order() {
+        use futures_lite::AsyncReadExt;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent: Vec<u8> = (0..600_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let peer = {
+            let sent = sent.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let (mut s, _) = listener.accept().unwrap();
+                s.set_nodelay(true).unwrap();
+                let mut at = 0;
+                let mut i = 0usize;
+                while at < sent.len() {
+                    i += 1;
+                    // Mostly small writes with pauses, now and then a burst.
+                    let n = if i.is_multiple_of(97) {
+                        200_000
+                    } else {
+                        1 + (i * 7919) % 3000
+                    };
+                    let end = (at + n).min(sent.len());
+                    s.write_all(&sent[at..end]).unwrap();
+                    at = end;
+                    if i.is_multiple_of(5) {
+                        std::thread::sleep(Duration::from_micros(300));
+                    }
+                }
+            })
+        };
+        let got = executor().run(async move {
+            glommio::timer::timeout(Duration::from_secs(60), async move {
+                let mut stream = glommio::net::TcpStream::connect(addr).await.unwrap();
+                stream.set_read_ahead(true);
+                let mut got = Vec::new();
+                let sizes = [1usize, 7, 100, 4096, 65536, 3];
+                let mut buf = vec![0u8; 65536];
+                for i in 0.. {
+                    let want = sizes[i % sizes.len()];
+                    // Raced against a short timer, as the binlog stream is
+                    // against the stop watcher: reads are polled again, and
+                    // dropped, while a read-ahead is in flight.
+                    let read = async { Some(stream.read(&mut buf[..want]).await) };
+                    let tick = async {
+                        glommio::timer::sleep(Duration::from_micros(50)).await;
+                        None
+                    };
+                    let Some(n) = futures_lite::future::or(read, tick).await else {
+                        continue;
+                    };
+                    let n = n?;
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    if i % 13 == 0 {
+                        // A slow reader: bytes wait in a finished read-ahead.
+                        glommio::timer::sleep(Duration::from_micros(200)).await;
+                    }
+                }
+                Ok(got)
+            })
+            .await
+        });
+        peer.join().unwrap();
+        let got = got.expect("the stream did not reach the peer's close within 60 s");
+        assert_eq!(got.len(), sent.len(), "bytes read");
+        assert!(got == sent, "bytes differ from what the peer sent");
+    }
 }

@@ -42,7 +42,7 @@ impl Connection {
         timeout: Duration,
     ) -> Result<Self, MysqlError> {
         let addr = format!("{}:{}", db.host, db.port);
-        let stream = glommio::timer::timeout(timeout, async {
+        let mut stream = glommio::timer::timeout(timeout, async {
             Ok(TcpStream::connect(addr.as_str()).await)
         })
         .await
@@ -55,6 +55,10 @@ impl Connection {
             context: "set TCP_NODELAY".into(),
             source: std::io::Error::other(e.to_string()),
         })?;
+        // The replication stream is read in a loop: a read that empties the
+        // socket queues the next as an io_uring RECV (glommio patch §8), so
+        // a binlog event arrives with its bytes and costs no recv(2).
+        stream.set_read_ahead(true);
         let mut conn = Connection {
             stream: Stream::Plain(stream),
             framer: Framer::new(max_packet),

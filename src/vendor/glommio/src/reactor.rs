@@ -532,6 +532,15 @@ impl Reactor {
         source
     }
 
+    /// A stream's read-ahead `RECV` (rowhook's patch): on the main ring, not
+    /// the latency ring of other receives, so it is submitted with the
+    /// executor's sleep instead of in an `io_uring_enter` of its own.
+    pub(crate) fn recv_ahead(&self, fd: RawFd, size: usize) -> Source {
+        let source = self.new_source(fd, SourceType::SockRecvAhead(None), None);
+        self.sys.recv(&source, size, MsgFlags::empty());
+        source
+    }
+
     pub(crate) fn read_dma(
         &self,
         raw: RawFd,
@@ -849,9 +858,9 @@ impl Reactor {
     /// Polls for I/O, but does not change any timer registration.
     ///
     /// This doesn't ever sleep, and does not touch the preemption timer.
-    pub(crate) fn spin_poll_io(&self) -> io::Result<bool> {
+    pub(crate) fn spin_poll_io(&self, before_park: bool) -> io::Result<bool> {
         let mut woke = 0;
-        self.sys.poll_io(&mut woke)?;
+        self.sys.poll_io(&mut woke, before_park)?;
         woke += self.process_timers().1;
         woke += self.process_shared_channels();
 

@@ -1501,7 +1501,11 @@ impl LocalExecutor {
                         // future is probably the one setting up the task queues and etc.
                         break t.unwrap();
                     } else {
-                        while !this.reactor.spin_poll_io().unwrap() {
+                        // Without a spin the loop parks next: the main
+                        // ring's SQEs then go in with the sleep (rowhook's
+                        // patch) instead of in a call of their own.
+                        let before_park = spin_before_park.is_zero();
+                        while !this.reactor.spin_poll_io(before_park).unwrap() {
                             if pre_time.elapsed() > spin_before_park {
                                 this.parker
                                     .park()

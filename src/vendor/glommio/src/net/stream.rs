@@ -223,7 +223,16 @@ pub(crate) struct NonBufferedStream<S> {
     source_rx: Option<Source>,
     write_timeout: Timeout,
     read_timeout: Timeout,
+    /// Reads go ahead as `RECV`s instead of `POLL_ADD`s (rowhook's patch).
+    read_ahead: bool,
+    /// What a finished read-ahead brought and no read took yet: the buffer,
+    /// the first byte not taken, the end of the data.
+    ahead: Option<(sys::DmaBuffer, usize, usize)>,
 }
+
+/// The largest read-ahead: one that fills it leaves the next read to
+/// `recv(2)` at once, as more is likely queued.
+const READ_AHEAD_MAX: usize = 64 * 1024;
 
 impl<S: AsRawFd> NonBufferedStream<S> {
     fn init(&mut self) {
@@ -233,10 +242,89 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     }
 
     pub(crate) fn try_peek(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        if let Some(n) = self.peek_ahead(buf) {
+            return Some(Ok(n));
+        }
         super::yolo_peek(self.stream.as_raw_fd(), buf)
     }
 
+    /// Copies what a finished read-ahead holds, if it holds anything.
+    fn peek_ahead(&self, buf: &mut [u8]) -> Option<usize> {
+        let (data, start, end) = self.ahead.as_ref()?;
+        let n = (end - start).min(buf.len());
+        buf[..n].copy_from_slice(&data.as_bytes()[*start..start + n]);
+        Some(n)
+    }
+
+    /// Reads go ahead as `RECV`s instead of `POLL_ADD`s: a read that finds
+    /// the socket empty, or that emptied it, queues one, and the bytes come
+    /// with its completion, so the next read makes no `recv(2)` of its own
+    /// (rowhook's patch). For a stream read in a loop; a stream whose reader
+    /// stops reading leaves at most one read-ahead of bytes in flight.
+    pub(crate) fn set_read_ahead(&mut self, on: bool) {
+        if on && !self.read_ahead {
+            // The `POLL_ADD` armed at creation; a pending one is cancelled.
+            self.source_rx = None;
+        }
+        self.read_ahead = on;
+    }
+
+    fn poll_read_ahead(&mut self, cx: &Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let reactor = self.reactor.upgrade().unwrap();
+        let reactor = reactor.as_ref();
+        let fd = self.stream.as_raw_fd();
+        let finished = self.source_rx.as_ref().and_then(|src| src.result());
+        if let Some(result) = finished {
+            let Some(src) = self.source_rx.take() else {
+                unreachable!("a result comes from a source")
+            };
+            self.read_timeout.cancel_timer(reactor);
+            let n = poll_err!(result);
+            match src.extract_source_type() {
+                SourceType::SockRecvAhead(Some(data)) if n > 0 => self.ahead = Some((data, 0, n)),
+                SourceType::SockRecvAhead(_) => return Poll::Ready(Ok(0)),
+                // A `POLL_ADD` from before read-ahead was on: the socket
+                // is readable, `recv(2)` below.
+                _ => {}
+            }
+        }
+        if let Some(n) = self.peek_ahead(buf) {
+            if let Some((data, start, end)) = self.ahead.as_mut() {
+                *start += n;
+                if start == end {
+                    let filled = *end == data.len();
+                    self.ahead = None;
+                    if !filled && n > 0 {
+                        self.source_rx = Some(reactor.recv_ahead(fd, buf.len().clamp(1, READ_AHEAD_MAX)));
+                    }
+                }
+            }
+            return Poll::Ready(Ok(n));
+        }
+        if self.source_rx.is_none() {
+            if let Some(result) = super::yolo_recv(fd, buf) {
+                self.read_timeout.cancel_timer(reactor);
+                let n = poll_err!(result);
+                if n > 0 && n < buf.len() {
+                    self.source_rx = Some(reactor.recv_ahead(fd, buf.len().min(READ_AHEAD_MAX)));
+                }
+                return Poll::Ready(Ok(n));
+            }
+        }
+        poll_err!(self.read_timeout.check(reactor));
+        if self.source_rx.is_none() {
+            self.source_rx = Some(reactor.recv_ahead(fd, buf.len().clamp(1, READ_AHEAD_MAX)));
+        }
+        let source = self.source_rx.as_ref().unwrap();
+        source.add_waiter_single(cx.waker());
+        self.read_timeout.maybe_set_timer(reactor, cx.waker());
+        Poll::Pending
+    }
+
     pub(crate) async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(n) = self.peek_ahead(buf) {
+            return Ok(n);
+        }
         let source = self.reactor.upgrade().unwrap().recv(
             self.stream.as_raw_fd(),
             buf.len(),
@@ -258,6 +346,9 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         cx: &Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
+        if self.read_ahead {
+            return self.poll_read_ahead(cx, buf);
+        }
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
 
@@ -368,6 +459,8 @@ where
             source_rx: None,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
+            read_ahead: false,
+            ahead: None,
         };
         stream.init();
         GlommioStream {
@@ -483,6 +576,10 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
 
     pub(crate) fn set_read_timeout(&self, dur: Option<Duration>) -> Result<()> {
         self.stream.read_timeout.set(dur)
+    }
+
+    pub(crate) fn set_read_ahead(&mut self, on: bool) {
+        self.stream.set_read_ahead(on)
     }
 
     pub(crate) fn write_timeout(&self) -> Option<Duration> {

@@ -498,6 +498,16 @@ impl TcpStream {
 }
 
 impl<B: RxBuf> TcpStream<B> {
+    /// Makes reads go ahead as `RECV`s instead of `POLL_ADD`s: a read that
+    /// finds the socket empty, or that empties it, queues a `RECV`, and the
+    /// bytes come with its completion, so the next read makes no `recv(2)` of
+    /// its own (rowhook's patch). Meant for a stream read in a loop, such as a
+    /// replication stream; bytes a read-ahead took are returned by the next
+    /// read (or peek) of this stream, never by a raw `recv(2)` on its fd.
+    pub fn set_read_ahead(&mut self, on: bool) {
+        self.stream.set_read_ahead(on)
+    }
+
     /// Sets the read timeout to the timeout specified.
     ///
     /// If the value specified is [`None`], then read calls will block

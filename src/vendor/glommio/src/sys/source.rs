@@ -35,6 +35,9 @@ pub(crate) enum SourceType {
     PollAdd,
     SockSend(DmaBuffer),
     SockRecv(Option<DmaBuffer>),
+    /// A stream's read-ahead (rowhook's patch): a `RECV` kept on the main
+    /// ring, where it goes in with the executor's sleep.
+    SockRecvAhead(Option<DmaBuffer>),
     SockRecvMsg(
         Option<DmaBuffer>,
         libc::iovec,

@@ -394,7 +394,7 @@ fn fill_sqe<F>(
 
                 source_map.peek_source_mut(from_user_data(op.user_data), |mut src| {
                     match &mut src.source_type {
-                        SourceType::SockRecv(slot) => {
+                        SourceType::SockRecv(slot) | SourceType::SockRecvAhead(slot) => {
                             *slot = Some(buf);
                         }
                         _ => unreachable!(),
@@ -692,6 +692,24 @@ pub(crate) trait UringCommon {
         let q = self.submission_queue();
         let mut queue = q.borrow_mut();
         self.consume_sqe_queue(&mut queue.submissions, true)
+    }
+
+    /// Moves queued cancellations and submissions into SQEs without entering
+    /// the kernel unless the submission queue is full (rowhook's patch).
+    fn prepare_submissions(&mut self) -> io::Result<usize> {
+        let q = self.submission_queue();
+        let mut queue = q.borrow_mut();
+        let cancelled = self
+            .consume_sqe_queue(&mut queue.cancellations, false)
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)?;
+        let submitted = self
+            .consume_sqe_queue(&mut queue.submissions, false)
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)?;
+        Ok(cancelled + submitted)
     }
 
     fn consume_completion_queue(&mut self, woke: &mut usize) -> usize {
@@ -1049,11 +1067,6 @@ impl SleepableRing {
     /// Links the rings through `link` and sleeps; `Ok(true)` when the link
     /// went in (rowhook's patch: the caller keeps it armed only then).
     fn sleep(&mut self, link: &Source) -> io::Result<bool> {
-        assert_eq!(
-            self.waiting_kernel_submission(),
-            0,
-            "sleeping with pending SQEs"
-        );
         if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
             let sqe_ptr = unsafe { sqe.raw_mut() as *mut _ };
             let op = UringDescriptor {
@@ -1076,8 +1089,10 @@ impl SleepableRing {
             // We have now prepared the SQE that links the two rings. We now need to submit
             // it successfully to be able to safely sleep.
 
-            // One `io_uring_enter` submits the link and waits (rowhook's
-            // patch; upstream made two). It waits only if the link went in.
+            // One `io_uring_enter` submits the pass's SQEs and the link and
+            // waits (rowhook's patch; upstream made three). The kernel waits
+            // only if all went in; the link is the last of them.
+            let pending = self.waiting_kernel_submission();
             let submitted = self
                 .ring
                 .submit_sqes_and_wait(1)
@@ -1086,7 +1101,7 @@ impl SleepableRing {
                 .or_else(Reactor::again_ok)
                 .or_else(Reactor::intr_ok)?;
             self.in_kernel += submitted;
-            if submitted != 1 {
+            if submitted != pending {
                 // We failed to submit the `SQE` that links the rings. Just can't sleep.
                 // Waiting here is unsafe because we could end up waiting much longer than
                 // needed.
@@ -1113,11 +1128,19 @@ impl SleepableRing {
 impl SleepableRing {
     /// Sleeps until a completion, the link from an earlier sleep still armed.
     fn wait_linked(&mut self) -> io::Result<usize> {
-        assert_eq!(
-            self.waiting_kernel_submission(),
-            0,
-            "sleeping with pending SQEs"
-        );
+        if self.waiting_kernel_submission() > 0 {
+            // The pass's SQEs go in with the wait (rowhook's patch); the
+            // kernel does not wait if any stayed out.
+            let submitted = self
+                .ring
+                .submit_sqes_and_wait(1)
+                .map(|n| n as usize)
+                .or_else(Reactor::busy_ok)
+                .or_else(Reactor::again_ok)
+                .or_else(Reactor::intr_ok)?;
+            self.in_kernel += submitted;
+            return Ok(submitted);
+        }
         self.ring
             .cq()
             .wait(1)
@@ -1125,6 +1148,12 @@ impl SleepableRing {
             .or_else(Reactor::busy_ok)
             .or_else(Reactor::again_ok)
             .or_else(Reactor::intr_ok)
+    }
+
+    /// Whether the ring can sleep once the SQEs it holds go in with the
+    /// sleep's own `io_uring_enter` (rowhook's patch).
+    fn can_sleep_submitting(&self) -> bool {
+        self.submission_queue.borrow().is_empty() && self.waiting_kernel_collection() == 0
     }
 }
 
@@ -1784,9 +1813,18 @@ impl Reactor {
         }
     }
 
-    pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
+    /// With `defer_main` (rowhook's patch) the main ring's SQEs are only
+    /// prepared: the caller is about to park, and `wait` submits them with
+    /// the sleep, or at its end if it does not sleep.
+    pub(crate) fn poll_io(&self, woke: &mut usize, defer_main: bool) -> io::Result<()> {
         self.poll_ring.borrow_mut().poll(woke)?;
-        self.main_ring.borrow_mut().poll(woke)?;
+        if defer_main {
+            let mut main_ring = self.main_ring.borrow_mut();
+            main_ring.prepare_submissions()?;
+            main_ring.consume_completion_queue(woke);
+        } else {
+            self.main_ring.borrow_mut().poll(woke)?;
+        }
         self.latency_ring.borrow_mut().poll(woke)?;
         *woke += self.flush_syscall_thread();
         Ok(())
@@ -1895,7 +1933,13 @@ impl Reactor {
         flush_cancellations!(into &mut woke; lat_ring, poll_ring, main_ring);
         // ... which happens right here. If you ever reorder this code just
         // be careful about this dependency.
-        flush_rings!(lat_ring, poll_ring, main_ring)?;
+        //
+        // The main ring's SQEs are only prepared here (rowhook's patch): if
+        // the executor sleeps, they go in with the `io_uring_enter` that
+        // sleeps, else at the end of this call. Upstream submitted them here
+        // and slept in a second call, at 10k events/s most passes.
+        flush_rings!(lat_ring, poll_ring)?;
+        main_ring.prepare_submissions()?;
         // pick up the results of any cancellations
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
@@ -1903,7 +1947,7 @@ impl Reactor {
         let should_sleep = preempt_timer().is_none()
             && (woke == 0)
             && poll_ring.can_sleep()
-            && main_ring.can_sleep()
+            && main_ring.can_sleep_submitting()
             && lat_ring.can_sleep();
 
         // Arms the latency timer to fire `dur` from now unless the armed one
@@ -1963,6 +2007,8 @@ impl Reactor {
                 flush_rings!(lat_ring, main_ring)?;
             }
         }
+        // What a pass that did not sleep prepared goes in now.
+        flush_rings!(main_ring)?;
 
         // A Note about `need_preempt`:
         //
