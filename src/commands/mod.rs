@@ -186,7 +186,7 @@ mod tests {
         }
     }
 
-    /// The patched glommio's read-ahead (`TcpStream::set_read_ahead`, which
+    /// The patched glommio's read-ahead (`TcpStream::enable_read_ahead`, which
     /// the MySQL connection turns on) hands over every byte in order: reads
     /// of 1 byte to 64 KiB take what a finished `RECV` brought across calls,
     /// a peer that pauses makes the executor sleep with a `RECV` in flight
@@ -230,7 +230,7 @@ mod tests {
         let got = executor().run(async move {
             glommio::timer::timeout(Duration::from_secs(60), async move {
                 let mut stream = glommio::net::TcpStream::connect(addr).await.unwrap();
-                stream.set_read_ahead(true);
+                stream.enable_read_ahead();
                 let mut got = Vec::new();
                 let sizes = [1usize, 7, 100, 4096, 65536, 3];
                 let mut buf = vec![0u8; 65536];

@@ -58,7 +58,7 @@ impl Connection {
         // The replication stream is read in a loop: a read that empties the
         // socket queues the next as an io_uring RECV (glommio patch §8), so
         // a binlog event arrives with its bytes and costs no recv(2).
-        stream.set_read_ahead(true);
+        stream.enable_read_ahead();
         let mut conn = Connection {
             stream: Stream::Plain(stream),
             framer: Framer::new(max_packet),

@@ -260,13 +260,14 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     /// the socket empty, or that emptied it, queues one, and the bytes come
     /// with its completion, so the next read makes no `recv(2)` of its own
     /// (rowhook's patch). For a stream read in a loop; a stream whose reader
-    /// stops reading leaves at most one read-ahead of bytes in flight.
-    pub(crate) fn set_read_ahead(&mut self, on: bool) {
-        if on && !self.read_ahead {
+    /// stops reading leaves at most one read-ahead of bytes in flight. One
+    /// way: bytes read ahead belong to this stream's reads from then on.
+    pub(crate) fn enable_read_ahead(&mut self) {
+        if !self.read_ahead {
             // The `POLL_ADD` armed at creation; a pending one is cancelled.
             self.source_rx = None;
         }
-        self.read_ahead = on;
+        self.read_ahead = true;
     }
 
     fn poll_read_ahead(&mut self, cx: &Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
@@ -578,8 +579,8 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
         self.stream.read_timeout.set(dur)
     }
 
-    pub(crate) fn set_read_ahead(&mut self, on: bool) {
-        self.stream.set_read_ahead(on)
+    pub(crate) fn enable_read_ahead(&mut self) {
+        self.stream.enable_read_ahead()
     }
 
     pub(crate) fn write_timeout(&self) -> Option<Duration> {

@@ -504,8 +504,10 @@ impl<B: RxBuf> TcpStream<B> {
     /// its own (rowhook's patch). Meant for a stream read in a loop, such as a
     /// replication stream; bytes a read-ahead took are returned by the next
     /// read (or peek) of this stream, never by a raw `recv(2)` on its fd.
-    pub fn set_read_ahead(&mut self, on: bool) {
-        self.stream.set_read_ahead(on)
+    /// There is no turning it off: bytes already read ahead must stay this
+    /// stream's.
+    pub fn enable_read_ahead(&mut self) {
+        self.stream.enable_read_ahead()
     }
 
     /// Sets the read timeout to the timeout specified.
