@@ -409,8 +409,9 @@ pub fn reap_answers() {
 }
 
 /// Whether answers read lazily would wait little: binlog events came at
-/// most [`BRISK`] apart, the last one within it. At lower rates the reaper's tick would be the
-/// wake-up, at the cost of a timer, and the answer would wait for it.
+/// most [`BRISK`] apart, the last one within it. At lower rates the
+/// reaper's tick would be the wake-up, at the cost of a timer, and the
+/// answer would wait for it.
 pub fn answers_can_wait() -> bool {
     // And the last one was recent: a stream gone quiet leaves `brisk` set
     // until its next event.

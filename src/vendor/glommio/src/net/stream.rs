@@ -313,10 +313,9 @@ impl<S: AsRawFd> NonBufferedStream<S> {
             }
         }
         poll_err!(self.read_timeout.check(reactor));
-        if self.source_rx.is_none() {
-            self.source_rx = Some(reactor.recv_ahead(fd, buf.len().clamp(1, READ_AHEAD_MAX)));
-        }
-        let source = self.source_rx.as_ref().unwrap();
+        let source = self
+            .source_rx
+            .get_or_insert_with(|| reactor.recv_ahead(fd, buf.len().clamp(1, READ_AHEAD_MAX)));
         source.add_waiter_single(cx.waker());
         self.read_timeout.maybe_set_timer(reactor, cx.waker());
         Poll::Pending
