@@ -31,6 +31,52 @@ mod tests {
     /// The patched glommio loop (src/vendor/glommio) leaves an armed 100 ms
     /// preemption timer in place across passes; a shorter timer due before it
     /// must still replace it before the executor sleeps.
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// The patched glommio timer (ROWHOOK-PATCH.md §9) skips the re-insert
+    /// when a timer that has not fired is polled again; the waker of the
+    /// latest poll must still be the one woken, and the timer must fire.
+    #[test]
+    fn a_timer_polled_again_wakes_the_latest_poller_when_it_fires() {
+        use std::future::Future;
+        use std::sync::{atomic::Ordering, Arc};
+        let (first, latest, ready) = executor().run(async {
+            let first = Arc::new(Wakes::default());
+            let latest = Arc::new(Wakes::default());
+            let mut timer = std::pin::pin!(glommio::timer::Timer::new(Duration::from_millis(5)));
+            for w in [&first, &first, &latest] {
+                let waker = std::task::Waker::from(w.clone());
+                let polled = timer
+                    .as_mut()
+                    .poll(&mut std::task::Context::from_waker(&waker));
+                assert!(polled.is_pending());
+            }
+            let t = Instant::now();
+            while latest.0.load(Ordering::SeqCst) == 0 && t.elapsed() < Duration::from_secs(2) {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+            let waker = std::task::Waker::from(latest.clone());
+            let ready = timer
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(&waker))
+                .is_ready();
+            (
+                first.0.load(Ordering::SeqCst),
+                latest.0.load(Ordering::SeqCst),
+                ready,
+            )
+        });
+        assert_eq!((first, latest, ready), (0, 1, true));
+    }
+
     #[test]
     fn a_short_timer_wakes_a_sleeping_executor_on_time() {
         let mut took = executor().run(async {

@@ -310,6 +310,15 @@ pub fn run(loaded: &Loaded, files: ConfigFiles) -> Result<(), RunError> {
             view.set_snapshots(snapshots.clone());
         }
         let reading = downstream.progress();
+        // The stop watch is a task of its own: raced inside the binlog task,
+        // its timer was polled (a clock read and a timer re-insert) on every
+        // wake-up of the stream, ~3.5 times per binlog event at 10k rows/s.
+        let (stop_seen, step_down_seen) = (stop.clone(), step_down.clone());
+        let stopping = glommio::spawn_local(async move {
+            while !stop_seen.load(Ordering::Relaxed) && !step_down_seen.load(Ordering::Relaxed) {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        });
         let followed = futures_lite::future::or(
             async {
                 let followed =
@@ -317,9 +326,7 @@ pub fn run(loaded: &Loaded, files: ConfigFiles) -> Result<(), RunError> {
                 Some(followed.await)
             },
             async {
-                while !stop.load(Ordering::Relaxed) && !step_down.load(Ordering::Relaxed) {
-                    glommio::timer::sleep(Duration::from_millis(50)).await;
-                }
+                stopping.await;
                 // Read on to the end of an open transaction (bounded: a stalled
                 // stream or a huge transaction must not hold the stop), so what
                 // was sent of it is covered by the last checkpoint.

@@ -812,6 +812,23 @@ impl Reactor {
         timers.insert(id, when, waker);
     }
 
+    /// Whether timer `id`, due at `when`, still waits in the reactor (it has
+    /// not fired); if so, `waker` is the one it wakes from now on. Rowhook's
+    /// patch: a charged timer polled again (its task woke for something else)
+    /// costs a map lookup instead of a clock read and a re-insert.
+    pub(crate) fn refresh_timer(&self, id: u64, when: Instant, waker: &Waker) -> bool {
+        let mut timers = self.timers.borrow_mut();
+        match timers.timers.get_mut(&(when, id)) {
+            Some(w) => {
+                if !w.will_wake(waker) {
+                    *w = waker.clone();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Deregisters a timer from the reactor.
     pub(crate) fn remove_timer(&self, id: u64) -> Option<Waker> {
         let mut timers = self.timers.borrow_mut();

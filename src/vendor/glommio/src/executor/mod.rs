@@ -2091,6 +2091,13 @@ pub unsafe fn spawn_scoped_local_into<'a, T>(
 pub struct ExecutorProxy {}
 
 impl ExecutorProxy {
+    /// How many times this thread's executor went to the kernel to sleep
+    /// (rowhook's patch): I/O started before the count changed had the time
+    /// of a wake-up to complete, one started since may not have.
+    pub fn sleeps(&self) -> u64 {
+        self.reactor().sys.sleeps()
+    }
+
     /// Checks if this task has run for too long and need to be preempted. This
     /// is useful for situations where we can't call .await, for instance,
     /// if a [`RefMut`] is held. If this tests true, then the user is

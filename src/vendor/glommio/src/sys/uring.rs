@@ -1275,6 +1275,10 @@ pub(crate) struct Reactor {
     /// When the armed latency timer fires: a pass re-arms it only when it has
     /// fired or an earlier wake-up is needed, not on every pass.
     latency_preemption_deadline: Cell<Option<Instant>>,
+    /// The previous `wait` slept (rowhook's patch, see its preemption arm).
+    slept: Cell<bool>,
+    /// Calls that went to the kernel to sleep (rowhook's patch).
+    sleeps: Cell<u64>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1340,6 +1344,10 @@ macro_rules! flush_rings {
 fn align_up(v: usize, align: usize) -> usize {
     (v + align - 1) & !(align - 1)
 }
+
+/// How late the latency timer may fire for a deadline it was asked to meet:
+/// the kernel's default timer slack for a normal thread (rowhook's patch).
+const TIMER_SLACK: Duration = Duration::from_micros(50);
 
 impl Reactor {
     pub(crate) fn new(
@@ -1412,6 +1420,8 @@ impl Reactor {
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
             latency_preemption_deadline: Cell::new(None),
+            slept: Cell::new(false),
+            sleeps: Cell::new(0),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1785,7 +1795,15 @@ impl Reactor {
     ///
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
+    /// How many times the executor went to the kernel to sleep (rowhook's
+    /// patch): what a task started before the count changed had the time of
+    /// a wake-up to complete.
+    pub(crate) fn sleeps(&self) -> u64 {
+        self.sleeps.get()
+    }
+
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
+        self.sleeps.set(self.sleeps.get() + 1);
         let mut link = self.link_src.borrow_mut();
         if link.as_ref().is_some_and(|src| src.result().is_some()) {
             // It fired: the latency ring had completions since it was armed.
@@ -1951,12 +1969,15 @@ impl Reactor {
             && lat_ring.can_sleep();
 
         // Arms the latency timer to fire `dur` from now unless the armed one
-        // fires by then.
+        // fires by then. Within `TIMER_SLACK` counts as by then: a user timer's
+        // duration is measured from an earlier clock read than `due`, so the
+        // same deadline came back a microsecond or two later on most passes
+        // and was re-armed each time (rowhook's patch).
         let arm = |lat_ring: &mut SleepableRing, dur: Duration| -> bool {
             let due = Instant::now() + dur;
             let armed = self.latency_preemption_timeout_src.take();
             if let (Some(src), Some(at)) = (&armed, self.latency_preemption_deadline.get()) {
-                if at <= due && src.result().is_none() {
+                if at <= due + TIMER_SLACK && src.result().is_none() {
                     self.latency_preemption_timeout_src.set(armed);
                     return false;
                 }
@@ -2002,7 +2023,16 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            if arm(&mut lat_ring, preempt) {
+            // Right after a sleep, a user timer due sooner is armed instead:
+            // an executor that sleeps and wakes per event would re-arm for it
+            // at its next sleep, and firing early only ends a slice early. A
+            // busy one processes its timers on every pass and keeps the long
+            // timer (rowhook's patch).
+            let dur = match user_timer {
+                Some(t) if self.slept.get() => t.min(preempt),
+                _ => preempt,
+            };
+            if arm(&mut lat_ring, dur) {
                 flush_cancellations!(into &mut 0; lat_ring);
                 flush_rings!(lat_ring, main_ring)?;
             }
@@ -2017,6 +2047,7 @@ impl Reactor {
         // generated after we registered the timer: since we consumed them here,
         // need_preempt() should be false at this point. As soon as the next event
         // in the preempt ring completes, though, then it will be true.
+        self.slept.set(should_sleep);
         Ok(should_sleep)
     }
 

@@ -165,6 +165,18 @@ impl Future for Timer {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut inner = self.inner.borrow_mut();
 
+        // Rowhook's patch: the reactor wakes a charged timer when it fires, so
+        // one it still holds is pending; no clock read, no re-insert.
+        if inner.is_charged
+            && inner
+                .reactor
+                .upgrade()
+                .unwrap()
+                .refresh_timer(inner.id, inner.when, cx.waker())
+        {
+            return Poll::Pending;
+        }
+
         if Instant::now() >= inner.when {
             // Deregister the timer from the reactor if needed
             inner.reactor.upgrade().unwrap().remove_timer(inner.id);
