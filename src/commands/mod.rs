@@ -28,9 +28,6 @@ mod tests {
             .unwrap()
     }
 
-    /// The patched glommio loop (src/vendor/glommio) leaves an armed 100 ms
-    /// preemption timer in place across passes; a shorter timer due before it
-    /// must still replace it before the executor sleeps.
     /// Counts its wake-ups.
     #[derive(Default)]
     struct Wakes(std::sync::atomic::AtomicUsize);
@@ -77,6 +74,9 @@ mod tests {
         assert_eq!((first, latest, ready), (0, 1, true));
     }
 
+    /// The patched glommio loop (src/vendor/glommio) leaves an armed 100 ms
+    /// preemption timer in place across passes; a shorter timer due before it
+    /// must still replace it before the executor sleeps.
     #[test]
     fn a_short_timer_wakes_a_sleeping_executor_on_time() {
         let mut took = executor().run(async {

@@ -640,9 +640,11 @@ mod tests {
                         answer.map(|r| r.status).ok()
                     });
                     let waiting = || REAPER.with(|r| r.waiting.borrow().len());
-                    while waiting() == 0 {
+                    let began = std::time::Instant::now();
+                    while waiting() == 0 && began.elapsed() < Duration::from_secs(10) {
                         futures_lite::future::yield_now().await;
                     }
+                    assert_eq!(waiting(), 1, "the exchange never began to wait");
                     let since = REAPER.with(|r| r.waiting.borrow()[0].0);
                     assert_eq!(
                         since,

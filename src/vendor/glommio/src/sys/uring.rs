@@ -1788,13 +1788,6 @@ impl Reactor {
         }
     }
 
-    /// We want to go to sleep, but we can only go to sleep in one of the rings,
-    /// as we only have one thread. There are more than one sleepable rings, so
-    /// what we do is we take advantage of the fact that the ring's `ring_fd` is
-    /// pollable and register a `POLL_ADD` event into the ring we will wait on.
-    ///
-    /// We may not be able to register an `SQE` at this point, so we return an
-    /// Error and will just not sleep.
     /// How many times the executor went to the kernel to sleep (rowhook's
     /// patch): what a task started before the count changed had the time of
     /// a wake-up to complete.
@@ -1802,6 +1795,13 @@ impl Reactor {
         self.sleeps.get()
     }
 
+    /// We want to go to sleep, but we can only go to sleep in one of the rings,
+    /// as we only have one thread. There are more than one sleepable rings, so
+    /// what we do is we take advantage of the fact that the ring's `ring_fd` is
+    /// pollable and register a `POLL_ADD` event into the ring we will wait on.
+    ///
+    /// We may not be able to register an `SQE` at this point, so we return an
+    /// Error and will just not sleep.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
         self.sleeps.set(self.sleeps.get() + 1);
         let mut link = self.link_src.borrow_mut();
