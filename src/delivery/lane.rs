@@ -44,6 +44,11 @@ impl Default for Lane {
 impl Lane {
     /// Queues `d` behind the lane's earlier events.
     pub fn push(&self, d: Delivery) {
+        if self.busy.get() {
+            // Its exchange may be waiting lazily for its answer: `d` waits
+            // for that read, which must not wait for another wake-up.
+            crate::http::client::hurry_answers();
+        }
         self.queue.borrow_mut().push_back(d);
         self.queued.signal(1);
     }
