@@ -409,6 +409,15 @@ thread_local! {
 /// (a `recv(2)` that finds nothing: 0.3 per event at 10k rows/s when all were
 /// tried, 0.13–0.16 with one sleep, 0.02 with two; A/B 2026-12-02).
 pub fn reap_answers() {
+    REAPER.with(|r| {
+        // Called once per binlog event: it measures the stream's pace.
+        let now = std::time::Instant::now();
+        if let Some(gap) = r.last.replace(Some(now)).map(|t| now - t) {
+            if gap > SAME_WAKE {
+                r.brisk.set(gap <= BRISK);
+            }
+        }
+    });
     reap(2);
 }
 
@@ -424,15 +433,6 @@ pub fn hurry_answers() {
 /// busy may not sleep for long).
 fn reap(sleeps: u64) {
     let waiting = REAPER.with(|r| {
-        if sleeps > 1 {
-            // The routine reap, once per binlog event: it measures the stream's pace.
-            let now = std::time::Instant::now();
-            if let Some(gap) = r.last.replace(Some(now)).map(|t| now - t) {
-                if gap > SAME_WAKE {
-                    r.brisk.set(gap <= BRISK);
-                }
-            }
-        }
         let slept = glommio::executor().sleeps();
         let due = |since: u64| since + sleeps <= slept;
         let mut waiting = r.waiting.borrow_mut();
